@@ -1,0 +1,775 @@
+"""The tests of blog.py, through HTTP as a client sees it.
+
+Sections mirror blog.py. Most tests use Starlette's TestClient; the ones that need a real server
+(concurrency, the command line) start `python blog.py` on a loopback port.
+"""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+HERE = Path(__file__).parent
+TEST_DIR = Path(tempfile.mkdtemp(prefix="blog-tests-"))
+os.environ.update({
+    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", f"sqlite:///{TEST_DIR}/test.db"),
+    "SECRET_KEY": "a-test-secret-that-is-long-enough-for-hs256",
+    "BCRYPT_ROUNDS": "4",  # the lowest bcrypt allows: tests need speed, not strength
+    "CORS_ORIGINS": "http://localhost:3000",
+})
+
+import blog  # noqa: E402  (configured by the environment above)
+
+# The team's dependency list names httpx; Starlette 1.x nudges toward its successor httpx2.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+from starlette.testclient import TestClient  # noqa: E402
+
+PASSWORD = "correct horse battery"
+TABLES = ["comments", "blogs", "refresh_tokens", "drafts", "feature_requests", "users"]
+
+
+#### Fixtures: a client whose lifespan runs on an empty database, and users of each role
+
+
+async def empty_database() -> None:
+    for table in TABLES:
+        await blog.database.execute(f"DELETE FROM {table}")
+
+
+@pytest.fixture
+def client():
+    """A TestClient on an empty database; its lifespan (connect, create tables) runs."""
+    with TestClient(blog.app) as test_client:
+        test_client.portal.call(empty_database)
+        blog.failed_logins.clear()
+        yield test_client
+
+
+def set_role_in_database(client, username: str, role: str) -> None:
+    """Roles can only be given by an admin, so the first one is planted directly, like create-admin does."""
+    async def update():
+        await blog.database.execute("UPDATE users SET role = :role WHERE username = :username",
+                                    {"role": role, "username": username})
+    client.portal.call(update)
+
+
+def make_user(client, role: str = "user", username: str | None = None) -> dict:
+    """Register a user, give it `role`, log in; returns the user, its tokens and its auth headers."""
+    username = username or f"{role}-{os.urandom(3).hex()}"
+    response = client.post("/api/auth/register",
+                           json={"username": username, "email": f"{username}@example.com", "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    if role != "user":
+        set_role_in_database(client, username, role)
+    tokens = client.post("/api/auth/login", json={"username": username, "password": PASSWORD}).json()
+    return {"user": response.json() | {"role": role}, "tokens": tokens,
+            "headers": {"Authorization": f"Bearer {tokens['access_token']}"}}
+
+
+def make_blog(client, author: dict, title: str = "A post", content: str = "Some *Markdown*.", status: str = "pending"):
+    """Create a blog as `author` and, for approved or rejected, have a fresh reviewer review it."""
+    blog_json = client.post("/api/blogs/", json={"title": title, "content": content}, headers=author["headers"]).json()
+    if status != "pending":
+        reviewer = make_user(client, "approver")
+        action = "approve" if status == "approved" else "reject"
+        blog_json = client.post(f"/api/blogs/{blog_json['id']}/{action}", headers=reviewer["headers"]).json()
+    return blog_json
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll `condition` until it returns something true, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running_server(*args: str, env: dict | None = None):
+    """Run `python blog.py ARGS` on a free loopback port and its own database; yields the process."""
+    port = free_port()
+    fresh_database = f"sqlite:///{TEST_DIR}/server-{port}.db"
+    process = subprocess.Popen([sys.executable, str(HERE / "blog.py"), *args], cwd=TEST_DIR,
+                               env={**os.environ, "DATABASE_URL": fresh_database, "PORT": str(port), **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return httpx.get(base_url + "/health").status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            return False
+    try:
+        wait_until(healthy, what="the server to start")
+        process.base_url = base_url
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+#### Authorization: every protected route, every role, one table
+
+# {blog} is someone else's pending blog, {request} a feature request, {target} another user.
+GUARDS = [
+    # method, path, body, anonymous, user, approver, admin
+    ("GET", "/api/auth/me", None, 401, 200, 200, 200),
+    ("POST", "/api/auth/logout", {"refresh_token": "x"}, 401, 204, 204, 204),
+    ("POST", "/api/auth/make-admin/{target}", None, 401, 403, 403, 200),
+    ("PATCH", "/api/users/{target}/role", {"role": "approver"}, 401, 403, 403, 200),
+    ("POST", "/api/blogs/", {"title": "T", "content": "C"}, 401, 201, 201, 201),
+    ("GET", "/api/blogs/pending", None, 401, 403, 200, 200),
+    ("GET", "/api/blogs/{blog}", None, 404, 404, 200, 200),
+    ("PUT", "/api/blogs/{blog}", {"title": "T", "content": "C"}, 401, 404, 403, 403),
+    ("DELETE", "/api/blogs/{blog}", None, 401, 404, 403, 204),
+    ("POST", "/api/blogs/{blog}/approve", None, 401, 403, 200, 200),
+    ("POST", "/api/blogs/{blog}/reject", {"reason": "Too short."}, 401, 403, 200, 200),
+    ("GET", "/api/blogs/{blog}/comments", None, 404, 404, 200, 200),
+    ("GET", "/api/feature-requests/", None, 401, 200, 200, 200),
+    ("POST", "/api/feature-requests/", {"title": "T", "description": "D"}, 401, 201, 201, 201),
+    ("PATCH", "/api/feature-requests/{request}", {"status": "accepted"}, 401, 403, 403, 200),
+    ("GET", "/api/session/draft", None, 401, 404, 404, 404),
+    ("POST", "/api/session/draft", {"title": "T"}, 401, 200, 200, 200),
+    ("DELETE", "/api/session/draft", None, 401, 204, 204, 204),
+]
+ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
+
+
+@pytest.mark.parametrize("method, path, body, role, expected", [
+    pytest.param(method, path, body, role, status, id=f"{method} {path} as {role}")
+    for method, path, body, *statuses in GUARDS
+    for role, status in zip(ROLE_COLUMNS, statuses)
+])
+def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, method, path, body, role, expected):
+    author, target = make_user(client), make_user(client)
+    pending = make_blog(client, author)
+    feature = client.post("/api/feature-requests/", json={"title": "Dark mode", "description": "Please."},
+                          headers=author["headers"]).json()
+    path = path.format(blog=pending["id"], request=feature["id"], target=target["user"]["username"])
+    headers = {} if role == "anonymous" else make_user(client, role)["headers"]
+    response = client.request(method, path, json=body, headers=headers)
+    assert response.status_code == expected, response.text
+    if expected == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+    if expected >= 400:
+        assert set(response.json()) == {"detail"}
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer not-a-token",
+    "Basic dXNlcjpwYXNz",
+    "Bearer " + jwt.encode({"sub": "1", "type": "access", "iat": 0, "exp": 4102444800}, "another-key-that-is-just-as-long-as-ours"),
+    "Bearer " + jwt.encode({"sub": "1", "type": "access", "iat": 0, "exp": 1}, blog.SECRET_KEY),
+    "Bearer " + jwt.encode({"sub": "1", "type": "access", "exp": 4102444800}, blog.SECRET_KEY),
+    "Bearer " + jwt.encode({"sub": "1", "type": "access", "iat": 0, "exp": 4102444800}, None, algorithm="none"),
+], ids=["garbage", "basic-auth", "wrong-key", "expired", "no-iat", "alg-none"])
+def test_a_bad_token_is_a_401_even_where_a_token_is_optional(client, header):
+    for path in ["/api/auth/me", "/api/blogs/1", "/api/blogs/1/comments"]:
+        response = client.get(path, headers={"Authorization": header})
+        assert response.status_code == 401, (path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_refresh_token_is_not_an_access_token(client):
+    user = make_user(client)
+    response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {user['tokens']['refresh_token']}"})
+    assert response.status_code == 401
+    assert client.post("/api/auth/refresh", json={"refresh_token": user["tokens"]["access_token"]}).status_code == 401
+
+
+def test_a_deleted_account_loses_access_at_once(client):
+    user = make_user(client)
+
+    async def delete():
+        await blog.database.execute("DELETE FROM users WHERE id = :id", {"id": user["user"]["id"]})
+    client.portal.call(delete)
+    assert client.get("/api/auth/me", headers=user["headers"]).status_code == 401
+
+
+#### Auth: register, login, refresh, logout, me
+
+
+def test_register_makes_a_user_and_ignores_a_requested_role(client):
+    response = client.post("/api/auth/register", json={
+        "username": "alice", "email": "Alice@Example.com", "password": PASSWORD, "role": "admin"})
+    assert response.status_code == 201
+    user = response.json()
+    assert set(user) == {"id", "username", "email", "role", "created_at"}
+    assert (user["username"], user["email"], user["role"]) == ("alice", "alice@example.com", "user")
+    assert user["created_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("username, email", [
+    ("alice", "other@example.com"), ("ALICE", "other@example.com"), ("bob", "alice@example.com"),
+    ("bob", "ALICE@example.com")])
+def test_register_refuses_a_taken_username_or_email(client, username, email):
+    client.post("/api/auth/register", json={"username": "alice", "email": "alice@example.com", "password": PASSWORD})
+    response = client.post("/api/auth/register", json={"username": username, "email": email, "password": PASSWORD})
+    assert response.status_code == 409
+    assert "taken" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("username", "ab"), ("username", "a" * 33), ("username", "has space"), ("username", "alice\n"),
+    ("username", "élodie"), ("username", 42), ("email", "not-an-email"), ("email", "a@b"),
+    ("password", "short"), ("password", "é" * 37), ("password", "x" * 73), ("password", None),
+])
+def test_register_names_the_field_that_is_wrong(client, field, value):
+    body = {"username": "alice", "email": "alice@example.com", "password": PASSWORD} | {field: value}
+    response = client.post("/api/auth/register", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(field)
+    assert client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD}).status_code == 401
+
+
+def test_a_password_of_exactly_72_bytes_works(client):
+    password = "ü" * 36
+    client.post("/api/auth/register", json={"username": "alice", "email": "a@example.com", "password": password})
+    assert client.post("/api/auth/login", json={"username": "alice", "password": password}).status_code == 200
+    # bcrypt 5 raises on more than 72 bytes; a login with one is a plain 401, never a 500.
+    assert client.post("/api/auth/login", json={"username": "alice", "password": password + "x"}).status_code == 401
+
+
+def test_login_by_username_email_or_oauth2_form(client):
+    make_user(client, username="alice")
+    for name in ["alice", "ALICE", "alice@example.com", "Alice@Example.COM"]:
+        response = client.post("/api/auth/login", json={"username": name, "password": PASSWORD})
+        assert response.status_code == 200, name
+        tokens = response.json()
+        assert set(tokens) == {"access_token", "refresh_token", "token_type", "expires_in"}
+        assert (tokens["token_type"], tokens["expires_in"]) == ("bearer", 30 * 60)
+    form = client.post("/api/auth/login", data={"grant_type": "password", "username": "alice", "password": PASSWORD})
+    assert form.status_code == 200
+    me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {form.json()['access_token']}"})
+    assert me.json()["username"] == "alice"
+
+
+def test_tokens_carry_the_claims_that_keep_them_apart(client):
+    tokens = make_user(client)["tokens"]
+    access = jwt.decode(tokens["access_token"], blog.SECRET_KEY, algorithms=["HS256"])
+    refresh = jwt.decode(tokens["refresh_token"], blog.SECRET_KEY, algorithms=["HS256"])
+    assert access["type"] == "access" and refresh["type"] == "refresh"
+    assert {"sub", "iat", "exp"} <= set(access) and {"sub", "iat", "exp", "fam", "jti"} <= set(refresh)
+    assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "HS256"
+
+
+def test_unknown_user_and_wrong_password_get_the_same_401(client, monkeypatch):
+    make_user(client, username="alice")
+    checks = []
+    real_check = blog.check_password
+    monkeypatch.setattr(blog, "check_password", lambda *args: checks.append(1) or real_check(*args))
+    unknown = client.post("/api/auth/login", json={"username": "nobody", "password": PASSWORD})
+    wrong = client.post("/api/auth/login", json={"username": "alice", "password": "wrong password"})
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()
+    assert unknown.headers["www-authenticate"] == "Bearer"
+    assert len(checks) == 2  # the unknown user costs a bcrypt check too
+
+
+def test_repeated_failed_logins_for_one_account_get_429_with_retry_after(client):
+    make_user(client, username="alice")
+    for _ in range(blog.LOGIN_FAILURES_PER_ACCOUNT):
+        assert client.post("/api/auth/login", json={"username": "alice", "password": "wrong!!!"}).status_code == 401
+    for password in ["wrong!!!", PASSWORD]:  # even the right password waits
+        response = client.post("/api/auth/login", json={"username": "alice", "password": password})
+        assert response.status_code == 429
+        assert 0 < int(response.headers["retry-after"]) <= blog.LOGIN_WINDOW_SECONDS
+    other = make_user(client, username="bob")  # another account from the same address still works
+    assert other["tokens"]["access_token"]
+
+
+def test_repeated_failed_logins_from_one_address_get_429(client):
+    for attempt in range(blog.LOGIN_FAILURES_PER_ADDRESS):
+        client.post("/api/auth/login", json={"username": f"guess{attempt}", "password": "wrong!!!"})
+    response = client.post("/api/auth/login", json={"username": "another", "password": "wrong!!!"})
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_refresh_rotates_and_the_old_token_stops_working(client):
+    user = make_user(client)
+    old = user["tokens"]["refresh_token"]
+    response = client.post("/api/auth/refresh", json={"refresh_token": old})
+    assert response.status_code == 200
+    new = response.json()
+    assert new["refresh_token"] != old
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {new['access_token']}"}).status_code == 200
+    assert client.post("/api/auth/refresh", json={"refresh_token": old}).status_code == 401
+
+
+def test_a_reused_refresh_token_revokes_its_whole_family(client):
+    user = make_user(client)
+    stolen = user["tokens"]["refresh_token"]
+    current = client.post("/api/auth/refresh", json={"refresh_token": stolen}).json()["refresh_token"]
+    assert client.post("/api/auth/refresh", json={"refresh_token": stolen}).status_code == 401  # the thief
+    assert client.post("/api/auth/refresh", json={"refresh_token": current}).status_code == 401  # family gone
+    other_login = client.post("/api/auth/login", json={"username": user["user"]["username"], "password": PASSWORD})
+    assert client.post("/api/auth/refresh", json={"refresh_token": other_login.json()["refresh_token"]}).status_code == 200
+
+
+def test_logout_revokes_the_refresh_token(client):
+    user = make_user(client)
+    token = user["tokens"]["refresh_token"]
+    assert client.post("/api/auth/logout", json={"refresh_token": token}, headers=user["headers"]).status_code == 204
+    assert client.post("/api/auth/refresh", json={"refresh_token": token}).status_code == 401
+
+
+def test_logout_cannot_revoke_someone_elses_token(client):
+    alice, mallory = make_user(client), make_user(client)
+    token = alice["tokens"]["refresh_token"]
+    client.post("/api/auth/logout", json={"refresh_token": token}, headers=mallory["headers"])
+    assert client.post("/api/auth/refresh", json={"refresh_token": token}).status_code == 200
+
+
+def test_refresh_needs_a_refresh_token_field(client):
+    assert client.post("/api/auth/refresh", json={}).json()["detail"].startswith("refresh_token")
+    assert client.post("/api/auth/refresh", json={"refresh_token": "junk"}).status_code == 401
+
+
+def test_no_response_ever_contains_a_password_hash(client):
+    admin = make_user(client, "admin")
+    user = make_user(client, username="alice")
+    bodies = [
+        client.get("/api/auth/me", headers=user["headers"]).text,
+        client.post("/api/auth/make-admin/alice", headers=admin["headers"]).text,
+        client.patch("/api/users/alice/role", json={"role": "user"}, headers=admin["headers"]).text,
+        client.post("/api/auth/register", json={"username": "bob", "email": "b@example.com", "password": PASSWORD}).text,
+        client.post("/api/auth/login", json={"username": "bob", "password": PASSWORD}).text,
+        client.get("/api/blogs/", params={"author": "alice"}).text,
+    ]
+    for body in bodies:
+        assert "$2b$" not in body and "password" not in body, body
+
+
+#### Users: roles
+
+
+def test_admin_changes_roles_and_the_change_applies_at_once(client):
+    admin, user = make_user(client, "admin"), make_user(client, username="alice")
+    assert client.get("/api/blogs/pending", headers=user["headers"]).status_code == 403
+    response = client.patch("/api/users/ALICE/role", json={"role": "approver"}, headers=admin["headers"])
+    assert (response.status_code, response.json()["role"]) == (200, "approver")
+    assert client.get("/api/blogs/pending", headers=user["headers"]).status_code == 200
+    response = client.post("/api/auth/make-admin/alice", headers=admin["headers"])
+    assert response.json()["role"] == "admin"
+    assert client.get("/api/auth/me", headers=user["headers"]).json()["role"] == "admin"
+
+
+def test_role_changes_refuse_unknown_users_and_roles(client):
+    admin = make_user(client, "admin")
+    assert client.patch("/api/users/nobody/role", json={"role": "user"}, headers=admin["headers"]).status_code == 404
+    assert client.post("/api/auth/make-admin/nobody", headers=admin["headers"]).status_code == 404
+    make_user(client, username="alice")
+    for body in [{"role": "superuser"}, {"role": None}, {}]:
+        response = client.patch("/api/users/alice/role", json=body, headers=admin["headers"])
+        assert response.status_code == 422 and response.json()["detail"].startswith("role")
+
+
+def test_the_last_admin_cannot_step_down(client):
+    admin = make_user(client, "admin", username="root")
+    response = client.patch("/api/users/root/role", json={"role": "user"}, headers=admin["headers"])
+    assert response.status_code == 409
+    make_user(client, "admin", username="second")
+    assert client.patch("/api/users/root/role", json={"role": "user"}, headers=admin["headers"]).status_code == 200
+
+
+#### Blogs: the approval workflow, visibility, lists
+
+
+def test_a_blog_is_public_only_once_approved(client):
+    author, approver, stranger = make_user(client), make_user(client, "approver"), make_user(client)
+    created = client.post("/api/blogs/", json={"title": "Hello", "content": "# Hi", "images": ["https://x.io/a.png"]},
+                          headers=author["headers"])
+    assert created.status_code == 201
+    post = created.json()
+    assert set(post) == {"id", "title", "content", "images", "status", "author_id", "author", "created_at", "updated_at"}
+    assert (post["status"], post["author"], post["images"]) == ("pending", author["user"]["username"], ["https://x.io/a.png"])
+    url = f"/api/blogs/{post['id']}"
+    assert client.get(url).status_code == 404
+    assert client.get(url, headers=stranger["headers"]).status_code == 404
+    assert client.get(url, headers=author["headers"]).status_code == 200
+    assert client.get("/api/blogs/").json()["items"] == []
+    pending = client.get("/api/blogs/pending", headers=approver["headers"]).json()["items"]
+    assert [b["id"] for b in pending] == [post["id"]]
+    approved = client.post(url + "/approve", headers=approver["headers"])
+    assert approved.json()["status"] == "approved"
+    assert client.get(url).json()["status"] == "approved"
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [post["id"]]
+    assert client.get("/api/blogs/pending", headers=approver["headers"]).json()["items"] == []
+
+
+def test_a_rejected_blog_shows_its_reason_and_an_edit_sends_it_back(client):
+    author, approver = make_user(client), make_user(client, "approver")
+    post = make_blog(client, author)
+    url = f"/api/blogs/{post['id']}"
+    rejected = client.post(url + "/reject", json={"reason": "Needs sources."}, headers=approver["headers"]).json()
+    assert (rejected["status"], rejected["reject_reason"]) == ("rejected", "Needs sources.")
+    assert client.get(url, headers=author["headers"]).json()["reject_reason"] == "Needs sources."
+    edited = client.put(url, json={"title": "Better", "content": "With sources."}, headers=author["headers"])
+    assert edited.status_code == 200
+    assert (edited.json()["status"], edited.json()["title"]) == ("pending", "Better")
+    assert "reject_reason" not in edited.json()
+    assert client.post(url + "/reject", headers=approver["headers"]).json()["reject_reason"] is None
+
+
+def test_an_approved_blog_cannot_be_edited(client):
+    author = make_user(client)
+    post = make_blog(client, author, status="approved")
+    response = client.put(f"/api/blogs/{post['id']}", json={"title": "New", "content": "New"}, headers=author["headers"])
+    assert response.status_code == 409
+    assert client.get(f"/api/blogs/{post['id']}").json()["title"] == "A post"
+
+
+def test_only_the_author_edits_and_only_author_or_admin_deletes(client):
+    author, other, admin = make_user(client), make_user(client), make_user(client, "admin")
+    post = make_blog(client, author, status="approved")
+    url = f"/api/blogs/{post['id']}"
+    assert client.put(url, json={"title": "X", "content": "Y"}, headers=other["headers"]).status_code == 403
+    assert client.delete(url, headers=other["headers"]).status_code == 403
+    assert client.delete(url, headers=admin["headers"]).status_code == 204
+    assert client.get(url).status_code == 404
+    mine = make_blog(client, author)
+    assert client.delete(f"/api/blogs/{mine['id']}", headers=author["headers"]).status_code == 204
+    assert client.delete(f"/api/blogs/{mine['id']}", headers=author["headers"]).status_code == 404
+
+
+def test_reviews_happen_once_and_never_on_your_own_blog(client):
+    approver = make_user(client, "approver")
+    own = make_blog(client, approver)
+    assert client.post(f"/api/blogs/{own['id']}/approve", headers=approver["headers"]).status_code == 403
+    post = make_blog(client, make_user(client))
+    assert client.post(f"/api/blogs/{post['id']}/approve", headers=approver["headers"]).status_code == 200
+    for action in ["approve", "reject"]:
+        response = client.post(f"/api/blogs/{post['id']}/{action}", headers=approver["headers"])
+        assert response.status_code == 409, action
+    assert client.post("/api/blogs/999999/approve", headers=approver["headers"]).status_code == 404
+
+
+def test_search_and_author_filters(client):
+    alice, bob = make_user(client, username="alice"), make_user(client, username="bob")
+    make_blog(client, alice, "Starlette tips", "Routes and lifespans", "approved")
+    make_blog(client, alice, "Cooking", "100% butter, no_margarine", "approved")
+    make_blog(client, bob, "More Starlette", "Middleware", "approved")
+    make_blog(client, bob, "Starlette draft", "still pending")
+
+    def titles(**params):
+        return sorted(b["title"] for b in client.get("/api/blogs/", params=params).json()["items"])
+    assert titles(q="starlette") == ["More Starlette", "Starlette tips"]
+    assert titles(q="LIFESPAN") == ["Starlette tips"]
+    assert titles(author="alice") == ["Cooking", "Starlette tips"]
+    assert titles(author="ALICE", q="starlette") == ["Starlette tips"]
+    assert titles(q="100%") == ["Cooking"] and titles(q="0%b") == []
+    assert titles(q="o_m") == ["Cooking"] and titles(q="_") == ["Cooking"]
+    assert titles(author="nobody") == []
+
+
+def test_pages_walk_every_item_exactly_once_newest_first(client):
+    author = make_user(client)
+    created = [make_blog(client, author, f"Post {n}", status="approved")["id"] for n in range(23)]
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 5} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/blogs/", params=params).json()
+        seen += [b["id"] for b in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert isinstance(cursor, str)
+    assert seen == sorted(created, reverse=True)
+    assert pages == 5
+    assert len(client.get("/api/blogs/").json()["items"]) == 20  # the default limit
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"),
+    ({"cursor": "!!!"}, "cursor"), ({"cursor": base64.urlsafe_b64encode(b"abc").decode()}, "cursor"),
+])
+def test_bad_page_parameters_are_422_naming_the_parameter(client, params, field):
+    response = client.get("/api/blogs/", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(field)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"content": "C"}, "title"), ({"title": "T"}, "content"), ({"title": "", "content": "C"}, "title"),
+    ({"title": "   ", "content": "C"}, "title"), ({"title": "x" * 201, "content": "C"}, "title"),
+    ({"title": "T", "content": "x" * 100_001}, "content"), ({"title": 5, "content": "C"}, "title"),
+    ({"title": "T", "content": "C", "images": "https://x.io/a.png"}, "images"),
+    ({"title": "T", "content": "C", "images": ["https://x.io/a.png"] * 11}, "images"),
+    ({"title": "T", "content": "C", "images": ["javascript:alert(1)"]}, "images[0]"),
+    ({"title": "T", "content": "C", "images": ["https://ok.io/a.png", "ftp://x.io/b"]}, "images[1]"),
+])
+def test_blog_limits_are_enforced_and_name_the_field(client, body, field):
+    author = make_user(client)
+    response = client.post("/api/blogs/", json=body, headers=author["headers"])
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(field + ":")
+    assert client.get("/api/blogs/pending", headers=make_user(client, "admin")["headers"]).json()["items"] == []
+
+
+def test_blog_limits_at_their_edges_are_accepted(client):
+    author = make_user(client)
+    body = {"title": "x" * 200, "content": "y" * 100_000, "images": [f"https://x.io/{n}.png" for n in range(10)]}
+    assert client.post("/api/blogs/", json=body, headers=author["headers"]).status_code == 201
+
+
+#### Comments: the chat's history, as far as REST goes
+
+
+def test_comments_follow_the_visibility_of_their_blog(client):
+    author = make_user(client)
+    pending, approved = make_blog(client, author), make_blog(client, author, status="approved")
+    assert client.get(f"/api/blogs/{approved['id']}/comments").json() == {"items": [], "next_cursor": None}
+    assert client.get(f"/api/blogs/{pending['id']}/comments").status_code == 404
+    assert client.get(f"/api/blogs/{pending['id']}/comments", headers=author["headers"]).status_code == 200
+    assert client.get("/api/blogs/424242/comments").status_code == 404
+
+
+#### Feature requests
+
+
+def test_feature_requests_are_created_listed_filtered_and_triaged(client):
+    user, admin = make_user(client), make_user(client, "admin")
+    created = client.post("/api/feature-requests/", json={"title": "Dark mode", "description": "Eyes hurt."},
+                          headers=user["headers"])
+    assert created.status_code == 201
+    request = created.json()
+    assert set(request) == {"id", "title", "description", "status", "priority", "author_id", "created_at", "updated_at"}
+    assert (request["status"], request["priority"], request["author_id"]) == ("pending", 3, user["user"]["id"])
+    urgent = client.post("/api/feature-requests/", json={"title": "RSS", "description": "Feeds.", "priority": 5},
+                         headers=user["headers"]).json()
+    assert urgent["priority"] == 5
+    triaged = client.patch(f"/api/feature-requests/{request['id']}", json={"status": "accepted", "priority": 4},
+                           headers=admin["headers"]).json()
+    assert (triaged["status"], triaged["priority"]) == ("accepted", 4)
+    kept = client.patch(f"/api/feature-requests/{request['id']}", json={"status": "declined"}, headers=admin["headers"])
+    assert (kept.json()["status"], kept.json()["priority"]) == ("declined", 4)
+
+    def ids(**params):
+        return [r["id"] for r in client.get("/api/feature-requests/", params=params, headers=user["headers"]).json()["items"]]
+    assert ids() == [urgent["id"], request["id"]]
+    assert ids(status="declined") == [request["id"]]
+    assert ids(status="pending") == [urgent["id"]]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"description": "D"}, "title"), ({"title": "T"}, "description"), ({"title": "T", "description": ""}, "description"),
+    ({"title": "T", "description": "x" * 5001}, "description"), ({"title": "T", "description": "D", "priority": 0}, "priority"),
+    ({"title": "T", "description": "D", "priority": 6}, "priority"), ({"title": "T", "description": "D", "priority": 2.5}, "priority"),
+    ({"title": "T", "description": "D", "priority": True}, "priority"), ({"title": "T", "description": "D", "priority": "3"}, "priority"),
+])
+def test_feature_request_limits(client, body, field):
+    user = make_user(client)
+    response = client.post("/api/feature-requests/", json=body, headers=user["headers"])
+    assert response.status_code == 422 and response.json()["detail"].startswith(field)
+    assert client.get("/api/feature-requests/", headers=user["headers"]).json()["items"] == []
+
+
+def test_triage_refuses_bad_values_and_unknown_requests(client):
+    user, admin = make_user(client), make_user(client, "admin")
+    request = client.post("/api/feature-requests/", json={"title": "T", "description": "D"}, headers=user["headers"]).json()
+    url = f"/api/feature-requests/{request['id']}"
+    for body, field in [({"status": "done"}, "status"), ({}, "status"), ({"status": "accepted", "priority": 9}, "priority")]:
+        response = client.patch(url, json=body, headers=admin["headers"])
+        assert response.status_code == 422 and response.json()["detail"].startswith(field)
+    assert client.patch("/api/feature-requests/999999", json={"status": "accepted"}, headers=admin["headers"]).status_code == 404
+    assert client.get("/api/feature-requests/", params={"status": "done"}, headers=user["headers"]).status_code == 422
+    assert client.get("/api/feature-requests/", headers=user["headers"]).json()["items"][0]["status"] == "pending"
+
+
+#### Drafts
+
+
+def test_a_draft_is_saved_whole_read_back_and_deleted(client):
+    user, other = make_user(client), make_user(client)
+    assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
+    saved = client.post("/api/session/draft", json={"title": "Half", "content": "Thoughts", "images": ["http://x.io/1"]},
+                        headers=user["headers"])
+    assert saved.status_code == 200
+    assert {k: saved.json()[k] for k in ("title", "content", "images")} == {
+        "title": "Half", "content": "Thoughts", "images": ["http://x.io/1"]}
+    assert client.get("/api/session/draft", headers=user["headers"]).json() == saved.json()
+    assert client.get("/api/session/draft", headers=other["headers"]).status_code == 404
+    replaced = client.post("/api/session/draft", json={"content": "Only this"}, headers=user["headers"]).json()
+    assert (replaced["title"], replaced["content"], replaced["images"]) == ("", "Only this", [])
+    assert client.delete("/api/session/draft", headers=user["headers"]).status_code == 204
+    assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"title": "x" * 201}, "title"), ({"content": "x" * 100_001}, "content"), ({"images": ["nope"]}, "images[0]"),
+    ({"title": ["list"]}, "title")])
+def test_draft_limits(client, body, field):
+    user = make_user(client)
+    response = client.post("/api/session/draft", json=body, headers=user["headers"])
+    assert response.status_code == 422 and response.json()["detail"].startswith(field)
+    assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
+
+
+#### Bad input: malformed, hostile and oversized bodies never yield a 500 or change anything
+
+HOSTILE_BODIES = [
+    pytest.param(b"{not json", 400, id="malformed"),
+    pytest.param(b'{"title": "T", "content": "C"', 400, id="truncated"),
+    pytest.param(b"\xff\xfe{}", 400, id="bad-utf8"),
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, 400, id="deep-nesting"),
+    pytest.param(b'{"title": "T", "content": "C", "images": [' + b"1" * 5000 + b"]}", 400, id="5000-digits"),
+    pytest.param(b'{"title": NaN, "content": "C"}', 400, id="nan"),
+    pytest.param(b'{"title": "T", "content": Infinity}', 400, id="infinity"),
+    pytest.param(b'{"title": "\\ud800", "content": "C"}', 422, id="lone-surrogate"),
+    pytest.param(b'{"title": "T", "content": "a\\u0000b"}', 422, id="nul"),
+    pytest.param(b'["title", "content"]', 422, id="array-body"),
+    pytest.param(b'"just a string"', 422, id="string-body"),
+    pytest.param(b'{"title": "T", "content": "C", "images": [1e999]}', 422, id="huge-float"),
+]
+
+
+@pytest.mark.parametrize("raw, expected", HOSTILE_BODIES)
+def test_hostile_json_gets_a_4xx_and_stores_nothing(client, raw, expected):
+    user, admin = make_user(client), make_user(client, "admin")
+    headers = user["headers"] | {"Content-Type": "application/json"}
+    for path in ["/api/blogs/", "/api/feature-requests/", "/api/session/draft"]:
+        response = client.post(path, content=raw, headers=headers)
+        assert response.status_code == expected, (path, response.text)
+        assert set(response.json()) == {"detail"}
+    assert client.get("/api/blogs/pending", headers=admin["headers"]).json()["items"] == []
+    assert client.get("/api/feature-requests/", headers=user["headers"]).json()["items"] == []
+    assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
+
+
+def test_hostile_json_at_registration_and_login(client):
+    for raw in [b"{", b'{"username": "\\ud800", "email": "a@b.io", "password": "12345678"}', b"[]", b"null"]:
+        for path in ["/api/auth/register", "/api/auth/login", "/api/auth/refresh"]:
+            response = client.post(path, content=raw, headers={"Content-Type": "application/json"})
+            assert response.status_code in (400, 422), (path, raw, response.text)
+    assert client.post("/api/auth/login", content=b"username=%FF&password=x",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 400
+
+
+def test_a_body_over_1_mib_is_413_and_stores_nothing(client):
+    user, admin = make_user(client), make_user(client, "admin")
+    body = json.dumps({"title": "T", "content": "x" * (1024 * 1024)})
+    response = client.post("/api/blogs/", content=body, headers=user["headers"] | {"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert set(response.json()) == {"detail"}
+    assert client.get("/api/blogs/pending", headers=admin["headers"]).json()["items"] == []
+
+
+def test_unknown_routes_and_methods_answer_in_json(client):
+    assert client.get("/api/nothing-here").json() == {"detail": "Not Found"}
+    response = client.patch("/api/blogs/")
+    assert response.status_code == 405 and set(response.json()) == {"detail"}
+
+
+#### Health, CORS
+
+
+def test_health_checks_the_database(client, monkeypatch):
+    assert client.get("/health").json() == {"status": "ok"}
+
+    async def broken(*args, **kwargs):
+        raise OSError("database gone")
+    monkeypatch.setattr(blog.database, "fetch_val", broken)
+    response = client.get("/health")
+    assert response.status_code == 503 and set(response.json()) == {"detail"}
+
+
+def test_cors_allows_the_configured_origins_only(client):
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = client.options("/api/blogs/", headers={"Origin": "http://localhost:3000"} | preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+    refused = client.options("/api/blogs/", headers={"Origin": "https://evil.example"} | preflight)
+    assert "access-control-allow-origin" not in refused.headers
+
+
+#### A real server: concurrency and the command line
+
+
+def test_twenty_simultaneous_writers_lose_nothing():
+    with running_server() as server:
+        url = server.base_url
+        users = []
+        for n in range(20):
+            name = f"writer{n}-{os.urandom(2).hex()}"
+            httpx.post(url + "/api/auth/register", json={"username": name, "email": f"{name}@x.io", "password": PASSWORD})
+            token = httpx.post(url + "/api/auth/login", json={"username": name, "password": PASSWORD}).json()["access_token"]
+            users.append({"Authorization": f"Bearer {token}"})
+        start, results, blog_ids = threading.Barrier(20), [], []
+
+        def write(headers):
+            start.wait()
+            with httpx.Client(base_url=url, headers=headers) as session:
+                created = session.post("/api/blogs/", json={"title": "Race", "content": "Go"})
+                results.append(created.status_code)
+                blog_ids.append((created.json().get("id"), headers))
+                results.append(session.post("/api/session/draft", json={"title": "Mine"}).status_code)
+                results.append(session.post("/api/feature-requests/", json={"title": "F", "description": "D"}).status_code)
+        threads = [threading.Thread(target=write, args=(headers,)) for headers in users]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [200] * 20 + [201] * 40
+        for headers in users:
+            assert httpx.get(url + "/api/session/draft", headers=headers).json()["title"] == "Mine"
+        assert len({blog_id for blog_id, _ in blog_ids}) == 20
+        for blog_id, headers in blog_ids:
+            assert httpx.get(url + f"/api/blogs/{blog_id}", headers=headers).json()["title"] == "Race"
+        counted = httpx.get(url + "/api/feature-requests/", params={"limit": 100}, headers=users[0]).json()["items"]
+        assert len([r for r in counted if r["title"] == "F"]) == 20
+
+
+def test_create_admin_from_the_command_line(client):
+    result = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "root@example.com"],
+                            input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, cwd=TEST_DIR)
+    assert result.returncode == 0, result.stderr
+    tokens = client.post("/api/auth/login", json={"username": "root", "password": PASSWORD}).json()
+    me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}).json()
+    assert me["role"] == "admin"
+    again = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "other@example.com"],
+                           input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, cwd=TEST_DIR)
+    assert again.returncode != 0 and "taken" in again.stderr
+    mismatch = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root2", "r2@example.com"],
+                              input=f"{PASSWORD}\nsomething else\n", capture_output=True, text=True, cwd=TEST_DIR)
+    assert mismatch.returncode != 0 and "differ" in mismatch.stderr
+
+
+def test_demo_seeds_every_role_and_warns_about_a_random_secret_key():
+    with running_server("--demo", env={"SECRET_KEY": ""}) as server:
+        url = server.base_url
+        for username, role in blog.DEMO_ACCOUNTS:
+            login = httpx.post(url + "/api/auth/login", json={"username": username, "password": f"{username}-password"})
+            token = login.json()["access_token"]
+            assert httpx.get(url + "/api/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["role"] == role
+        assert [b["title"] for b in httpx.get(url + "/api/blogs/").json()["items"]] == ["Welcome to the blog"]
+        admin = httpx.post(url + "/api/auth/login", json={"username": "demo-admin", "password": "demo-admin-password"})
+        pending = httpx.get(url + "/api/blogs/pending", headers={"Authorization": f"Bearer {admin.json()['access_token']}"})
+        assert [b["title"] for b in pending.json()["items"]] == ["Waiting for review"]
+    output = server.stdout.read()
+    assert "SECRET_KEY is not set" in output
+    assert "demo-approver" in output
+
