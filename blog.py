@@ -23,17 +23,20 @@ import secrets
 import sqlite3
 import sys
 import time
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import bcrypt
 import databases
 import jwt
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings
@@ -41,8 +44,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 #### Configuration: read once from the environment (or a .env file), nowhere else
 
@@ -54,6 +58,8 @@ SECRET_KEY = config("SECRET_KEY", default="")
 ACCESS_TOKEN_MINUTES = config("ACCESS_TOKEN_MINUTES", cast=int, default=30)
 REFRESH_TOKEN_DAYS = config("REFRESH_TOKEN_DAYS", cast=int, default=7)
 CORS_ORIGINS = list(config("CORS_ORIGINS", cast=CommaSeparatedStrings, default=""))
+SSE_PING_SECONDS = config("SSE_PING_SECONDS", cast=float, default=15)
+CHAT_MESSAGES_PER_10S = config("CHAT_MESSAGES_PER_10S", cast=int, default=20)  # one socket's flood limit
 BCRYPT_ROUNDS = config("BCRYPT_ROUNDS", cast=int, default=12)  # tests lower it; 12 costs ~0.25 s
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
@@ -66,6 +72,9 @@ LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
 LOGIN_FAILURES_PER_ADDRESS = 20
 ROLES = ("user", "approver", "admin")
+LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
+CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
+SHUTDOWN_GRACE_SECONDS = 3  # open streams never end by themselves, so shutdown cuts them off
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -184,6 +193,9 @@ FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"], 
 TRIAGE_BODY = {"type": "object", "required": ["status"], "properties": {
     "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
     "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+}}
+CHAT_MESSAGE_BODY = {"type": "object", "required": ["text"], "properties": {
+    "text": {"type": "string", "minLength": 1, "maxLength": 2000},
 }}
 DRAFT_BODY = {"type": "object", "properties": {
     "title": {"type": "string", "maxLength": 200},
@@ -453,6 +465,88 @@ def record_failed_login(keys: list[str]) -> None:
         failed_logins.setdefault(key, []).append(time.monotonic())
 
 
+#### Real-time plumbing: the notification broadcaster and the chat rooms
+#
+# Every listener (a reviewer's event stream, a chat socket) has its own bounded queue, and
+# publishing only ever puts into queues without waiting. A listener whose queue is full has
+# stopped reading: it is cut off, so it can never slow the publisher or the other listeners.
+
+# One queue per open notification stream.
+subscribers: set[asyncio.Queue] = set()
+# Blog id -> one outbox per socket in that blog's chat room.
+rooms: dict[int, set[asyncio.Queue]] = {}
+
+
+def offer(queue: asyncio.Queue, item) -> bool:
+    """Queue an item without waiting. A full queue is emptied and gets None, "you fell behind"."""
+    try:
+        queue.put_nowait(item)
+        return True
+    except asyncio.QueueFull:
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+        return False
+
+
+@contextmanager
+def subscribe() -> Iterator[asyncio.Queue]:
+    """Receive every published event while the block runs, however it ends."""
+    queue = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
+    subscribers.add(queue)
+    try:
+        yield queue
+    finally:
+        subscribers.discard(queue)
+
+
+def publish(event: dict) -> None:
+    """Send an event to every subscriber; one that fell behind is dropped."""
+    for queue in list(subscribers):
+        if not offer(queue, event):
+            subscribers.discard(queue)
+
+
+@asynccontextmanager
+async def join_room(blog_id: int, websocket: WebSocket) -> AsyncIterator[asyncio.Queue]:
+    """Be in a blog's chat room while the block runs; yields this member's outbox.
+
+    A task of its own sends the outbox, so no member ever waits on another's socket.
+    """
+    outbox = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
+    rooms.setdefault(blog_id, set()).add(outbox)
+    sender = asyncio.create_task(send_outbox(websocket, outbox))
+    try:
+        yield outbox
+    finally:
+        sender.cancel()
+        room = rooms.get(blog_id, set())
+        room.discard(outbox)
+        if not room:
+            rooms.pop(blog_id, None)
+
+
+FELL_BEHIND = "You fell behind the room; reconnect."
+
+
+async def send_outbox(websocket: WebSocket, outbox: asyncio.Queue) -> None:
+    """Send a member's messages in order; close its socket with 1013 once it has fallen behind."""
+    try:
+        while (message := await outbox.get()) is not None:
+            await websocket.send_json(message)
+        await websocket.close(code=1013, reason=FELL_BEHIND)
+    except (WebSocketDisconnect, RuntimeError):  # the socket closed first: nobody is left to tell
+        pass
+
+
+def room_broadcast(blog_id: int, message: dict) -> None:
+    """Queue a message for everyone in a blog's chat room; a member who fell behind is dropped."""
+    room = rooms.get(blog_id, set())
+    for outbox in list(room):
+        if not offer(outbox, message):
+            room.discard(outbox)
+
+
 #### Auth: register, login, refresh, logout, me
 
 
@@ -624,7 +718,8 @@ async def create_blog(request: Request) -> Response:
         {"title": fields["title"], "content": fields["content"], "images": json.dumps(fields.get("images", [])),
          "author_id": request.state.user["id"], "now": now})
     blog = await database.fetch_one(BLOG_BY_ID, {"id": row["id"]})
-    return JSONResponse(blog_out(blog), 201)
+    # A background task runs after the response is sent, so reviewers hear of committed blogs only.
+    return JSONResponse(blog_out(blog), 201, background=BackgroundTask(publish, pending_event(blog)))
 
 
 async def get_blog(request: Request) -> Response:
@@ -641,6 +736,7 @@ async def update_blog(request: Request) -> Response:
     if blog["author_id"] != user["id"]:
         raise HTTPException(403, "Only its author may edit a blog.")
     fields = await read_body(request, BLOG_BODY)
+    was_rejected = blog["status"] == "rejected"
     # The status condition sits in the UPDATE too: an approval landing meanwhile wins.
     updated = await database.fetch_one(
         "UPDATE blogs SET title = :title, content = :content, images = :images, status = 'pending', "
@@ -649,7 +745,9 @@ async def update_blog(request: Request) -> Response:
          "now": utc_now(), "id": blog["id"]})
     if updated is None:
         raise HTTPException(409, "An approved blog cannot be edited.")
-    return JSONResponse(blog_out(await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})))
+    blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
+    resubmitted = BackgroundTask(publish, pending_event(blog)) if was_rejected else None
+    return JSONResponse(blog_out(blog), background=resubmitted)
 
 
 @requires_role(*ROLES)
@@ -691,7 +789,7 @@ async def reject_blog(request: Request) -> Response:
     return await review_blog(request, "rejected", fields.get("reason"))
 
 
-#### Comments: the chat's history
+#### Comments and chat: the history over REST, the live room over a WebSocket
 
 
 async def list_comments(request: Request) -> Response:
@@ -704,6 +802,110 @@ async def list_comments(request: Request) -> Response:
         "WHERE c.blog_id = :blog_id AND (CAST(:before AS INTEGER) IS NULL OR c.id < :before) "
         "ORDER BY c.id DESC LIMIT :limit", {"blog_id": blog["id"], "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
+
+
+def origin_allowed(websocket: WebSocket) -> bool:
+    """Browsers always send Origin; only our CORS origins and our own host may open a socket."""
+    origin = websocket.headers.get("origin")
+    return origin is None or origin in CORS_ORIGINS or urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def chat(websocket: WebSocket) -> None:
+    """Chat under a blog: each message is stored as a comment and sent to everyone in the room.
+
+    Client sends {"text": "Nice post!"}; the room receives {"type": "message", "id": 7,
+    "blog_id": 5, "author_id": 2, "author": "alice", "text": "Nice post!", "created_at": "..."}.
+    """
+    if not origin_allowed(websocket):
+        await websocket.close(code=1008)  # before accept: the handshake itself is refused (403)
+        return
+    # Accept first, then close on a refusal: a browser only sees the code and reason after a handshake.
+    await websocket.accept()
+    try:
+        token = websocket.query_params.get("token")
+        if not token:
+            raise unauthorized("Connect with ?token=<your access token>.")
+        user = await user_for_token(token)
+        blog = await get_visible_blog(websocket.path_params["blog_id"], user)
+    except HTTPException as refusal:
+        await websocket.close(code=1008, reason=refusal.detail)
+        return
+    async with join_room(blog["id"], websocket) as outbox:
+        recent = deque(maxlen=CHAT_MESSAGES_PER_10S)  # when this socket's latest messages arrived
+        while (message := await websocket.receive())["type"] == "websocket.receive":
+            recent.append(time.monotonic())
+            if len(recent) == CHAT_MESSAGES_PER_10S and recent[-1] - recent[0] < 10:
+                await websocket.close(code=1008, reason="Too many messages; slow down.")
+                return
+            await post_chat_message(message.get("text"), blog["id"], user, outbox)
+
+
+async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: asyncio.Queue) -> None:
+    """Store a chat message and send it to the room; an invalid one gets an error, to its sender only."""
+    try:
+        fields = validate(parse_json(text or ""), CHAT_MESSAGE_BODY)  # a binary frame has no text
+    except HTTPException as refusal:
+        offer(outbox, {"type": "error", "detail": refusal.detail})
+        return
+    comment = await database.fetch_one(
+        "INSERT INTO comments (blog_id, author_id, text, created_at) VALUES (:blog_id, :author_id, :text, :now) "
+        "RETURNING id, blog_id, author_id, text, created_at",
+        {"blog_id": blog_id, "author_id": user["id"], "text": fields["text"], "now": utc_now()})
+    room_broadcast(blog_id, {"type": "message", **dict(comment), "author": user["username"]})
+
+
+#### Notifications: Server-Sent Events for reviewers
+
+
+def pending_event(blog) -> dict:
+    """The notification that a blog waits for review."""
+    return {"type": "blog_pending", "blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
+
+
+def sse_frame(event: dict) -> str:
+    """One event on the wire, ended by a blank line:
+
+        id: 5
+        event: blog_pending
+        data: {"type": "blog_pending", "blog_id": 5, "title": "New Blog", "author_id": 2}
+    """
+    return f"id: {event['blog_id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+async def missed_pending_blogs(last_event_id: int) -> list:
+    """Pending blogs a reconnecting reviewer has not heard of: newer ones, and ones resubmitted since."""
+    return await database.fetch_all(
+        "SELECT id, title, author_id FROM blogs WHERE status = 'pending' AND (id > :last_id "
+        "OR updated_at > (SELECT updated_at FROM blogs WHERE id = :last_id)) ORDER BY updated_at, id",
+        {"last_id": last_event_id})
+
+
+async def pending_blog_events(last_event_id: int | None) -> AsyncIterator[str]:
+    """The stream: first what a reconnecting client missed, then live events, pinging when quiet."""
+    with subscribe() as queue:  # before the replay, so that nothing published meanwhile is lost
+        yield ": connected\n\n"
+        if last_event_id is not None:
+            for blog in await missed_pending_blogs(last_event_id):
+                yield sse_frame(pending_event(blog))  # one published meanwhile may come twice; never none
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), SSE_PING_SECONDS)
+            except TimeoutError:
+                yield ": ping\n\n"  # keeps proxies and browsers from closing a quiet connection
+                continue
+            if event is None:
+                return  # it fell behind; EventSource reconnects with Last-Event-ID and misses nothing
+            yield sse_frame(event)
+
+
+@requires_role("approver", "admin", query_token=True)
+async def notifications(request: Request) -> Response:
+    """Stream an event to reviewers each time a blog starts waiting for review."""
+    last_event_id = request.headers.get("last-event-id", "")
+    return StreamingResponse(
+        pending_blog_events(int(last_event_id) if last_event_id.isdigit() else None),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 #### Feature requests: users suggest, admins triage
@@ -826,6 +1028,8 @@ routes = [
     Route("/api/blogs/{blog_id:int}/approve", approve_blog, methods=["POST"]),
     Route("/api/blogs/{blog_id:int}/reject", reject_blog, methods=["POST"]),
     Route("/api/blogs/{blog_id:int}/comments", list_comments),
+    WebSocketRoute("/api/blogs/{blog_id:int}/ws", chat),
+    Route("/api/notifications/sse", notifications),
     Route("/api/feature-requests/", list_feature_requests),
     Route("/api/feature-requests/", create_feature_request, methods=["POST"]),
     Route("/api/feature-requests/{request_id:int}", triage_feature_request, methods=["PATCH"]),
@@ -845,9 +1049,24 @@ async def server_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
 
 
+class RedactTokens(logging.Filter):
+    """Hide ?token= values in uvicorn's log lines: a token in a log file is a stolen login."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"(token=)[^&\s\"]+", r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                                for arg in record.args)
+        return True
+
+
+redact_tokens = RedactTokens()
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette):
     """Connect to the database and create the tables at start-up; disconnect at shutdown."""
+    for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
+        logging.getLogger(logger).addFilter(redact_tokens)
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     await database.connect()
@@ -944,7 +1163,8 @@ def main(argv: list[str]) -> None:
         return asyncio.run(create_admin(args.username, args.email, read_new_password()))
     if args.demo:
         asyncio.run(seed_demo())
-    uvicorn.run(app, host=HOST, port=PORT)
+    uvicorn.run(app, host=HOST, port=PORT, ws_max_size=CHAT_MAX_FRAME_BYTES,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def running_server(*args: str, env: dict | None = None):
             return False
     try:
         wait_until(healthy, what="the server to start")
-        process.base_url = base_url
+        process.base_url, process.database_url = base_url, fresh_database
         yield process
     finally:
         process.terminate()
@@ -773,3 +773,320 @@ def test_demo_seeds_every_role_and_warns_about_a_random_secret_key():
     assert "SECRET_KEY is not set" in output
     assert "demo-approver" in output
 
+
+
+#### Live: a real uvicorn process with real clients (httpx streaming for SSE, websockets for chat)
+
+
+class Live:
+    """A running `python blog.py` with an admin made by `create-admin`, and helpers to log in."""
+
+    def __init__(self, server):
+        self.server, self.url = server, server.base_url
+        self.ws_url = self.url.replace("http://", "ws://")
+        subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "root@example.com"],
+                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, cwd=TEST_DIR,
+                       env={**os.environ, "DATABASE_URL": server.database_url}, capture_output=True)
+        self.admin = self.login("root")
+
+    def login(self, username: str) -> dict:
+        tokens = httpx.post(self.url + "/api/auth/login", json={"username": username, "password": PASSWORD}).json()
+        return {"token": tokens["access_token"], "headers": {"Authorization": f"Bearer {tokens['access_token']}"}}
+
+    def user(self, role: str = "user") -> dict:
+        name = f"{role}-{os.urandom(4).hex()}"
+        httpx.post(self.url + "/api/auth/register", json={"username": name, "email": f"{name}@x.io", "password": PASSWORD})
+        if role != "user":
+            httpx.patch(self.url + f"/api/users/{name}/role", json={"role": role}, headers=self.admin["headers"])
+        return self.login(name) | {"username": name}
+
+    def blog(self, author: dict, title: str = "Live post", status: str = "pending") -> dict:
+        post = httpx.post(self.url + "/api/blogs/", json={"title": title, "content": "Body"}, headers=author["headers"]).json()
+        if status == "approved":
+            httpx.post(self.url + f"/api/blogs/{post['id']}/approve", headers=self.admin["headers"])
+        return post
+
+
+@pytest.fixture(scope="module")
+def live():
+    with running_server(env={"SSE_PING_SECONDS": "0.5"}) as server:
+        yield Live(server)
+
+
+def read_event(lines) -> dict:
+    """Read SSE lines up to the blank line that ends an event; comment lines (": ping") are skipped."""
+    event = {}
+    for line in lines:
+        if line == "" and event:
+            return event
+        if line and not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            event[field] = value
+    raise AssertionError("the stream ended")
+
+
+@contextmanager
+def event_stream(live, params=None, headers=None):
+    """An open SSE stream, once the server has subscribed it (its ": connected" comment)."""
+    with httpx.stream("GET", live.url + "/api/notifications/sse", params=params, headers=headers, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        yield lines
+
+
+@pytest.mark.parametrize("way", ["header", "query"])
+def test_sse_event_arrives_with_its_fields_and_id(live, way):
+    reviewer = live.user("approver")
+    auth = {"headers": reviewer["headers"]} if way == "header" else {"params": {"token": reviewer["token"]}}
+    with event_stream(live, **auth) as lines:
+        author = live.user()
+        post = live.blog(author, "New Blog")
+        event = read_event(lines)
+    assert event["id"] == str(post["id"])
+    assert event["event"] == "blog_pending"
+    assert json.loads(event["data"]) == {"type": "blog_pending", "blog_id": post["id"], "title": "New Blog",
+                                         "author_id": post["author_id"]}
+
+
+def test_sse_announces_a_resubmitted_blog(live):
+    author, reviewer = live.user(), live.user("approver")
+    post = live.blog(author)
+    httpx.post(live.url + f"/api/blogs/{post['id']}/reject", headers=reviewer["headers"])
+    with event_stream(live, headers=reviewer["headers"]) as lines:
+        httpx.put(live.url + f"/api/blogs/{post['id']}", json={"title": "Fixed", "content": "Better"}, headers=author["headers"])
+        event = read_event(lines)
+    assert (event["id"], json.loads(event["data"])["title"]) == (str(post["id"]), "Fixed")
+
+
+@pytest.mark.parametrize("role, token, expected", [
+    (None, None, 401), ("user", "own", 403), (None, "not-a-token", 401)])
+def test_sse_refuses_before_the_stream_starts(live, role, token, expected):
+    params = {}
+    if token == "own":
+        params["token"] = live.user(role)["token"]
+    elif token:
+        params["token"] = token
+    response = httpx.get(live.url + "/api/notifications/sse", params=params)
+    assert response.status_code == expected
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_sse_pings_a_quiet_connection(live):
+    reviewer = live.user("admin")
+    with httpx.stream("GET", live.url + "/api/notifications/sse", headers=reviewer["headers"], timeout=5) as response:
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        assert [next(lines), next(lines)] == ["", ": ping"]
+
+
+def test_sse_replays_what_a_reconnecting_reviewer_missed(live):
+    author, reviewer = live.user(), live.user("approver")
+    seen = live.blog(author, "Seen")
+    older = live.blog(author, "Rejected, then fixed")
+    httpx.post(live.url + f"/api/blogs/{older['id']}/reject", headers=reviewer["headers"])
+    approved = live.blog(author, "Approved meanwhile")
+    httpx.post(live.url + f"/api/blogs/{approved['id']}/approve", headers=reviewer["headers"])
+    missed = [live.blog(author, "Missed one"), live.blog(author, "Missed two")]
+    httpx.put(live.url + f"/api/blogs/{older['id']}", json={"title": "Fixed", "content": "Yes"}, headers=author["headers"])
+    headers = reviewer["headers"] | {"Last-Event-ID": str(seen["id"])}
+    with event_stream(live, headers=headers) as lines:
+        replayed = [int(read_event(lines)["id"]) for _ in range(3)]
+    assert sorted(replayed) == sorted([missed[0]["id"], missed[1]["id"], older["id"]])
+
+
+async def chat_socket(live, blog_id: int, user: dict | None, **options):
+    import websockets
+    token = f"?token={user['token']}" if user else ""
+    return await websockets.connect(f"{live.ws_url}/api/blogs/{blog_id}/ws{token}", **options)
+
+
+async def receive_json(socket) -> dict:
+    import asyncio
+    return json.loads(await asyncio.wait_for(socket.recv(), 10))
+
+
+def run(coroutine):
+    import asyncio
+    return asyncio.run(coroutine)
+
+
+def test_chat_reaches_everyone_in_the_room_and_no_other_room(live):
+    author, reader, elsewhere = live.user(), live.user(), live.user()
+    post, other = live.blog(author, status="approved"), live.blog(author, status="approved")
+
+    async def scenario():
+        async with await chat_socket(live, post["id"], author) as a, await chat_socket(live, post["id"], reader) as b, \
+                await chat_socket(live, other["id"], elsewhere) as c:
+            await a.send(json.dumps({"text": "Hello room"}))
+            got_a, got_b = await receive_json(a), await receive_json(b)
+            await c.send(json.dumps({"text": "Other room"}))
+            got_c = await receive_json(c)  # its first message is its own: nothing leaked in
+            return got_a, got_b, got_c
+    got_a, got_b, got_c = run(scenario())
+    assert got_a == got_b
+    assert {k: got_a[k] for k in ("type", "blog_id", "author", "text")} == {
+        "type": "message", "blog_id": post["id"], "author": author["username"], "text": "Hello room"}
+    assert set(got_a) == {"type", "id", "blog_id", "author_id", "author", "text", "created_at"}
+    assert got_c["text"] == "Other room"
+    history = httpx.get(live.url + f"/api/blogs/{post['id']}/comments").json()["items"]
+    assert [(c["id"], c["text"], c["author"]) for c in history] == [(got_a["id"], "Hello room", author["username"])]
+
+
+def test_chat_refusals_close_with_1008_and_a_reason(live):
+    import websockets
+    author, stranger = live.user(), live.user()
+    hidden = live.blog(author)  # pending: only its author and reviewers may see it
+
+    async def close_of(blog_id, user, token=None):
+        url = f"{live.ws_url}/api/blogs/{blog_id}/ws" + (f"?token={token}" if token else "")
+        socket = await (chat_socket(live, blog_id, user) if token is None else websockets.connect(url))
+        with pytest.raises(websockets.ConnectionClosed):
+            await receive_json(socket)
+        return socket.close_code, socket.close_reason
+    assert run(close_of(hidden["id"], None)) == (1008, "Connect with ?token=<your access token>.")
+    assert run(close_of(hidden["id"], None, "not-a-token"))[0] == 1008
+    assert run(close_of(hidden["id"], stranger)) == (1008, f"There is no blog {hidden['id']}.")
+    assert run(close_of(999999, author))[0] == 1008
+
+    async def author_may_join():
+        async with await chat_socket(live, hidden["id"], author) as socket:
+            await socket.send(json.dumps({"text": "Only us"}))
+            return await receive_json(socket)
+    assert run(author_may_join())["text"] == "Only us"
+
+
+def test_chat_refuses_a_foreign_origin_at_the_handshake(live):
+    import websockets
+    user, post = live.user(), None
+    post = live.blog(user, status="approved")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        run(chat_socket(live, post["id"], user, origin="https://evil.example"))
+    assert refused.value.response.status_code == 403
+
+    async def allowed():
+        async with await chat_socket(live, post["id"], user, origin="http://localhost:3000"):
+            return True
+    assert run(allowed())
+
+
+def test_chat_invalid_messages_get_an_error_to_the_sender_alone(live):
+    author, reader = live.user(), live.user()
+    post = live.blog(author, status="approved")
+
+    async def scenario():
+        async with await chat_socket(live, post["id"], author) as a, await chat_socket(live, post["id"], reader) as b:
+            errors = []
+            for bad in ["not json", json.dumps({"text": ""}), json.dumps({"text": "x" * 2001}),
+                        json.dumps({"nope": 1}), json.dumps(["text"]), b"\x00binary"]:
+                await a.send(bad)
+                errors.append(await receive_json(a))
+            await a.send(json.dumps({"text": "Still here"}))
+            return errors, await receive_json(a), await receive_json(b)
+    errors, own, theirs = run(scenario())
+    assert all(e["type"] == "error" and e["detail"] for e in errors)
+    assert errors[1]["detail"].startswith("text") and errors[2]["detail"].startswith("text")
+    assert own["text"] == theirs["text"] == "Still here"  # the reader's first message: no errors leaked
+    texts = [c["text"] for c in httpx.get(live.url + f"/api/blogs/{post['id']}/comments").json()["items"]]
+    assert texts == ["Still here"]
+
+
+def test_chat_cuts_off_oversized_frames_and_floods(live):
+    import websockets
+    user = live.user()
+    post = live.blog(user, status="approved")
+
+    async def close_after(messages):
+        async with await chat_socket(live, post["id"], user, max_size=None) as socket:
+            try:
+                for message in messages:
+                    await socket.send(message)
+                while True:
+                    await receive_json(socket)
+            except websockets.ConnectionClosed:
+                return socket.close_code
+    assert run(close_after(["x" * (64 * 1024 + 1)])) == 1009
+    assert run(close_after([json.dumps({"text": f"spam {n}"}) for n in range(25)])) == 1008
+
+
+def test_a_stalled_chat_client_delays_nobody_and_is_cut_off():
+    """A client that never reads: the others get every message, and the stalled one is closed with 1013."""
+    import asyncio
+    with running_server(env={"CHAT_MESSAGES_PER_10S": "100000"}) as server:
+        live = Live(server)
+        author, reader = live.user(), live.user()
+        post = live.blog(author, status="approved")
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a tiny window
+        stalled.connect(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+        key = base64.b64encode(os.urandom(16)).decode()
+        stalled.sendall((f"GET /api/blogs/{post['id']}/ws?token={author['token']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert stalled.recv(12) == b"HTTP/1.1 101"  # joined; from here on it reads nothing
+        count = 3000  # ~6.6 MB: more than the kernel buffers (4 MB here) and the outbox hold
+
+        async def receive_all(socket):
+            for _ in range(count):
+                assert (await receive_json(socket))["type"] == "message"
+            return count
+
+        async def flood_the_room():
+            async with await chat_socket(live, post["id"], author) as sender, \
+                    await chat_socket(live, post["id"], reader) as listener:
+                sender_gets, listener_gets = asyncio.create_task(receive_all(sender)), asyncio.create_task(receive_all(listener))
+                for n in range(count):
+                    await sender.send(json.dumps({"text": f"{n:05}" + "y" * 1990}))
+                return await sender_gets, await listener_gets
+        assert run(flood_the_room()) == (count, count)
+        stalled.settimeout(10)
+        close_frame = b"\x88" + bytes([2 + len(blog.FELL_BEHIND)]) + (1013).to_bytes(2, "big") + blog.FELL_BEHIND.encode()
+        tail = b""
+        while close_frame not in tail:  # what was sent before the cut-off, then the close frame
+            chunk = stalled.recv(65536)
+            assert chunk, "the connection ended without the 1013 close frame"
+            tail = (tail + chunk)[-256:]
+        stalled.close()
+
+
+def test_sigterm_with_100_open_streams_exits_promptly():
+    import signal
+    with running_server() as server:
+        live = Live(server)
+        with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=10) as client:
+            from contextlib import ExitStack
+            with ExitStack() as streams:
+                open_streams = []  # kept referenced: a dropped line iterator closes its connection
+                for _ in range(100):
+                    response = streams.enter_context(client.stream(
+                        "GET", live.url + "/api/notifications/sse", headers=live.admin["headers"]))
+                    open_streams.append(response.iter_lines())
+                    assert next(open_streams[-1]) == ": connected"
+                started = time.monotonic()
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=blog.SHUTDOWN_GRACE_SECONDS + 5)
+                assert time.monotonic() - started < blog.SHUTDOWN_GRACE_SECONDS + 5
+    # uvicorn shuts down gracefully, then re-raises the signal so that the exit status tells of it.
+    assert server.returncode == -signal.SIGTERM
+    output = server.stdout.read()
+    assert "Waiting for connections to close" in output and "Cancel 100 running task(s)" in output
+
+
+def test_tokens_never_reach_the_logs():
+    import websockets
+    with running_server() as server:
+        live = Live(server)
+        with httpx.stream("GET", live.url + "/api/notifications/sse", params={"token": live.admin["token"]}) as response:
+            assert next(response.iter_lines()) == ": connected"
+        post = live.blog(live.admin, status="approved")
+
+        async def chat_once():
+            async with await chat_socket(live, post["id"], live.admin):
+                pass
+        run(chat_once())
+        httpx.get(live.url + "/api/notifications/sse", params={"token": "made-up-token"})
+    log_text = server.stdout.read()
+    assert "/api/notifications/sse?token=[redacted]" in log_text
+    assert f"/api/blogs/{post['id']}/ws?token=[redacted]" in log_text
+    assert live.admin["token"] not in log_text and "made-up-token" not in log_text
