@@ -509,17 +509,21 @@ def publish(event: dict) -> None:
 
 @asynccontextmanager
 async def join_room(blog_id: int, websocket: WebSocket) -> AsyncIterator[asyncio.Queue]:
-    """Be in a blog's chat room while the block runs; yields this member's outbox.
+    """Accept a socket into a blog's chat room while the block runs; yields this member's outbox.
 
+    It joins before the handshake completes, so a client whose socket is open misses nothing.
     A task of its own sends the outbox, so no member ever waits on another's socket.
     """
     outbox = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
     rooms.setdefault(blog_id, set()).add(outbox)
-    sender = asyncio.create_task(send_outbox(websocket, outbox))
+    sender = None
     try:
+        await websocket.accept()
+        sender = asyncio.create_task(send_outbox(websocket, outbox))
         yield outbox
     finally:
-        sender.cancel()
+        if sender:
+            sender.cancel()
         room = rooms.get(blog_id, set())
         room.discard(outbox)
         if not room:
@@ -819,8 +823,6 @@ async def chat(websocket: WebSocket) -> None:
     if not origin_allowed(websocket):
         await websocket.close(code=1008)  # before accept: the handshake itself is refused (403)
         return
-    # Accept first, then close on a refusal: a browser only sees the code and reason after a handshake.
-    await websocket.accept()
     try:
         token = websocket.query_params.get("token")
         if not token:
@@ -828,6 +830,8 @@ async def chat(websocket: WebSocket) -> None:
         user = await user_for_token(token)
         blog = await get_visible_blog(websocket.path_params["blog_id"], user)
     except HTTPException as refusal:
+        # Accept, then close: a browser only sees the code and reason after a completed handshake.
+        await websocket.accept()
         await websocket.close(code=1008, reason=refusal.detail)
         return
     async with join_room(blog["id"], websocket) as outbox:

@@ -934,6 +934,21 @@ def test_chat_reaches_everyone_in_the_room_and_no_other_room(live):
     assert [(c["id"], c["text"], c["author"]) for c in history] == [(got_a["id"], "Hello room", author["username"])]
 
 
+def test_an_open_chat_socket_is_already_in_the_room(live):
+    """The server joins a socket to its room before the handshake completes: nothing sent after is missed."""
+    author = live.user()
+    post = live.blog(author, status="approved")
+
+    async def scenario():
+        sockets = [await chat_socket(live, post["id"], author) for _ in range(50)]
+        await sockets[0].send(json.dumps({"text": "Right away"}))
+        received = [(await receive_json(socket))["text"] for socket in sockets]
+        for socket in sockets:
+            await socket.close()
+        return received
+    assert run(scenario()) == ["Right away"] * 50
+
+
 def test_chat_refusals_close_with_1008_and_a_reason(live):
     import websockets
     author, stranger = live.user(), live.user()
