@@ -7,6 +7,7 @@ Sections mirror blog.py. Most tests use Starlette's TestClient; the ones that ne
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,6 +87,23 @@ def make_blog(client, author: dict, title: str = "A post", content: str = "Some 
         action = "approve" if status == "approved" else "reject"
         blog_json = client.post(f"/api/blogs/{blog_json['id']}/{action}", headers=reviewer["headers"]).json()
     return blog_json
+
+
+def require(program: str) -> str:
+    """The path of a program a test needs; skipped where it is not installed, but in CI a failure."""
+    path = shutil.which(program)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is not installed, and CI must run every test")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def readme_example(name: str) -> str:
+    """The code block that follows `<!-- example: NAME -->` in the README."""
+    text = (HERE / "README.md").read_text()
+    after_marker = text.split(f"<!-- example: {name} -->", 1)[1]
+    return after_marker.split("```", 2)[1].split("\n", 1)[1]
 
 
 def free_port() -> int:
@@ -1105,3 +1123,132 @@ def test_tokens_never_reach_the_logs():
     assert "/api/notifications/sse?token=[redacted]" in log_text
     assert f"/api/blogs/{post['id']}/ws?token=[redacted]" in log_text
     assert live.admin["token"] not in log_text and "made-up-token" not in log_text
+
+
+
+#### README examples: each one runs, so the docs cannot rot
+
+
+def test_readme_sse_curl_example(live):
+    reviewer = live.user("approver")
+    command = readme_example("sse-curl").replace("http://127.0.0.1:8000", live.url)
+    curl = subprocess.Popen(["bash", "-c", command], env={**os.environ, "TOKEN": reviewer["token"]},
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert curl.stdout.readline() == ": connected\n"
+        post = live.blog(live.user(), "Seen by curl")
+        lines = [curl.stdout.readline() for _ in range(4)]
+    finally:
+        curl.terminate()
+        curl.wait()
+    assert lines[1:] == [f"id: {post['id']}\n", "event: blog_pending\n", "data: " + json.dumps(
+        {"type": "blog_pending", "blog_id": post["id"], "title": "Seen by curl", "author_id": post["author_id"]}) + "\n"]
+
+
+def test_readme_chat_python_example(live):
+    user = live.user()
+    post = live.blog(user, status="approved")
+    script = readme_example("chat-python").replace("ws://127.0.0.1:8000", live.ws_url)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "BLOG_ID": str(post["id"]), "TOKEN": user["token"]})
+    assert result.returncode == 0, result.stderr
+    message = json.loads(result.stdout)
+    assert (message["type"], message["text"], message["author"]) == ("message", "Hello, room!", user["username"])
+
+
+@contextmanager
+def chromium_page():
+    """Debian's headless Chromium with a blank page; yields the page's DevTools WebSocket address."""
+    chromium = require("chromium")
+    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+    browser = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
+        port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], what="Chromium")
+        pages = wait_until(lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                                    if t["type"] == "page"], what="the page")
+        yield pages[0]["webSocketDebuggerUrl"]
+    finally:
+        browser.terminate()
+        browser.wait()
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools Protocol to run a script and read the console."""
+
+    def __init__(self, connection):
+        self.connection, self.next_id, self.console = connection, 0, []
+
+    async def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        await self.connection.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = await self.read()
+            if message.get("id") == self.next_id:
+                assert "exceptionDetails" not in message.get("result", {}), message
+                return message["result"]
+
+    async def read(self) -> dict:
+        import asyncio
+        message = json.loads(await asyncio.wait_for(self.connection.recv(), 10))
+        if message.get("method") == "Runtime.consoleAPICalled":
+            self.console.append(" ".join(str(arg.get("value")) for arg in message["params"]["args"]))
+        return message
+
+    async def evaluate(self, expression: str):
+        return (await self.call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
+
+    async def open(self, url: str) -> None:
+        """Navigate, and return once the page has loaded: scripts then run on its origin."""
+        await self.call("Page.enable")
+        await self.call("Page.navigate", url=url)
+        while (await self.read()).get("method") != "Page.loadEventFired":
+            pass
+
+    async def console_line(self, containing: str) -> str:
+        while not any(containing in line for line in self.console):
+            await self.read()
+        return next(line for line in self.console if containing in line)
+
+
+def in_browser(live, scenario):
+    """Run `scenario(devtools)` against a Chromium page on the app's own origin."""
+    import websockets
+
+    async def drive(address):
+        async with websockets.connect(address, max_size=None) as connection:
+            devtools = DevTools(connection)
+            await devtools.call("Runtime.enable")
+            await devtools.open(live.url + "/health")
+            return await scenario(devtools)
+    with chromium_page() as address:
+        return run(drive(address))
+
+
+def test_readme_sse_browser_example(live):
+    reviewer, author = live.user("approver"), live.user()
+
+    async def scenario(devtools):
+        await devtools.evaluate(f"const token = {json.dumps(reviewer['token'])};\n" + readme_example("sse-browser"))
+        await devtools.call("Runtime.evaluate", awaitPromise=True, expression=(
+            "new Promise(opened => events.readyState === 1 ? opened() : events.addEventListener('open', opened))"))
+        post = live.blog(author, "Seen by a browser")
+        return post, await devtools.console_line("waits for review")
+    post, line = in_browser(live, scenario)
+    assert line == f"Blog {post['id']} waits for review: Seen by a browser"
+
+
+def test_readme_chat_browser_example(live):
+    user = live.user()
+    post = live.blog(user, status="approved")
+
+    async def scenario(devtools):
+        await devtools.evaluate(f"const token = {json.dumps(user['token'])}; const blogId = {post['id']};\n"
+                                + readme_example("chat-browser"))
+        return json.loads(await devtools.console_line("Hello from the browser"))
+    message = in_browser(live, scenario)
+    assert (message["type"], message["text"], message["author"]) == ("message", "Hello from the browser", user["username"])
