@@ -18,6 +18,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import databases
 import httpx
 import jwt
 import pytest
@@ -25,7 +26,7 @@ import pytest
 HERE = Path(__file__).parent
 TEST_DIR = Path(tempfile.mkdtemp(prefix="blog-tests-"))
 os.environ.update({
-    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", f"sqlite:///{TEST_DIR}/test.db"),
+    "DATABASE_URL": f"sqlite:///{TEST_DIR}/import.db",  # each test picks its backend below
     "SECRET_KEY": "a-test-secret-that-is-long-enough-for-hs256",
     "BCRYPT_ROUNDS": "4",  # the lowest bcrypt allows: tests need speed, not strength
     "CORS_ORIGINS": "http://localhost:3000",
@@ -41,7 +42,73 @@ PASSWORD = "correct horse battery"
 TABLES = ["comments", "blogs", "refresh_tokens", "drafts", "feature_requests", "users"]
 
 
-#### Fixtures: a client whose lifespan runs on an empty database, and users of each role
+#### Fixtures: both databases, a client whose lifespan runs on an empty one, and users of each role
+
+
+def require(program: str, path: str | None = None) -> str:
+    """The path of a program a test needs; skipped where it is not installed, but in CI a failure."""
+    path = path or shutil.which(program)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is not installed, and CI must run every test")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster on a loopback port, from Debian's packages; yields its base URL."""
+    initdb = require("PostgreSQL's initdb", next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+                     or shutil.which("initdb"))
+    folder = Path(tempfile.mkdtemp(prefix="blog-postgres-"))
+    as_owner = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    pg_ctl = [*as_owner, str(Path(initdb).with_name("pg_ctl")), "-D", str(folder / "data")]
+    subprocess.run([*as_owner, initdb, "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "start", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=500"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def new_database(request):
+    """Makes empty databases on one backend; every test that touches a database runs on both."""
+    if request.param == "sqlite":
+        return lambda: f"sqlite:///{TEST_DIR}/{os.urandom(4).hex()}.db"
+    import asyncio
+    import asyncpg
+    base_url = request.getfixturevalue("postgres")
+
+    async def create(name):
+        connection = await asyncpg.connect(base_url + "/postgres")
+        await connection.execute(f"CREATE DATABASE {name}")
+        await connection.close()
+
+    def make():
+        name = "blog_" + os.urandom(4).hex()
+        asyncio.run(create(name))
+        return f"{base_url}/{name}"
+    return make
+
+
+@pytest.fixture(scope="session")
+def database_url(new_database):
+    """The database the in-process tests share; each test starts by emptying it."""
+    return new_database()
 
 
 async def empty_database() -> None:
@@ -50,8 +117,9 @@ async def empty_database() -> None:
 
 
 @pytest.fixture
-def client():
+def client(database_url, monkeypatch):
     """A TestClient on an empty database; its lifespan (connect, create tables) runs."""
+    monkeypatch.setattr(blog, "database", databases.Database(database_url, **blog.connect_options(database_url)))
     with TestClient(blog.app) as test_client:
         test_client.portal.call(empty_database)
         blog.failed_logins.clear()
@@ -89,27 +157,11 @@ def make_blog(client, author: dict, title: str = "A post", content: str = "Some 
     return blog_json
 
 
-def require(program: str) -> str:
-    """The path of a program a test needs; skipped where it is not installed, but in CI a failure."""
-    path = shutil.which(program)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{program} is not installed, and CI must run every test")
-        pytest.skip(f"{program} is not installed")
-    return path
-
-
 def readme_example(name: str) -> str:
     """The code block that follows `<!-- example: NAME -->` in the README."""
     text = (HERE / "README.md").read_text()
     after_marker = text.split(f"<!-- example: {name} -->", 1)[1]
     return after_marker.split("```", 2)[1].split("\n", 1)[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
@@ -123,29 +175,42 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@contextmanager
-def running_server(*args: str, env: dict | None = None):
-    """Run `python blog.py ARGS` on a free loopback port and its own database; yields the process."""
-    port = free_port()
-    fresh_database = f"sqlite:///{TEST_DIR}/server-{port}.db"
-    process = subprocess.Popen([sys.executable, str(HERE / "blog.py"), *args], cwd=TEST_DIR,
-                               env={**os.environ, "DATABASE_URL": fresh_database, "PORT": str(port), **(env or {})},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}"
+class Server:
+    """`python blog.py ARGS` running on a free loopback port with its own database."""
 
-    def healthy():
+    def __init__(self, database_url: str, *args: str, env: dict | None = None):
+        self.port = free_port()
+        self.url, self.database_url = f"http://127.0.0.1:{self.port}", database_url
+        self.log_path = TEST_DIR / f"server-{self.port}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(HERE / "blog.py"), *args], cwd=TEST_DIR, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port), **(env or {})})
+        wait_until(self.healthy, what="the server to start")
+
+    def healthy(self) -> bool:
         try:
-            return httpx.get(base_url + "/health").status_code == 200
+            return httpx.get(self.url + "/health").status_code == 200
         except httpx.TransportError:
-            assert process.poll() is None, process.stdout.read()
+            assert self.process.poll() is None, self.log()
             return False
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@contextmanager
+def running_server(database_url: str, *args: str, env: dict | None = None):
+    """Run `python blog.py ARGS` until the block ends; yields the Server."""
+    server = Server(database_url, *args, env=env)
     try:
-        wait_until(healthy, what="the server to start")
-        process.base_url, process.database_url = base_url, fresh_database
-        yield process
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 #### Authorization: every protected route, every role, one table
@@ -727,9 +792,9 @@ def test_cors_allows_the_configured_origins_only(client):
 #### A real server: concurrency and the command line
 
 
-def test_twenty_simultaneous_writers_lose_nothing():
-    with running_server() as server:
-        url = server.base_url
+def test_twenty_simultaneous_writers_lose_nothing(new_database):
+    with running_server(new_database()) as server:
+        url = server.url
         users = []
         for n in range(20):
             name = f"writer{n}-{os.urandom(2).hex()}"
@@ -761,24 +826,30 @@ def test_twenty_simultaneous_writers_lose_nothing():
         assert len([r for r in counted if r["title"] == "F"]) == 20
 
 
-def test_create_admin_from_the_command_line(client):
-    result = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "root@example.com"],
-                            input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, cwd=TEST_DIR)
+def create_admin(database_url: str, username: str, email: str, passwords: str = f"{PASSWORD}\n{PASSWORD}\n"):
+    """Run `python blog.py create-admin`, answering its two password prompts from standard input."""
+    return subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", username, email],
+                          input=passwords, capture_output=True, text=True, cwd=TEST_DIR,
+                          env={**os.environ, "DATABASE_URL": database_url})
+
+
+def test_create_admin_from_the_command_line(client, database_url):
+    result = create_admin(database_url, "root", "root@example.com")
     assert result.returncode == 0, result.stderr
     tokens = client.post("/api/auth/login", json={"username": "root", "password": PASSWORD}).json()
     me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}).json()
     assert me["role"] == "admin"
-    again = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "other@example.com"],
-                           input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, cwd=TEST_DIR)
+    again = create_admin(database_url, "root", "other@example.com")
     assert again.returncode != 0 and "taken" in again.stderr
-    mismatch = subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root2", "r2@example.com"],
-                              input=f"{PASSWORD}\nsomething else\n", capture_output=True, text=True, cwd=TEST_DIR)
+    mismatch = create_admin(database_url, "root2", "r2@example.com", f"{PASSWORD}\nsomething else\n")
     assert mismatch.returncode != 0 and "differ" in mismatch.stderr
+    weak = create_admin(database_url, "root3", "r3@example.com", "short\nshort\n")
+    assert weak.returncode != 0 and "password" in weak.stderr
 
 
-def test_demo_seeds_every_role_and_warns_about_a_random_secret_key():
-    with running_server("--demo", env={"SECRET_KEY": ""}) as server:
-        url = server.base_url
+def test_demo_seeds_every_role_and_warns_about_a_random_secret_key(new_database):
+    with running_server(new_database(), "--demo", env={"SECRET_KEY": ""}) as server:
+        url = server.url
         for username, role in blog.DEMO_ACCOUNTS:
             login = httpx.post(url + "/api/auth/login", json={"username": username, "password": f"{username}-password"})
             token = login.json()["access_token"]
@@ -787,7 +858,7 @@ def test_demo_seeds_every_role_and_warns_about_a_random_secret_key():
         admin = httpx.post(url + "/api/auth/login", json={"username": "demo-admin", "password": "demo-admin-password"})
         pending = httpx.get(url + "/api/blogs/pending", headers={"Authorization": f"Bearer {admin.json()['access_token']}"})
         assert [b["title"] for b in pending.json()["items"]] == ["Waiting for review"]
-    output = server.stdout.read()
+    output = server.log()
     assert "SECRET_KEY is not set" in output
     assert "demo-approver" in output
 
@@ -800,11 +871,9 @@ class Live:
     """A running `python blog.py` with an admin made by `create-admin`, and helpers to log in."""
 
     def __init__(self, server):
-        self.server, self.url = server, server.base_url
+        self.server, self.url = server, server.url
         self.ws_url = self.url.replace("http://", "ws://")
-        subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "root@example.com"],
-                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, check=True, cwd=TEST_DIR,
-                       env={**os.environ, "DATABASE_URL": server.database_url}, capture_output=True)
+        create_admin(server.database_url, "root", "root@example.com").check_returncode()
         self.admin = self.login("root")
 
     def login(self, username: str) -> dict:
@@ -826,8 +895,8 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live():
-    with running_server(env={"SSE_PING_SECONDS": "0.5"}) as server:
+def live(new_database):
+    with running_server(new_database(), env={"SSE_PING_SECONDS": "0.5"}) as server:
         yield Live(server)
 
 
@@ -1043,10 +1112,10 @@ def test_chat_cuts_off_oversized_frames_and_floods(live):
     assert run(close_after([json.dumps({"text": f"spam {n}"}) for n in range(25)])) == 1008
 
 
-def test_a_stalled_chat_client_delays_nobody_and_is_cut_off():
+def test_a_stalled_chat_client_delays_nobody_and_is_cut_off(new_database):
     """A client that never reads: the others get every message, and the stalled one is closed with 1013."""
     import asyncio
-    with running_server(env={"CHAT_MESSAGES_PER_10S": "100000"}) as server:
+    with running_server(new_database(), env={"CHAT_MESSAGES_PER_10S": "100000"}) as server:
         live = Live(server)
         author, reader = live.user(), live.user()
         post = live.blog(author, status="approved")
@@ -1083,9 +1152,9 @@ def test_a_stalled_chat_client_delays_nobody_and_is_cut_off():
         stalled.close()
 
 
-def test_sigterm_with_100_open_streams_exits_promptly():
+def test_sigterm_with_100_open_streams_exits_promptly(new_database):
     import signal
-    with running_server() as server:
+    with running_server(new_database()) as server:
         live = Live(server)
         with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=10) as client:
             from contextlib import ExitStack
@@ -1097,18 +1166,18 @@ def test_sigterm_with_100_open_streams_exits_promptly():
                     open_streams.append(response.iter_lines())
                     assert next(open_streams[-1]) == ": connected"
                 started = time.monotonic()
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=blog.SHUTDOWN_GRACE_SECONDS + 5)
+                server.process.send_signal(signal.SIGTERM)
+                server.process.wait(timeout=blog.SHUTDOWN_GRACE_SECONDS + 5)
                 assert time.monotonic() - started < blog.SHUTDOWN_GRACE_SECONDS + 5
     # uvicorn shuts down gracefully, then re-raises the signal so that the exit status tells of it.
-    assert server.returncode == -signal.SIGTERM
-    output = server.stdout.read()
+    assert server.process.returncode == -signal.SIGTERM
+    output = server.log()
     assert "Waiting for connections to close" in output and "Cancel 100 running task(s)" in output
 
 
-def test_tokens_never_reach_the_logs():
+def test_tokens_never_reach_the_logs(new_database):
     import websockets
-    with running_server() as server:
+    with running_server(new_database()) as server:
         live = Live(server)
         with httpx.stream("GET", live.url + "/api/notifications/sse", params={"token": live.admin["token"]}) as response:
             assert next(response.iter_lines()) == ": connected"
@@ -1119,7 +1188,7 @@ def test_tokens_never_reach_the_logs():
                 pass
         run(chat_once())
         httpx.get(live.url + "/api/notifications/sse", params={"token": "made-up-token"})
-    log_text = server.stdout.read()
+    log_text = server.log()
     assert "/api/notifications/sse?token=[redacted]" in log_text
     assert f"/api/blogs/{post['id']}/ws?token=[redacted]" in log_text
     assert live.admin["token"] not in log_text and "made-up-token" not in log_text
