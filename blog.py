@@ -63,6 +63,9 @@ CHAT_MESSAGES_PER_10S = config("CHAT_MESSAGES_PER_10S", cast=int, default=20)  #
 BCRYPT_ROUNDS = config("BCRYPT_ROUNDS", cast=int, default=12)  # tests lower it; 12 costs ~0.25 s
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
+# Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
+# else could claim any address and slip past the per-address login throttle.
+FORWARDED_ALLOW_IPS = config("FORWARDED_ALLOW_IPS", default="127.0.0.1")
 
 SECRET_KEY_IS_RANDOM = not SECRET_KEY
 SECRET_KEY = SECRET_KEY or secrets.token_urlsafe(32)
@@ -494,10 +497,12 @@ def subscribe() -> Iterator[asyncio.Queue]:
     """Receive every published event while the block runs, however it ends."""
     queue = asyncio.Queue(maxsize=LISTENER_QUEUE_SIZE)
     subscribers.add(queue)
+    log.info("Notification stream opened (%d open)", len(subscribers))
     try:
         yield queue
     finally:
         subscribers.discard(queue)
+        log.info("Notification stream closed (%d open)", len(subscribers))
 
 
 def publish(event: dict) -> None:
@@ -1167,8 +1172,8 @@ def main(argv: list[str]) -> None:
         return asyncio.run(create_admin(args.username, args.email, read_new_password()))
     if args.demo:
         asyncio.run(seed_demo())
-    uvicorn.run(app, host=HOST, port=PORT, ws_max_size=CHAT_MAX_FRAME_BYTES,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    uvicorn.run(app, host=HOST, port=PORT, proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS,
+                ws_max_size=CHAT_MAX_FRAME_BYTES, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
 if __name__ == "__main__":

@@ -1321,3 +1321,155 @@ def test_readme_chat_browser_example(live):
         return json.loads(await devtools.console_line("Hello from the browser"))
     message = in_browser(live, scenario)
     assert (message["type"], message["text"], message["author"]) == ("message", "Hello from the browser", user["username"])
+
+
+#### Deployment: the Caddyfile, and a real Caddy in front of a real uvicorn
+
+
+def caddy_env(**settings: str) -> dict:
+    """The environment the Caddyfile reads, with Caddy's own files kept in the test folder."""
+    return {**os.environ, "XDG_DATA_HOME": str(TEST_DIR / "caddy-data"), "XDG_CONFIG_HOME": str(TEST_DIR / "caddy-config"),
+            **settings}
+
+
+def test_the_caddyfile_is_valid_for_a_real_domain():
+    caddy = require("caddy")
+    result = subprocess.run([caddy, "validate", "--config", str(HERE / "Caddyfile"), "--adapter", "caddyfile"],
+                            env=caddy_env(BLOG_DOMAIN="blog.example.com"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Valid configuration" in result.stdout + result.stderr
+
+
+class Caddy:
+    """The project's Caddyfile run by a real Caddy in front of `server`, on plain HTTP on loopback."""
+
+    def __init__(self, server: Server):
+        self.port = free_port()
+        self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
+        self.access_log = TEST_DIR / f"caddy-{self.port}-access.log"
+        self.process = subprocess.Popen(
+            [require("caddy"), "run", "--config", str(HERE / "Caddyfile"), "--adapter", "caddyfile"],
+            env=caddy_env(BLOG_DOMAIN=self.url, BLOG_UPSTREAM=f"127.0.0.1:{server.port}", BLOG_LOG=str(self.access_log),
+                          CADDY_ADMIN=f"127.0.0.1:{free_port()}"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.healthy, what="Caddy to start")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health").status_code == 200
+        except httpx.TransportError:
+            assert self.process.poll() is None, "Caddy exited"
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def behind_caddy(new_database):
+    """A real uvicorn behind a real Caddy; yields (Live for the app, Caddy)."""
+    with running_server(new_database()) as server:
+        caddy = Caddy(server)
+        try:
+            yield Live(server), caddy
+        finally:
+            caddy.stop()
+
+
+def test_rest_round_trip_through_caddy_with_security_headers(behind_caddy):
+    live, caddy = behind_caddy
+    user = live.user()
+    created = httpx.post(caddy.url + "/api/blogs/", json={"title": "Via Caddy", "content": "Hi"}, headers=user["headers"])
+    assert created.status_code == 201
+    fetched = httpx.get(caddy.url + f"/api/blogs/{created.json()['id']}", headers=user["headers"])
+    assert fetched.json()["title"] == "Via Caddy"
+    assert fetched.headers["strict-transport-security"].startswith("max-age=")
+    assert fetched.headers["x-content-type-options"] == "nosniff"
+    assert fetched.headers["referrer-policy"] == "no-referrer"
+    assert "server" not in fetched.headers
+    long_post = httpx.post(caddy.url + "/api/blogs/", json={"title": "Long", "content": "words " * 1000},
+                           headers=user["headers"]).json()
+    compressed = httpx.get(caddy.url + f"/api/blogs/{long_post['id']}", headers=user["headers"] | {"Accept-Encoding": "gzip"})
+    assert compressed.headers["content-encoding"] == "gzip" and compressed.json()["content"] == "words " * 1000
+
+
+def test_caddy_refuses_a_body_over_1_mib(behind_caddy):
+    live, caddy = behind_caddy
+    user = live.user()
+    body = json.dumps({"title": "Big", "content": "x" * (1024 * 1024 + 1)})
+    response = httpx.post(caddy.url + "/api/blogs/", content=body, headers=user["headers"] | {"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The body is larger than 1 MiB."}
+
+
+def test_sse_through_caddy_arrives_within_a_second_uncompressed(behind_caddy):
+    live, caddy = behind_caddy
+    reviewer, author = live.user("approver"), live.user()
+    with httpx.stream("GET", caddy.url + "/api/notifications/sse", params={"token": reviewer["token"]},
+                      headers={"Accept-Encoding": "gzip"}, timeout=httpx.Timeout(5, read=1)) as response:
+        assert "content-encoding" not in response.headers
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        post = live.blog(author, "Through Caddy")
+        event = read_event(lines)  # the read timeout of 1 s makes a late event fail
+    assert event["id"] == str(post["id"])
+
+
+def test_chat_round_trip_through_caddy(behind_caddy):
+    live, caddy = behind_caddy
+    user = live.user()
+    post = live.blog(user, status="approved")
+
+    async def scenario():
+        import websockets
+        async with websockets.connect(f"{caddy.ws_url}/api/blogs/{post['id']}/ws?token={user['token']}") as socket:
+            await socket.send(json.dumps({"text": "Hello through Caddy"}))
+            return await receive_json(socket)
+    assert run(scenario())["text"] == "Hello through Caddy"
+
+
+def test_an_sse_client_leaving_caddy_leaves_the_app_within_seconds(behind_caddy):
+    live, caddy = behind_caddy
+    reviewer = live.user("admin")
+    with httpx.stream("GET", caddy.url + "/api/notifications/sse", headers=reviewer["headers"], timeout=5) as response:
+        assert next(response.iter_lines()) == ": connected"
+    closed_lines = wait_until(lambda: "Notification stream closed (0 open)" in live.server.log(), timeout=5,
+                              what="the app to drop the subscriber")
+    assert closed_lines
+
+
+def test_caddy_access_log_redacts_tokens(behind_caddy):
+    live, caddy = behind_caddy
+    reviewer = live.user("approver")
+    with httpx.stream("GET", caddy.url + "/api/notifications/sse", params={"token": reviewer["token"]}, timeout=5) as response:
+        assert next(response.iter_lines()) == ": connected"
+    httpx.get(caddy.url + "/api/auth/me", headers=reviewer["headers"])
+    logged = wait_until(lambda: caddy.access_log.exists() and "/api/auth/me" in caddy.access_log.read_text()
+                        and "notifications/sse" in caddy.access_log.read_text() and caddy.access_log.read_text(),
+                        what="Caddy's access log")
+    assert "token=REDACTED" in logged
+    assert reviewer["token"] not in logged
+
+
+def failed_logins_until_throttled(url: str, source: str, spoof: bool = False) -> int:
+    """Fail logins from a loopback source address, each for a new name, until a 429; returns how many."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as client:
+        for attempt in range(1, 50):
+            headers = {"X-Forwarded-For": f"203.0.113.{attempt}"} if spoof else {}
+            response = client.post(url + "/api/auth/login", headers=headers,
+                                   json={"username": f"nobody-{os.urandom(3).hex()}", "password": "wrong!!!"})
+            if response.status_code == 429:
+                return attempt
+    return 0
+
+
+def test_the_app_believes_x_forwarded_for_from_caddy_only(behind_caddy):
+    live, caddy = behind_caddy
+    limit = blog.LOGIN_FAILURES_PER_ADDRESS
+    # Through Caddy, two clients are two addresses, and a forged header changes neither.
+    assert failed_logins_until_throttled(caddy.url, "127.0.0.2", spoof=True) == limit + 1
+    assert httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3")).post(
+        caddy.url + "/api/auth/login", json={"username": "someone", "password": "wrong!!!"}).status_code == 401
+    # Straight to uvicorn from an address that is not the proxy, a forged header is ignored too.
+    assert failed_logins_until_throttled(live.url, "127.0.0.4", spoof=True) == limit + 1
