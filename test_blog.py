@@ -176,15 +176,16 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
 
 
 class Server:
-    """`python blog.py ARGS` running on a free loopback port with its own database."""
+    """`python blog.py ARGS` (or `command`, run in `cwd`) on a free loopback port with its own database."""
 
-    def __init__(self, database_url: str, *args: str, env: dict | None = None):
+    def __init__(self, database_url: str, *args: str, env: dict | None = None, command: list | None = None,
+                 cwd: Path = TEST_DIR):
         self.port = free_port()
         self.url, self.database_url = f"http://127.0.0.1:{self.port}", database_url
         self.log_path = TEST_DIR / f"server-{self.port}.log"
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(HERE / "blog.py"), *args], cwd=TEST_DIR, stdout=log, stderr=subprocess.STDOUT,
+                command or [sys.executable, str(HERE / "blog.py"), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port), **(env or {})})
         wait_until(self.healthy, what="the server to start")
 
@@ -1473,3 +1474,18 @@ def test_the_app_believes_x_forwarded_for_from_caddy_only(behind_caddy):
         caddy.url + "/api/auth/login", json={"username": "someone", "password": "wrong!!!"}).status_code == 401
     # Straight to uvicorn from an address that is not the proxy, a forged header is ignored too.
     assert failed_logins_until_throttled(live.url, "127.0.0.4", spoof=True) == limit + 1
+
+
+
+def test_readme_systemd_unit_and_env_file_start_the_app(new_database):
+    """The unit's ExecStart, run from its WorkingDirectory with its EnvironmentFile, serves the app."""
+    unit = dict(line.split("=", 1) for line in readme_example("systemd-unit").splitlines() if "=" in line)
+    settings = dict(line.split("=", 1) for line in readme_example("env-file").splitlines() if "=" in line)
+    for name in settings:
+        assert f'config("{name}"' in (HERE / "blog.py").read_text(), f"blog.py does not read {name}"
+    settings |= {"DATABASE_URL": new_database(), "SECRET_KEY": "a-key-from-the-env-file-" + os.urandom(16).hex()}
+    command = unit["ExecStart"].replace("/srv/blog/venv/bin/python", sys.executable).split()
+    assert unit["WorkingDirectory"] == "/srv/blog" and command[1] == "blog.py"
+    service = Server(settings.pop("DATABASE_URL"), env=settings, command=command, cwd=HERE)
+    service.stop()
+    assert "SECRET_KEY is not set" not in service.log()
