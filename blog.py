@@ -11,7 +11,6 @@ The whole contract is in SPEC.md; the tables are in schema.sql.
 
 import argparse
 import asyncio
-import base64
 import getpass
 import hashlib
 import json
@@ -28,6 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -35,17 +35,20 @@ import bcrypt
 import databases
 import jwt
 import uvicorn
+from openapi_ui_bundles import swagger_ui as swagger_ui_files
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.config import Config
+from starlette.convertors import Convertor, IntegerConvertor, register_url_convertor
 from starlette.datastructures import CommaSeparatedStrings
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 #### Configuration: read once from the environment (or a .env file), nowhere else
@@ -127,6 +130,15 @@ async def create_tables() -> None:
 
 # Column lists and queries used more than once. Only constants are joined into SQL here:
 # every value travels as a :name parameter.
+class IdConvertor(IntegerConvertor):
+    """The {blog_id:id} in a route: up to 9 digits, so that a longer number is an unknown page
+    (404) rather than an overflow of the database's integers (a 500)."""
+
+    regex = "[0-9]{1,9}"
+
+
+register_url_convertor("id", IdConvertor())
+
 USER_COLUMNS = "id, username, email, role, created_at"
 USER_BY_ID = "SELECT " + USER_COLUMNS + " FROM users WHERE id = :id"
 USER_BY_NAME = "SELECT " + USER_COLUMNS + " FROM users WHERE LOWER(username) = LOWER(:username)"
@@ -160,47 +172,56 @@ def blog_out(row) -> dict:
 # here (type, required, minLength, maxLength, pattern, enum, minimum, maximum, maxItems, items).
 # Patterns are anchored and matched whole, so "alice\n" is not a username.
 
-URL_LIST = {"type": "array", "maxItems": 10,
-            "items": {"type": "string", "maxLength": 2000, "pattern": r"^https?://[^\s/]+\S*$"}}
+URL_LIST = {"type": "array", "maxItems": 10, "items": {  # http(s), a host name or IPv4 address, an optional port
+    "type": "string", "maxLength": 2000, "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$"}}
 TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.*$"}
 
-REGISTER_BODY = {"type": "object", "required": ["username", "email", "password"], "properties": {
+REGISTER_BODY = {"type": "object", "required": ["username", "email", "password"],
+                 "examples": [{"username": "alice", "email": "alice@example.com", "password": "correct horse"}],
+                 "properties": {
     "username": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"},
     "email": {"type": "string", "maxLength": 254, "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
     "password": {"type": "string", "minLength": 8, "maxLength": 72,
                  "description": "8 characters to 72 bytes of UTF-8 (bcrypt's limit)"},
 }}
-LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properties": {
+LOGIN_BODY = {"type": "object", "required": ["username", "password"],
+              "examples": [{"username": "alice", "password": "correct horse"}], "properties": {
     "username": {"type": "string", "maxLength": 254, "description": "the username or the email"},
     "password": {"type": "string", "maxLength": 1000},
 }}
-REFRESH_BODY = {"type": "object", "required": ["refresh_token"], "properties": {
+REFRESH_BODY = {"type": "object", "required": ["refresh_token"], "examples": [{"refresh_token": "eyJhbGciOi..."}],
+                "properties": {
     "refresh_token": {"type": "string", "maxLength": 2000},
 }}
-ROLE_BODY = {"type": "object", "required": ["role"], "properties": {
+ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "approver"}], "properties": {
     "role": {"type": "string", "enum": list(ROLES)},
 }}
-BLOG_BODY = {"type": "object", "required": ["title", "content"], "properties": {
+BLOG_BODY = {"type": "object", "required": ["title", "content"],
+             "examples": [{"title": "Hello", "content": "# Hello\n\nMy *first* post.", "images": []}], "properties": {
     "title": TITLE,
     "content": {"type": "string", "minLength": 1, "maxLength": 100_000},
     "images": URL_LIST,
 }}
-REJECT_BODY = {"type": "object", "properties": {
+REJECT_BODY = {"type": "object", "examples": [{"reason": "Please cite your sources."}], "properties": {
     "reason": {"type": "string", "maxLength": 2000},
 }}
-FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"], "properties": {
+FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"],
+                        "examples": [{"title": "Dark mode", "description": "Easier on the eyes.", "priority": 4}],
+                        "properties": {
     "title": TITLE,
     "description": {"type": "string", "minLength": 1, "maxLength": 5000},
     "priority": {"type": "integer", "minimum": 1, "maximum": 5},
 }}
-TRIAGE_BODY = {"type": "object", "required": ["status"], "properties": {
+TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status": "accepted", "priority": 5}],
+               "properties": {
     "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
     "priority": {"type": "integer", "minimum": 1, "maximum": 5},
 }}
-CHAT_MESSAGE_BODY = {"type": "object", "required": ["text"], "properties": {
+CHAT_MESSAGE_BODY = {"type": "object", "required": ["text"], "examples": [{"text": "Nice post!"}], "properties": {
     "text": {"type": "string", "minLength": 1, "maxLength": 2000},
 }}
-DRAFT_BODY = {"type": "object", "properties": {
+DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "content": "To be continued"}],
+              "properties": {
     "title": {"type": "string", "maxLength": 200},
     "content": {"type": "string", "maxLength": 100_000},
     "images": URL_LIST,
@@ -237,9 +258,9 @@ async def read_raw_body(request: Request) -> bytes:
 
 
 async def read_body(request: Request, schema: dict) -> dict:
-    """Parse the JSON body and validate it against `schema`; an empty body counts as {}."""
+    """Parse the JSON body and validate it against `schema`; no body at all counts as {}."""
     raw = await read_raw_body(request)
-    return validate(parse_json(raw) if raw.strip() else {}, schema)
+    return validate(parse_json(raw) if raw else {}, schema)
 
 
 def validate(body, schema: dict) -> dict:
@@ -259,6 +280,8 @@ def check_value(name: str, value, rule: dict):
     if kind == "string":
         check_string(name, value, rule)
     elif kind == "integer":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 5.0 is the integer 5
         if not isinstance(value, int) or isinstance(value, bool):
             raise invalid(name, "must be an integer")
         if not rule.get("minimum", -math.inf) <= value <= rule.get("maximum", math.inf):
@@ -299,25 +322,26 @@ def check_string(name: str, value, rule: dict) -> None:
 
 #### Pages: ?limit= and ?cursor= for every list, newest first
 #
-# A cursor is the id of the last item of the previous page, base64url-encoded so that clients
-# treat it as opaque: "NDI" is id 42, and the next page holds the items with ids below 42.
+# A cursor is the id of the last item on the previous page: after a page ending with id 42,
+# "?cursor=42" gives the items with ids below 42. Clients should pass it back untouched, so
+# that it can change form one day without breaking them.
+
+
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "next_cursor of the previous page"}
 
 
 def page_params(request: Request) -> tuple[int, int | None]:
     """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as an id."""
     try:
-        limit = int(request.query_params.get("limit", "20"))
+        limit = int(request.query_params.get("limit", LIMIT["default"]))
     except ValueError:
         raise invalid("limit", "must be an integer")
-    if not 1 <= limit <= 100:
-        raise invalid("limit", "must be from 1 to 100")
+    check_value("limit", limit, LIMIT)
     cursor = request.query_params.get("cursor")
     if cursor is None:
         return limit, None
-    try:
-        return limit, int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except ValueError:  # bad base64, bad ASCII and a non-number are all ValueErrors
-        raise invalid("cursor", "is not one this server gave out")
+    return limit, int(check_value("cursor", cursor, CURSOR))
 
 
 def page_of(rows: list, limit: int, item_out) -> dict:
@@ -325,7 +349,7 @@ def page_of(rows: list, limit: int, item_out) -> dict:
     items = [item_out(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        next_cursor = base64.urlsafe_b64encode(str(items[-1]["id"]).encode()).decode().rstrip("=")
+        next_cursor = str(items[-1]["id"])
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -436,6 +460,7 @@ def requires_role(*roles: str, query_token: bool = False):
                 raise HTTPException(403, f"This needs the role {' or '.join(roles)}.")
             request.state.user = user
             return await handler(request)
+        guarded.roles = roles  # read by the OpenAPI document
         return guarded
     return decorator
 
@@ -1017,10 +1042,197 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+#### API documentation: an OpenAPI 3.1 document built from the same declarations, and Swagger UI
+#
+# Request bodies and query parameters are documented with the very declarations the handlers
+# validate with, and who may call what comes from the requires_role decorator, so the document
+# cannot drift from what the server enforces.
+
+ID, TEXT = {"type": "integer"}, {"type": "string"}
+TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
+
+
+def shape(**properties) -> dict:
+    """A JSON object schema with every property required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def page_shape(item: str) -> dict:
+    """A page of items: {"items": [...], "next_cursor": "NDI" or null}."""
+    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+                 next_cursor={"type": ["string", "null"]})
+
+
+BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
+                   status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
+                   created_at=TIMESTAMP, updated_at=TIMESTAMP)
+BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
+SHAPES = {
+    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP),
+    "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
+    "Blog": BLOG_SHAPE,
+    "BlogPage": page_shape("Blog"),
+    "Comment": shape(id=ID, blog_id=ID, author_id=ID, author=TEXT, text=TEXT, created_at=TIMESTAMP),
+    "CommentPage": page_shape("Comment"),
+    "FeatureRequest": shape(id=ID, title=TEXT, description=TEXT, status=TRIAGE_BODY["properties"]["status"],
+                            priority=FEATURE_REQUEST_BODY["properties"]["priority"], author_id=ID,
+                            created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "FeatureRequestPage": page_shape("FeatureRequest"),
+    "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
+    "Health": shape(status={"const": "ok"}),
+    "Error": shape(detail=TEXT),
+}
+
+EVENT_STREAM = {"description": "A text/event-stream that stays open. Each blog that starts waiting for review "
+                "is one event: `id: 5`, `event: blog_pending`, `data: {\"type\": \"blog_pending\", \"blog_id\": 5, "
+                "\"title\": \"New Blog\", \"author_id\": 2}`. A `: ping` comment comes every 15 s; send "
+                "Last-Event-ID to replay the pending blogs you missed.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?token=ACCESS_TOKEN: send "
+        "{\"text\": \"...\"} (1-2,000 characters); everyone in the room receives {\"type\": \"message\", ...comment}, "
+        "and it is stored as one of these comments. Closes with 1008 for a bad token or a blog you may not see.")
+
+
+def query(name: str, rule: dict) -> dict:
+    """A documented query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": rule}
+
+
+PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
+
+# Per handler: its request body, what success returns, and the refusals particular to it.
+# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
+# unknown id) are added by openapi_operation.
+OPERATIONS = {
+    health: {"ok": (200, "Health"), "errors": [503]},
+    register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409]},
+    login: {"body": LOGIN_BODY, "form": True, "ok": (200, "Tokens"), "errors": [401, 429]},
+    refresh: {"body": REFRESH_BODY, "ok": (200, "Tokens"), "errors": [401]},
+    logout: {"body": REFRESH_BODY, "ok": (204, None)},
+    me: {"ok": (200, "User")},
+    make_admin: {"ok": (200, "User"), "errors": [409]},
+    change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
+    list_blogs: {"query": PAGE_QUERY + [query("q", {"type": "string", "description": "words in title or content"}),
+                                        query("author", {"type": "string", "description": "a username"})],
+                 "ok": (200, "BlogPage")},
+    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog")},
+    list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
+    get_blog: {"optional_token": True, "ok": (200, "Blog")},
+    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [409]},
+    delete_blog: {"ok": (204, None)},
+    approve_blog: {"ok": (200, "Blog"), "errors": [409]},
+    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409]},
+    list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
+    notifications: {"query": [query("token", {"type": "string", "description": "the access token, for EventSource"})],
+                    "ok": (200, EVENT_STREAM)},
+    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
+                            "ok": (200, "FeatureRequestPage")},
+    create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
+    triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
+    get_draft: {"ok": (200, "Draft"), "errors": [404]},
+    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft")},
+    delete_draft: {"ok": (204, None)},
+}
+
+
+def response(returns) -> dict:
+    """A documented response: a named shape, nothing (None), or a response object as it is."""
+    if returns is None:
+        return {"description": "Done; no content."}
+    if isinstance(returns, dict):
+        return returns
+    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
+
+
+def path_parameter(name: str, convertor: Convertor) -> dict:
+    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
+    if isinstance(convertor, IdConvertor):
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_operation(route: Route) -> dict:
+    """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
+    handler, spec = route.endpoint, OPERATIONS[route.endpoint]
+    roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
+    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
+    parameters += spec.get("query", [])
+    operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
+                 "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
+    if "description" in spec:
+        operation["description"] = spec["description"]
+    if "body" in spec:
+        content = {"application/json": {"schema": spec["body"]}}
+        if spec.get("form"):  # the OAuth2 password flow posts a form
+            content["application/x-www-form-urlencoded"] = {"schema": spec["body"]}
+        operation["requestBody"] = {"required": "required" in spec["body"], "content": content}
+        errors |= {400, 413, 422}
+    if roles:
+        operation["security"] = [{"bearer": []}, {"password": []}]
+        operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
+        errors |= {401} | ({403} if set(roles) != set(ROLES) else set())
+    if spec.get("optional_token"):
+        operation["security"] = [{}, {"bearer": []}, {"password": []}]
+        errors.add(401)
+    if route.param_convertors:
+        errors.add(404)
+    if spec.get("query"):
+        errors.add(422)
+    for status in sorted(errors):
+        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return operation
+
+
+def openapi_document() -> dict:
+    """The OpenAPI 3.1 document of every HTTP route in `routes`."""
+    paths = {}
+    for route in routes:
+        if isinstance(route, Route) and route.include_in_schema:
+            path = re.sub(r":\w+}", "}", route.path)  # "/api/blogs/{blog_id:id}" -> "/api/blogs/{blog_id}"
+            for method in sorted(route.methods - {"HEAD"}):
+                paths.setdefault(path, {})[method.lower()] = openapi_operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Blog platform API", "version": "1.0.0", "description": CHAT},
+        "paths": paths,
+        "components": {"schemas": SHAPES, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
+        }},
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    """Serve the OpenAPI document."""
+    return JSONResponse(openapi_document())
+
+
+# Swagger UI's files come from a Python package, not a CDN: the docs then work offline, in a
+# demo room without network and in a test's headless browser alike.
+SWAGGER_UI_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Blog platform API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});</script>
+</body>
+</html>"""
+
+
+async def swagger_ui(request: Request) -> Response:
+    """Show Swagger UI over the OpenAPI document."""
+    return HTMLResponse(SWAGGER_UI_PAGE)
+
+
 #### The app: routes, error handlers, lifespan
 
 routes = [
     Route("/health", health),
+    Route("/openapi.json", openapi_json, include_in_schema=False),
+    Route("/docs", swagger_ui, include_in_schema=False),
+    Mount("/docs/assets", StaticFiles(directory=swagger_ui_files.static_path), name="swagger_ui_assets"),
     Route("/api/auth/register", register, methods=["POST"]),
     Route("/api/auth/login", login, methods=["POST"]),
     Route("/api/auth/refresh", refresh, methods=["POST"]),
@@ -1031,17 +1243,17 @@ routes = [
     Route("/api/blogs/", list_blogs),
     Route("/api/blogs/", create_blog, methods=["POST"]),
     Route("/api/blogs/pending", list_pending_blogs),
-    Route("/api/blogs/{blog_id:int}", get_blog),
-    Route("/api/blogs/{blog_id:int}", update_blog, methods=["PUT"]),
-    Route("/api/blogs/{blog_id:int}", delete_blog, methods=["DELETE"]),
-    Route("/api/blogs/{blog_id:int}/approve", approve_blog, methods=["POST"]),
-    Route("/api/blogs/{blog_id:int}/reject", reject_blog, methods=["POST"]),
-    Route("/api/blogs/{blog_id:int}/comments", list_comments),
-    WebSocketRoute("/api/blogs/{blog_id:int}/ws", chat),
+    Route("/api/blogs/{blog_id:id}", get_blog),
+    Route("/api/blogs/{blog_id:id}", update_blog, methods=["PUT"]),
+    Route("/api/blogs/{blog_id:id}", delete_blog, methods=["DELETE"]),
+    Route("/api/blogs/{blog_id:id}/approve", approve_blog, methods=["POST"]),
+    Route("/api/blogs/{blog_id:id}/reject", reject_blog, methods=["POST"]),
+    Route("/api/blogs/{blog_id:id}/comments", list_comments),
+    WebSocketRoute("/api/blogs/{blog_id:id}/ws", chat),
     Route("/api/notifications/sse", notifications),
     Route("/api/feature-requests/", list_feature_requests),
     Route("/api/feature-requests/", create_feature_request, methods=["POST"]),
-    Route("/api/feature-requests/{request_id:int}", triage_feature_request, methods=["PATCH"]),
+    Route("/api/feature-requests/{request_id:id}", triage_feature_request, methods=["PATCH"]),
     Route("/api/session/draft", get_draft),
     Route("/api/session/draft", save_draft, methods=["POST"]),
     Route("/api/session/draft", delete_draft, methods=["DELETE"]),
@@ -1049,8 +1261,20 @@ routes = [
 
 
 async def http_error(request: Request, error: HTTPException) -> Response:
-    """Every refusal, ours or Starlette's (404, 405, 413), as {"detail": "..."}."""
-    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+    """Every refusal, ours or Starlette's (404, 405), as {"detail": "..."}."""
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        headers["Allow"] = allowed_methods(request.scope)
+    return JSONResponse({"detail": error.detail}, error.status_code, headers=headers)
+
+
+def allowed_methods(scope) -> str:
+    """Every method the routes take at this path; Starlette's own 405 names only one route's."""
+    methods = set()
+    for route in routes:
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def server_error(request: Request, error: Exception) -> Response:
