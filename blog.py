@@ -1058,7 +1058,7 @@ def shape(**properties) -> dict:
 
 
 def page_shape(item: str) -> dict:
-    """A page of items: {"items": [...], "next_cursor": "NDI" or null}."""
+    """A page of items: {"items": [...], "next_cursor": "42" or null}."""
     return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
                  next_cursor={"type": ["string", "null"]})
 
