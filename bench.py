@@ -4,11 +4,21 @@ It starts `python blog.py` on a loopback port with a throw-away SQLite database,
 from this process with real clients. The machines here are shared and noisy: compare figures
 taken in one run, not across runs.
 
+REST, each as a ratio to a ceiling measured in the same sitting: a bare Starlette app on the
+same uvicorn settings serving the same posts from memory (targets: list >= 0.40, get >= 0.30):
+  list             GET /api/blogs/, 20 of 1,000 approved posts
+  get              GET /api/blogs/{id}
+  create           POST /api/blogs/ as a logged-in user
+  health p99       GET /health while 8 clients log in without pause, to its idle p99 (target <= 3x)
+
 Live features:
   sse fan-out      POST /api/blogs/ until the event reaches each of 1,000 SSE subscribers
   chat fan-out     one chat message until it reaches each of 200 clients in one room
   chat + stalled   the same, with one more client in the room that never reads
   idle memory      the server's RSS growth per idle SSE stream and per idle chat socket
+
+Needs wrk (Debian: apt-get install wrk). `python bench.py rest` or `python bench.py live`
+runs one half.
 """
 
 import asyncio
@@ -16,7 +26,10 @@ import base64
 import contextlib
 import json
 import os
+import re
 import resource
+import shutil
+import sqlite3
 import socket
 import statistics
 import subprocess
@@ -48,7 +61,8 @@ class Server:
         self.port = free_port()
         self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
         folder = tempfile.mkdtemp(prefix="blog-bench-")
-        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder}/bench.db", "PORT": str(self.port),
+        self.database_path = f"{folder}/bench.db"
+        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{self.database_path}", "PORT": str(self.port),
                     "SECRET_KEY": "bench-secret-key-of-a-decent-length-0123456789", "BCRYPT_ROUNDS": "4",
                     "SSE_PING_SECONDS": "600", "CHAT_MESSAGES_PER_10S": "1000000", **env}
         self.process = subprocess.Popen([sys.executable, str(HERE / "blog.py")], env=self.env, cwd=folder,
@@ -84,10 +98,147 @@ class Server:
         self.process.wait(timeout=30)
 
 
+def wait_healthy(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     """p50 and p99 of latencies in seconds, as milliseconds."""
     ordered = sorted(samples)
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+#### REST: the app against a ceiling of the same framework and server serving from memory
+
+
+def ceiling_app(posts: list[dict]):
+    """The fastest this stack can answer the same requests: no database, no checks."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def list_posts(request):
+        return JSONResponse({"items": posts, "next_cursor": str(posts[-1]["id"])})
+
+    async def get_post(request):
+        return JSONResponse(posts[0])
+
+    async def create_post(request):
+        body = await request.json()
+        return JSONResponse(posts[0] | {"title": body["title"], "content": body["content"]}, 201)
+
+    async def health(request):
+        return JSONResponse({"status": "ok"})
+    return Starlette(routes=[Route("/posts", list_posts), Route("/posts/one", get_post),
+                             Route("/posts", create_post, methods=["POST"]), Route("/health", health)])
+
+
+def serve_ceiling(port: int, posts_file: str) -> None:
+    """`python bench.py ceiling PORT FILE`: serve the ceiling on the app's uvicorn settings."""
+    import uvicorn
+    uvicorn.run(ceiling_app(json.loads(Path(posts_file).read_text())), host="127.0.0.1", port=port)
+
+
+def seed_approved_posts(server: Server, author_id: int, count: int = 1000) -> None:
+    """Write `count` approved posts straight into the app's SQLite file, as if reviewed."""
+    now = "2026-11-21T20:00:00.000Z"
+    with sqlite3.connect(server.database_path, timeout=10) as connection:
+        connection.executemany(
+            "INSERT INTO blogs (title, content, images, status, author_id, created_at, updated_at) "
+            "VALUES (?, ?, '[]', 'approved', ?, ?, ?)",
+            [(f"Post number {n}", f"# Post {n}\n\n" + "Some words about Starlette. " * 20, author_id, now, now)
+             for n in range(count)])
+
+
+def wrk(url: str, seconds: float = 3, connections: int = 32, script: str | None = None) -> dict:
+    """Run wrk; returns requests per second and the latency percentiles in milliseconds."""
+    command = [shutil.which("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command += ["-s", script] if script else []
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    units = {"us": 0.001, "ms": 1, "s": 1000}
+    latency = {int(p): float(v) * units[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)$", output, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    assert not errors, f"{url}: {errors.group(1)} error responses"
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), "latency": latency}
+
+
+def lua_post(path: str, body: dict, token: str) -> str:
+    """A wrk script that POSTs a JSON body with a bearer token."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
+                      f'wrk.headers["Content-Type"] = "application/json"\n'
+                      f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+    return str(script)
+
+
+def best_ratio(app_url: str, ceiling_url: str, script_app=None, script_ceiling=None, rounds: int = 2):
+    """Alternate app and ceiling runs, keep each one's best, so passing noise hurts neither."""
+    app = max(wrk(app_url, script=script_app)["rps"] for _ in range(rounds))
+    ceiling = max(wrk(ceiling_url, script=script_ceiling)["rps"] for _ in range(rounds))
+    return app, ceiling, app / ceiling
+
+
+def rest() -> list[tuple[str, str]]:
+    server = Server()
+    ceiling_process = None
+    try:
+        author = server.user("author")
+        me = httpx.get(server.url + "/api/auth/me", headers=author["headers"]).json()
+        seed_approved_posts(server, me["id"])
+        posts = httpx.get(server.url + "/api/blogs/").json()["items"]
+        posts_file = Path(tempfile.mkstemp(suffix=".json")[1])
+        posts_file.write_text(json.dumps(posts))
+        ceiling_port = free_port()
+        ceiling_process = subprocess.Popen([sys.executable, __file__, "ceiling", str(ceiling_port), str(posts_file)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ceiling = f"http://127.0.0.1:{ceiling_port}"
+        wait_healthy(ceiling + "/health", ceiling_process)
+        rows = []
+        app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/", ceiling + "/posts")
+        rows.append(("list: GET /api/blogs/ (20 of 1,000)", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}  (target >= 0.40)"))
+        app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/?author=author", ceiling + "/posts")
+        rows.append(("list, not cached: ?author= (20 of 1,000)", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}"))
+        app_rps, ceiling_rps, ratio = best_ratio(server.url + f"/api/blogs/{posts[0]['id']}", ceiling + "/posts/one")
+        rows.append(("get: GET /api/blogs/{id}", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}  (target >= 0.30)"))
+        body = {"title": "Benchmarked", "content": "Some words about Starlette. " * 20}
+        app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/", ceiling + "/posts",
+                                                 lua_post("/api/blogs/", body, author["token"]),
+                                                 lua_post("/posts", body, author["token"]))
+        rows.append(("create: POST /api/blogs/", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}"))
+    finally:
+        server.stop()
+        if ceiling_process:
+            ceiling_process.terminate()
+            ceiling_process.wait()
+    rows.append(health_under_login_load())
+    return rows
+
+
+def health_under_login_load() -> tuple[str, str]:
+    """p99 of GET /health alone, then while 8 clients log in without pause (bcrypt at cost 12)."""
+    server = Server(BCRYPT_ROUNDS="12")
+    try:
+        server.user("busy")
+        idle = wrk(server.url + "/health", seconds=5, connections=1)["latency"][99]
+        login = lua_post("/api/auth/login", {"username": "busy", "password": PASSWORD}, "none")
+        logins = subprocess.Popen([shutil.which("wrk"), "-t1", "-c8", "-d8s", "-s", login, server.url + "/api/auth/login"],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(1)  # let the logins get going before measuring
+        loaded = wrk(server.url + "/health", seconds=5, connections=1)["latency"][99]
+        login_rps = float(re.search(r"Requests/sec:\s+([\d.]+)", logins.communicate()[0]).group(1))
+    finally:
+        server.stop()
+    return ("health p99 under 8 logging-in clients",
+            f"idle {idle:6.2f} ms  loaded {loaded:6.2f} ms  ratio {loaded / idle:.2f}  (target <= 3)  "
+            f"logins {login_rps:.1f}/s")
 
 
 #### Live features
@@ -217,11 +368,16 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
         print(f"  {name.ljust(width)}   {figures}")
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["ceiling"]:
+        return serve_ceiling(int(argv[1]), argv[2])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 streams need 1,000 descriptors a side
-    print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
+    if argv[:1] in ([], ["rest"]):
+        print_table("REST (one uvicorn worker, SQLite; ratios to the ceiling in this run)", rest())
+    if argv[:1] in ([], ["live"]):
+        print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -31,6 +31,7 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 import bcrypt
 import databases
 import jwt
@@ -38,7 +39,6 @@ import uvicorn
 from openapi_ui_bundles import swagger_ui as swagger_ui_files
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.config import Config
 from starlette.convertors import Convertor, IntegerConvertor, register_url_convertor
 from starlette.datastructures import CommaSeparatedStrings
@@ -94,11 +94,8 @@ def utc_now() -> str:
 
 
 class SQLiteConnection(sqlite3.Connection):
-    """An SQLite connection set up for a web server.
-
-    `databases` opens a new SQLite connection for most queries, so a one-off PRAGMA would be
-    lost: every connection runs these as it opens.
-    """
+    """An SQLite connection set up for a web server: every connection runs these as it opens
+    (a PRAGMA is per connection, and the command line opens connections of its own)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -108,12 +105,35 @@ class SQLiteConnection(sqlite3.Connection):
         self.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, and much faster
 
 
-def connect_options(url: str) -> dict:
-    """Extra arguments for the database driver: SQLite gets its PRAGMAs, PostgreSQL needs none."""
-    return {"factory": SQLiteConnection} if url.startswith("sqlite") else {}
+class SQLiteDatabase(databases.Database):
+    """SQLite through one connection, held from connect() to disconnect() and shared by all.
+
+    Left alone, `databases` opens a new SQLite connection, with a thread of its own, for most
+    queries: that costs far more than the query. SQLite writes one at a time anyway, so the
+    requests' queries simply take turns on this one.
+    """
+
+    async def connect(self) -> None:
+        await super().connect()
+        self.held = super().connection()
+        await self.held.__aenter__()
+
+    def connection(self) -> databases.core.Connection:
+        return self.held
+
+    async def disconnect(self) -> None:
+        await self.held.__aexit__(None, None, None)
+        await super().disconnect()
 
 
-database = databases.Database(DATABASE_URL, **connect_options(DATABASE_URL))
+def make_database(url: str) -> databases.Database:
+    """SQLite gets its held connection and PRAGMAs; PostgreSQL, the connection pool of `databases`."""
+    if url.startswith("sqlite"):
+        return SQLiteDatabase(url, factory=SQLiteConnection)
+    return databases.Database(url)
+
+
+database = make_database(DATABASE_URL)
 
 
 async def create_tables() -> None:
@@ -370,6 +390,17 @@ def check_password(password: str, password_hash: str) -> bool:
     return matches and len(encoded) <= 72
 
 
+# bcrypt is slow on purpose and runs in worker threads, off the event loop. More hashes at once
+# than spare cores would still take the CPU from the event loop, and so from every other
+# request: logins wait their turn here instead.
+BCRYPT_THREADS = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) - 1))
+
+
+async def in_bcrypt_thread(function, *args):
+    """Run a bcrypt function in a worker thread, at most BCRYPT_THREADS of them at once."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=BCRYPT_THREADS)
+
+
 # Checked when the username is unknown, so an unknown user costs as much as a wrong password.
 DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(16))
 
@@ -589,7 +620,7 @@ async def register(request: Request) -> Response:
     fields = await read_body(request, REGISTER_BODY)
     if len(fields["password"].encode()) > 72:
         raise invalid("password", "must be at most 72 bytes (bcrypt's limit)")
-    password_hash = await run_in_threadpool(hash_password, fields["password"])
+    password_hash = await in_bcrypt_thread(hash_password, fields["password"])
     # ON CONFLICT DO NOTHING: a taken name or email returns no row, on SQLite and PostgreSQL alike.
     user = await database.fetch_one(
         "INSERT INTO users (username, email, password_hash, role, created_at) "
@@ -622,7 +653,7 @@ async def login(request: Request) -> Response:
         "SELECT id, password_hash FROM users WHERE LOWER(username) = :login OR email = :login",
         {"login": fields["username"].lower()})
     password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
-    if not await run_in_threadpool(check_password, fields["password"], password_hash) or user is None:
+    if not await in_bcrypt_thread(check_password, fields["password"], password_hash) or user is None:
         record_failed_login(keys)
         raise unauthorized("Wrong username or password.")  # the same words for both, on purpose
     failed_logins.pop(keys[0], None)
@@ -709,6 +740,37 @@ async def get_visible_blog(blog_id: int, user: dict | None) -> dict:
     return dict(blog)
 
 
+class PublicCache:
+    """What everyone is sent alike, kept as sent: the public list's first pages, approved blogs.
+
+    An approved blog never changes (it can only be deleted), so these go stale only when a
+    blog is approved or an approved one deleted; then `clear` empties the cache and moves its
+    version on. A response computed under an older version is not kept: a reader racing a
+    writer can never leave a stale entry behind.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
+        self.entries: dict[str, bytes] = {}
+        self.version, self.size, self.max_bytes = 0, 0, max_bytes
+
+    def response(self, key: str) -> Response | None:
+        body = self.entries.get(key)
+        return None if body is None else Response(body, media_type="application/json")
+
+    def keep(self, key: str, response: Response, version: int) -> None:
+        if version == self.version and self.size + len(response.body) <= self.max_bytes:
+            self.entries[key] = response.body
+            self.size += len(response.body)
+
+    def clear(self) -> None:
+        self.version += 1
+        self.entries.clear()
+        self.size = 0
+
+
+public_cache = PublicCache()
+
+
 def like_pattern(text: str) -> str:
     """A LIKE pattern that finds `text` anywhere, its own % and _ taken literally."""
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -719,6 +781,10 @@ async def list_blogs(request: Request) -> Response:
     """List approved blogs, newest first; ?q= searches title and content, ?author= by username."""
     limit, before = page_params(request)
     query, author = request.query_params.get("q"), request.query_params.get("author")
+    front_page = f"front page of {limit}" if not (before or query or author) else None  # the hot path
+    if front_page and (cached := public_cache.response(front_page)):
+        return cached
+    version = public_cache.version
     rows = await database.fetch_all(BLOG_SELECT + r"""
         WHERE b.status = 'approved'
           AND (CAST(:before AS INTEGER) IS NULL OR b.id < :before)
@@ -728,7 +794,10 @@ async def list_blogs(request: Request) -> Response:
         ORDER BY b.id DESC LIMIT :limit""",
         {"before": before, "author": author, "pattern": like_pattern(query) if query else None,
          "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, blog_out))
+    response = JSONResponse(page_of(rows, limit, blog_out))
+    if front_page:
+        public_cache.keep(front_page, response, version)
+    return response
 
 
 @requires_role("approver", "admin")
@@ -758,8 +827,15 @@ async def create_blog(request: Request) -> Response:
 
 async def get_blog(request: Request) -> Response:
     """Show one blog: approved ones to everyone, the others to their author and reviewers."""
-    blog = await get_visible_blog(request.path_params["blog_id"], await authenticate(request))
-    return JSONResponse(blog_out(blog))
+    user, key = await authenticate(request), f"blog {request.path_params['blog_id']}"
+    if cached := public_cache.response(key):
+        return cached
+    version = public_cache.version
+    blog = await get_visible_blog(request.path_params["blog_id"], user)
+    response = JSONResponse(blog_out(blog))
+    if blog["status"] == "approved":
+        public_cache.keep(key, response, version)
+    return response
 
 
 @requires_role(*ROLES)
@@ -792,6 +868,8 @@ async def delete_blog(request: Request) -> Response:
     if blog["author_id"] != user["id"] and user["role"] != "admin":
         raise HTTPException(403, "Only its author or an admin may delete a blog.")
     await database.execute("DELETE FROM blogs WHERE id = :id", {"id": blog["id"]})
+    if blog["status"] == "approved":
+        public_cache.clear()
     return Response(status_code=204)
 
 
@@ -807,6 +885,8 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
         {"status": status, "reason": reason, "now": utc_now(), "id": blog["id"]})
     if reviewed is None:
         raise HTTPException(409, f"This blog is {blog['status']}; only pending blogs can be reviewed.")
+    if status == "approved":
+        public_cache.clear()  # after the write: a reader that saw the old list cannot keep it
     return JSONResponse(blog_out(await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})))
 
 

@@ -18,7 +18,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import databases
 import httpx
 import jwt
 import pytest
@@ -119,10 +118,11 @@ async def empty_database() -> None:
 @pytest.fixture
 def client(database_url, monkeypatch):
     """A TestClient on an empty database; its lifespan (connect, create tables) runs."""
-    monkeypatch.setattr(blog, "database", databases.Database(database_url, **blog.connect_options(database_url)))
+    monkeypatch.setattr(blog, "database", blog.make_database(database_url))
     with TestClient(blog.app) as test_client:
         test_client.portal.call(empty_database)
-        blog.failed_logins.clear()
+        blog.failed_logins.clear()  # the in-process state that outlives a request
+        blog.public_cache.clear()
         yield test_client
 
 
@@ -551,6 +551,39 @@ def test_reviews_happen_once_and_never_on_your_own_blog(client):
     assert client.post("/api/blogs/999999/approve", headers=approver["headers"]).status_code == 404
 
 
+def test_what_the_public_sees_changes_at_once_on_approval_and_deletion(client):
+    author, approver, admin = make_user(client), make_user(client, "approver"), make_user(client, "admin")
+    first = make_blog(client, author, "First", status="approved")
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [first["id"]]  # now kept
+    assert client.get(f"/api/blogs/{first['id']}").json()["title"] == "First"
+    second = make_blog(client, author, "Second")
+    client.post(f"/api/blogs/{second['id']}/approve", headers=approver["headers"])
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [second["id"], first["id"]]
+    client.delete(f"/api/blogs/{first['id']}", headers=admin["headers"])
+    assert client.get(f"/api/blogs/{first['id']}").status_code == 404
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [second["id"]]
+    rejected = make_blog(client, author, "Third", status="rejected")  # never public, never kept
+    assert client.get(f"/api/blogs/{rejected['id']}").status_code == 404
+
+
+def test_a_page_read_while_a_blog_is_approved_is_not_kept(client, monkeypatch):
+    """The race the cache's version guards against, made to happen: an approval commits while
+    a reader is between its query and its response. The reader's page is stale; it must not stay."""
+    author = make_user(client)
+    post = make_blog(client, author)
+    real_fetch_all = blog.database.fetch_all
+
+    async def fetch_then_approve(query, values=None):
+        rows = await real_fetch_all(query, values)
+        monkeypatch.setattr(blog.database, "fetch_all", real_fetch_all)  # only this once
+        await blog.database.execute("UPDATE blogs SET status = 'approved' WHERE id = :id", {"id": post["id"]})
+        blog.public_cache.clear()  # what approve_blog does after its write
+        return rows
+    monkeypatch.setattr(blog.database, "fetch_all", fetch_then_approve)
+    assert client.get("/api/blogs/").json()["items"] == []  # read before the approval landed
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [post["id"]]
+
+
 def test_search_and_author_filters(client):
     alice, bob = make_user(client, username="alice"), make_user(client, username="bob")
     make_blog(client, alice, "Starlette tips", "Routes and lifespans", "approved")
@@ -844,6 +877,45 @@ def create_admin(database_url: str, username: str, email: str, passwords: str = 
     return subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", username, email],
                           input=passwords, capture_output=True, text=True, cwd=TEST_DIR,
                           env={**os.environ, "DATABASE_URL": database_url})
+
+
+def test_readers_racing_reviewers_never_see_a_stale_public_list(new_database):
+    """Approvals and deletions while readers hammer the cached pages: once the writes are done,
+    every reader sees exactly the blogs that are approved."""
+    with running_server(new_database()) as server:
+        live = Live(server)
+        author = live.user()
+        posts = [live.blog(author, f"Race {n}") for n in range(20)]
+        doomed = live.blog(author, "Doomed", status="approved")
+        reviewers = [live.user("approver") for _ in range(4)]
+        done = threading.Event()
+
+        def read():
+            with httpx.Client(base_url=live.url) as reader:
+                while not done.is_set():
+                    assert reader.get("/api/blogs/").status_code == 200
+                    assert reader.get(f"/api/blogs/{doomed['id']}").status_code in (200, 404)
+
+        def review(reviewer, mine):
+            with httpx.Client(base_url=live.url, headers=reviewer["headers"]) as session:
+                for post in mine:
+                    assert session.post(f"/api/blogs/{post['id']}/approve").status_code == 200
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        writers = [threading.Thread(target=review, args=(reviewer, posts[n::4])) for n, reviewer in enumerate(reviewers)]
+        writers.append(threading.Thread(target=lambda: httpx.delete(live.url + f"/api/blogs/{doomed['id']}",
+                                                                    headers=live.admin["headers"])))
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        done.set()
+        for thread in readers:
+            thread.join()
+        listed = httpx.get(live.url + "/api/blogs/", params={"limit": 100}).json()["items"]
+        assert sorted(b["id"] for b in listed) == sorted(p["id"] for p in posts)
+        assert [b["id"] for b in httpx.get(live.url + "/api/blogs/").json()["items"]] == sorted(
+            (p["id"] for p in posts), reverse=True)
+        assert httpx.get(live.url + f"/api/blogs/{doomed['id']}").status_code == 404
 
 
 def test_create_admin_from_the_command_line(client, database_url):
