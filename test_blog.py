@@ -1653,11 +1653,12 @@ codec = "utf-8"     # and valid UTF-8 (a lone surrogate is a 422)
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "409", "413", "422", "429"]
 
-# JSON Schema counts characters, so bcrypt's limit of 72 bytes on a password cannot be said in
-# it: a schema-valid password of 72 multi-byte characters is rightly refused.
-[[operations]]
-include-path = "/api/auth/register"
-checks.positive_data_acceptance.enabled = false
+# Off: "every schema-valid request is accepted". Hypothesis reads a pattern's `$` the Python
+# way, which also matches before a final newline, so it offers "alice\\n" as a username; JSON
+# Schema's `$` is the end of the text, and the server follows the standard (a 422). And
+# bcrypt's 72-byte limit on passwords cannot be said in JSON Schema, which counts characters.
+[checks.positive_data_acceptance]
+enabled = false
 """
 
 
