@@ -568,6 +568,12 @@ def publish(event: dict) -> None:
             subscribers.discard(queue)
 
 
+def pending_event(blog) -> dict:
+    """The event that a blog waits for review:
+    {"type": "blog_pending", "blog_id": 5, "title": "New Blog", "author_id": 2}."""
+    return {"type": "blog_pending", "blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
+
+
 @asynccontextmanager
 async def join_room(blog_id: int, websocket: WebSocket) -> AsyncIterator[asyncio.Queue]:
     """Accept a socket into a blog's chat room while the block runs; yields this member's outbox.
@@ -961,19 +967,18 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
     except HTTPException as refusal:
         offer(outbox, {"type": "error", "detail": refusal.detail})
         return
+    # INSERT ... SELECT ... WHERE EXISTS: a blog deleted while its room was open stores nothing.
     comment = await database.fetch_one(
-        "INSERT INTO comments (blog_id, author_id, text, created_at) VALUES (:blog_id, :author_id, :text, :now) "
-        "RETURNING id, blog_id, author_id, text, created_at",
+        "INSERT INTO comments (blog_id, author_id, text, created_at) SELECT :blog_id, :author_id, :text, :now "
+        "WHERE EXISTS (SELECT 1 FROM blogs WHERE id = :blog_id) RETURNING id, blog_id, author_id, text, created_at",
         {"blog_id": blog_id, "author_id": user["id"], "text": fields["text"], "now": utc_now()})
+    if comment is None:
+        offer(outbox, {"type": "error", "detail": "This blog has been deleted."})
+        return
     room_broadcast(blog_id, {"type": "message", **dict(comment), "author": user["username"]})
 
 
 #### Notifications: Server-Sent Events for reviewers
-
-
-def pending_event(blog) -> dict:
-    """The notification that a blog waits for review."""
-    return {"type": "blog_pending", "blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
 
 
 def sse_frame(event: dict) -> str:

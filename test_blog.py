@@ -1179,6 +1179,19 @@ def test_chat_invalid_messages_get_an_error_to_the_sender_alone(live):
     assert texts == ["Still here"]
 
 
+def test_chat_under_a_deleted_blog_answers_with_an_error(live):
+    author = live.user()
+    post = live.blog(author, status="approved")
+
+    async def scenario():
+        async with await chat_socket(live, post["id"], author) as socket:
+            assert httpx.delete(live.url + f"/api/blogs/{post['id']}", headers=author["headers"]).status_code == 204
+            await socket.send(json.dumps({"text": "Anyone?"}))
+            return await receive_json(socket)
+    assert run(scenario()) == {"type": "error", "detail": "This blog has been deleted."}
+    assert "Exception" not in live.server.log()
+
+
 def test_chat_cuts_off_oversized_frames_and_floods(live):
     import websockets
     user = live.user()
