@@ -1,7 +1,10 @@
 """The tests of blog.py, through HTTP as a client sees it.
 
-Sections mirror blog.py. Most tests use Starlette's TestClient; the ones that need a real server
-(concurrency, the command line) start `python blog.py` on a loopback port.
+Sections mirror blog.py. Most tests use Starlette's TestClient. The ones that need the real
+thing start it on loopback ports: `python blog.py` under uvicorn (concurrency, the command
+line, SSE through httpx streaming, chat through the websockets client), Caddy in front of it,
+headless Chromium for the README's browser examples and /docs. Every test that touches a
+database runs twice, on SQLite and on a throw-away PostgreSQL cluster.
 """
 
 import base64
