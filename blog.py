@@ -21,9 +21,11 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -31,7 +33,6 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-import anyio
 import bcrypt
 import databases
 import jwt
@@ -390,15 +391,21 @@ def check_password(password: str, password_hash: str) -> bool:
     return matches and len(encoded) <= 72
 
 
-# bcrypt is slow on purpose and runs in worker threads, off the event loop. More hashes at once
-# than spare cores would still take the CPU from the event loop, and so from every other
-# request: logins wait their turn here instead.
-BCRYPT_THREADS = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) - 1))
+# bcrypt is slow on purpose, so it runs in threads of its own, off the event loop. More hashes
+# at once than spare cores, or hashes at the event loop's priority, would still take the CPU
+# from the loop, and so from every other request: logins wait their turn here instead.
+def lower_thread_priority() -> None:
+    """Make the calling thread give way to the event loop (Linux sets niceness per thread)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+BCRYPT_THREADS = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), "bcrypt", lower_thread_priority)
 
 
 async def in_bcrypt_thread(function, *args):
-    """Run a bcrypt function in a worker thread, at most BCRYPT_THREADS of them at once."""
-    return await anyio.to_thread.run_sync(function, *args, limiter=BCRYPT_THREADS)
+    """Run a bcrypt function in one of the BCRYPT_THREADS."""
+    return await asyncio.get_running_loop().run_in_executor(BCRYPT_THREADS, function, *args)
 
 
 # Checked when the username is unknown, so an unknown user costs as much as a wrong password.

@@ -375,6 +375,15 @@ def test_unknown_user_and_wrong_password_get_the_same_401(client, monkeypatch):
     assert len(checks) == 2  # the unknown user costs a bcrypt check too
 
 
+def test_passwords_are_hashed_and_checked_off_the_event_loop(client, monkeypatch):
+    threads = []
+    for name in ["hash_password", "check_password"]:
+        real = getattr(blog, name)
+        monkeypatch.setattr(blog, name, lambda *args, real=real: threads.append(threading.current_thread().name) or real(*args))
+    make_user(client)
+    assert len(threads) == 2 and all(name.startswith("bcrypt") for name in threads), threads
+
+
 def test_repeated_failed_logins_for_one_account_get_429_with_retry_after(client):
     make_user(client, username="alice")
     for _ in range(blog.LOGIN_FAILURES_PER_ACCOUNT):
