@@ -222,23 +222,27 @@ def rest() -> list[tuple[str, str]]:
     return rows
 
 
-def health_under_login_load() -> tuple[str, str]:
-    """p99 of GET /health alone, then while 8 clients log in without pause (bcrypt at cost 12)."""
+def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
+    """p99 of GET /health alone, then while 8 clients log in without pause (bcrypt at cost 12),
+    `rounds` times over; one p99 is at the mercy of the machine's other work, so the median."""
     server = Server(BCRYPT_ROUNDS="12")
+    ratios, login_rates = [], []
     try:
         server.user("busy")
-        idle = wrk(server.url + "/health", seconds=5, connections=1)["latency"][99]
         login = lua_post("/api/auth/login", {"username": "busy", "password": PASSWORD}, "none")
-        logins = subprocess.Popen([shutil.which("wrk"), "-t1", "-c8", "-d8s", "-s", login, server.url + "/api/auth/login"],
-                                  stdout=subprocess.PIPE, text=True)
-        time.sleep(1)  # let the logins get going before measuring
-        loaded = wrk(server.url + "/health", seconds=5, connections=1)["latency"][99]
-        login_rps = float(re.search(r"Requests/sec:\s+([\d.]+)", logins.communicate()[0]).group(1))
+        for _ in range(rounds):
+            idle = wrk(server.url + "/health", seconds=4, connections=1)["latency"][99]
+            logins = subprocess.Popen([shutil.which("wrk"), "-t1", "-c8", "-d6s", "-s", login,
+                                       server.url + "/api/auth/login"], stdout=subprocess.PIPE, text=True)
+            time.sleep(1)  # let the logins get going before measuring
+            loaded = wrk(server.url + "/health", seconds=4, connections=1)["latency"][99]
+            login_rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", logins.communicate()[0]).group(1)))
+            ratios.append(loaded / idle)
     finally:
         server.stop()
     return ("health p99 under 8 logging-in clients",
-            f"idle {idle:6.2f} ms  loaded {loaded:6.2f} ms  ratio {loaded / idle:.2f}  (target <= 3)  "
-            f"logins {login_rps:.1f}/s")
+            f"ratio to idle: median {statistics.median(ratios):.2f} of {', '.join(f'{r:.2f}' for r in ratios)}"
+            f"  (target <= 3)  logins {statistics.median(login_rates):.1f}/s")
 
 
 #### Live features
