@@ -828,6 +828,16 @@ def test_ids_too_long_for_the_database_are_404_not_500(client, path):
 #### Health, CORS
 
 
+def test_sqlite_is_set_up_for_a_web_server():
+    database = blog.make_database(f"sqlite:///{TEST_DIR}/settings.db")
+
+    async def settings():
+        async with database:
+            return [await database.fetch_val(f"PRAGMA {name}") for name in
+                    ["foreign_keys", "journal_mode", "busy_timeout", "synchronous"]]
+    assert run(settings()) == [1, "wal", 5000, 1]  # synchronous 1 is NORMAL
+
+
 def test_health_checks_the_database(client, monkeypatch):
     assert client.get("/health").json() == {"status": "ok"}
 
