@@ -78,6 +78,7 @@ MAX_BODY_BYTES = 1024 * 1024
 LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
 LOGIN_FAILURES_PER_ADDRESS = 20
+FAILED_LOGIN_KEYS_KEPT = 10_000  # past this many accounts and addresses, stale ones are forgotten
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
 CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
@@ -149,8 +150,6 @@ async def create_tables() -> None:
             await database.execute(statement)
 
 
-# Column lists and queries used more than once. Only constants are joined into SQL here:
-# every value travels as a :name parameter.
 class IdConvertor(IntegerConvertor):
     """The {blog_id:id} in a route: up to 9 digits, so that a longer number is an unknown page
     (404) rather than an overflow of the database's integers (a 500)."""
@@ -160,6 +159,8 @@ class IdConvertor(IntegerConvertor):
 
 register_url_convertor("id", IdConvertor())
 
+# Column lists and queries used more than once. Only constants are joined into SQL here:
+# every value travels as a :name parameter.
 USER_COLUMNS = "id, username, email, role, created_at"
 USER_BY_ID = "SELECT " + USER_COLUMNS + " FROM users WHERE id = :id"
 USER_BY_NAME = "SELECT " + USER_COLUMNS + " FROM users WHERE LOWER(username) = LOWER(:username)"
@@ -512,8 +513,9 @@ def check_login_throttle(keys: list[str]) -> None:
     """Refuse with 429 while an account or an address has failed too often lately."""
     now = time.monotonic()
     for key in keys:
-        recent = [t for t in failed_logins.get(key, []) if now - t < LOGIN_WINDOW_SECONDS]
-        failed_logins[key] = recent
+        recent = [t for t in failed_logins.pop(key, []) if now - t < LOGIN_WINDOW_SECONDS]
+        if recent:  # only keys with recent failures stay, so every kept list has a last entry
+            failed_logins[key] = recent
         allowed = LOGIN_FAILURES_PER_ACCOUNT if key.startswith("user:") else LOGIN_FAILURES_PER_ADDRESS
         if len(recent) >= allowed:
             retry_after = math.ceil(recent[0] + LOGIN_WINDOW_SECONDS - now)
@@ -523,7 +525,7 @@ def check_login_throttle(keys: list[str]) -> None:
 
 def record_failed_login(keys: list[str]) -> None:
     """Count one failed login against each key, forgetting stale keys so memory stays bounded."""
-    if len(failed_logins) > 10_000:
+    if len(failed_logins) > FAILED_LOGIN_KEYS_KEPT:
         now = time.monotonic()
         for key in [k for k, times in failed_logins.items() if now - times[-1] >= LOGIN_WINDOW_SECONDS]:
             del failed_logins[key]
@@ -628,19 +630,23 @@ def room_broadcast(blog_id: int, message: dict) -> None:
 #### Auth: register, login, refresh, logout, me
 
 
-async def register(request: Request) -> Response:
-    """Create an account with the user role; a role asked for in the body is ignored."""
-    fields = await read_body(request, REGISTER_BODY)
+async def add_user(fields: dict, role: str):
+    """Store a user from a validated registration body; None if the name or email is taken."""
     if len(fields["password"].encode()) > 72:
         raise invalid("password", "must be at most 72 bytes (bcrypt's limit)")
     password_hash = await in_bcrypt_thread(hash_password, fields["password"])
     # ON CONFLICT DO NOTHING: a taken name or email returns no row, on SQLite and PostgreSQL alike.
-    user = await database.fetch_one(
+    return await database.fetch_one(
         "INSERT INTO users (username, email, password_hash, role, created_at) "
-        "VALUES (:username, :email, :password_hash, 'user', :now) "
+        "VALUES (:username, :email, :password_hash, :role, :now) "
         "ON CONFLICT DO NOTHING RETURNING " + USER_COLUMNS,
-        {"username": fields["username"], "email": fields["email"].lower(),
-         "password_hash": password_hash, "now": utc_now()})
+        {"username": fields["username"], "email": fields["email"].lower(), "password_hash": password_hash,
+         "role": role, "now": utc_now()})
+
+
+async def register(request: Request) -> Response:
+    """Create an account with the user role; a role asked for in the body is ignored."""
+    user = await add_user(await read_body(request, REGISTER_BODY), "user")
     if user is None:
         raise HTTPException(409, "That username or email is already taken.")
     return JSONResponse(user_out(user), 201)
@@ -1425,17 +1431,10 @@ def read_new_password() -> str:
     return first
 
 
-async def add_user(username: str, email: str, password: str, role: str) -> bool:
-    """Store a user with a role, checked like a registration; False if the name or email is taken."""
+async def add_user_from_command_line(username: str, email: str, password: str, role: str) -> bool:
+    """Store a user checked like a registration; False if the name or email is taken."""
     fields = validate({"username": username, "email": email, "password": password}, REGISTER_BODY)
-    if len(password.encode()) > 72:
-        raise invalid("password", "must be at most 72 bytes (bcrypt's limit)")
-    row = await database.fetch_one(
-        "INSERT INTO users (username, email, password_hash, role, created_at) "
-        "VALUES (:username, :email, :password_hash, :role, :now) ON CONFLICT DO NOTHING RETURNING id",
-        {"username": fields["username"], "email": fields["email"].lower(), "role": role,
-         "password_hash": hash_password(password), "now": utc_now()})
-    return row is not None
+    return await add_user(fields, role) is not None
 
 
 async def create_admin(username: str, email: str, password: str) -> None:
@@ -1443,7 +1442,7 @@ async def create_admin(username: str, email: str, password: str) -> None:
     async with database:
         await create_tables()
         try:
-            created = await add_user(username, email, password, "admin")
+            created = await add_user_from_command_line(username, email, password, "admin")
         except HTTPException as error:
             sys.exit(error.detail)
     if not created:
@@ -1461,7 +1460,7 @@ async def seed_demo() -> None:
     async with database:
         await create_tables()
         for username, role in DEMO_ACCOUNTS:
-            await add_user(username, f"{username}@example.com", f"{username}-password", role)
+            await add_user_from_command_line(username, f"{username}@example.com", f"{username}-password", role)
         author = await database.fetch_one(USER_BY_NAME, {"username": "demo-user"})
         for title, status, reason in DEMO_BLOGS:
             await database.execute(

@@ -404,6 +404,16 @@ def test_repeated_failed_logins_from_one_address_get_429(client):
     assert int(response.headers["retry-after"]) > 0
 
 
+def test_forgetting_stale_failed_logins_never_breaks_a_login(client, monkeypatch):
+    """Past FAILED_LOGIN_KEYS_KEPT the app forgets stale accounts and addresses; a clean address
+    that once logged in successfully must not trip that clean-up (it once raised a 500)."""
+    monkeypatch.setattr(blog, "FAILED_LOGIN_KEYS_KEPT", 0)
+    make_user(client, username="alice")  # a successful login from this address
+    for attempt in range(3):
+        response = client.post("/api/auth/login", json={"username": f"nobody{attempt}", "password": "wrong!!!"})
+        assert response.status_code == 401, response.text
+
+
 def test_refresh_rotates_and_the_old_token_stops_working(client):
     user = make_user(client)
     old = user["tokens"]["refresh_token"]
