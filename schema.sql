@@ -1,6 +1,9 @@
 -- The tables of blog.py, for SQLite and PostgreSQL alike.
--- blog.py runs every statement at start-up, so each one is IF NOT EXISTS. The one dialect
--- difference, how `id INTEGER PRIMARY KEY` counts up, is handled in blog.py's create_tables.
+-- blog.py runs this file at start-up, so every statement is IF NOT EXISTS: it creates what is
+-- missing and never changes what is there (there are no migrations; see the README).
+-- The one difference in shared lines, how `id INTEGER PRIMARY KEY` counts up, is handled in
+-- blog.py's create_tables; a line "-- on sqlite:" or "-- on postgresql:" starts lines for that
+-- database only, up to the next "-- on both:".
 -- Timestamps are ISO-8601 UTC text ("2026-11-21T20:17:24.123Z"): it sorts in time order on both.
 
 CREATE TABLE IF NOT EXISTS users (
@@ -13,16 +16,29 @@ CREATE TABLE IF NOT EXISTS users (
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));
+CREATE INDEX IF NOT EXISTS users_role ON users (role);
 
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    token_hash TEXT PRIMARY KEY,                 -- SHA-256 of the token: a leaked table holds no usable token
-    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    family     TEXT NOT NULL,                    -- shared by every token rotated from one login
-    expires_at TEXT NOT NULL,
-    used_at    TEXT                              -- set when rotated or logged out; a second use revokes the family
+-- One row per login. Its refresh token is rotated on every refresh: only the newest one works,
+-- and presenting an older one (it was stolen, or its owner's copy was) ends the session.
+CREATE TABLE IF NOT EXISTS sessions (
+    id           TEXT PRIMARY KEY,               -- the "sid" claim of the session's tokens
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    refresh_hash TEXT NOT NULL,                  -- SHA-256 of the current refresh token, never the token
+    expires_at   TEXT NOT NULL,
+    ended_at     TEXT                            -- logout, a reused refresh token, a password change
 );
-CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
-CREATE INDEX IF NOT EXISTS refresh_tokens_expires_at ON refresh_tokens (expires_at);
+CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+
+-- Guesses counted per key ("account:42", "name:nobody", "address:203.0.113.7",
+-- "register:203.0.113.7") within a window that starts with the first one. A table, not a dict
+-- in memory, so that every app process counts the same guesses.
+CREATE TABLE IF NOT EXISTS guesses (
+    key         TEXT PRIMARY KEY,
+    count       INTEGER NOT NULL,
+    window_ends TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS guesses_window_ends ON guesses (window_ends);
 
 CREATE TABLE IF NOT EXISTS blogs (
     id            INTEGER PRIMARY KEY,
@@ -33,11 +49,34 @@ CREATE TABLE IF NOT EXISTS blogs (
     reject_reason TEXT,
     author_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL
+    updated_at    TEXT NOT NULL,
+    search_words  TEXT NOT NULL DEFAULT ''       -- title and content, case-folded by blog.py, for ?q=
 );
 -- Every list is "newest first within a status" or "newest first by one author".
 CREATE INDEX IF NOT EXISTS blogs_status_id ON blogs (status, id);
 CREATE INDEX IF NOT EXISTS blogs_author_id ON blogs (author_id, id);
+
+-- on sqlite:
+-- ?q= searches an FTS5 index of search_words, kept in step with the blogs table by triggers.
+CREATE VIRTUAL TABLE IF NOT EXISTS blog_search USING fts5 (
+    search_words, content = 'blogs', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER IF NOT EXISTS blog_search_insert AFTER INSERT ON blogs BEGIN
+    INSERT INTO blog_search (rowid, search_words) VALUES (new.id, new.search_words);
+END;
+CREATE TRIGGER IF NOT EXISTS blog_search_delete AFTER DELETE ON blogs BEGIN
+    INSERT INTO blog_search (blog_search, rowid, search_words) VALUES ('delete', old.id, old.search_words);
+END;
+CREATE TRIGGER IF NOT EXISTS blog_search_update AFTER UPDATE OF search_words ON blogs BEGIN
+    INSERT INTO blog_search (blog_search, rowid, search_words) VALUES ('delete', old.id, old.search_words);
+    INSERT INTO blog_search (rowid, search_words) VALUES (new.id, new.search_words);
+END;
+-- on postgresql:
+-- ?q= searches a full-text index of search_words ('simple': every word as it is, no stemming).
+ALTER TABLE blogs ADD COLUMN IF NOT EXISTS search tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple', search_words)) STORED;
+CREATE INDEX IF NOT EXISTS blogs_search ON blogs USING GIN (search);
+-- on both:
 
 CREATE TABLE IF NOT EXISTS comments (
     id         INTEGER PRIMARY KEY,
@@ -47,6 +86,7 @@ CREATE TABLE IF NOT EXISTS comments (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS comments_blog_id ON comments (blog_id, id);
+CREATE INDEX IF NOT EXISTS comments_author_id ON comments (author_id, created_at);  -- the chat flood limit
 
 CREATE TABLE IF NOT EXISTS feature_requests (
     id          INTEGER PRIMARY KEY,
@@ -68,3 +108,15 @@ CREATE TABLE IF NOT EXISTS drafts (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (user_id)                        -- one draft per user
 );
+
+-- The event log: every change that clients hear of live, written in the same transaction as
+-- the change. Each app process reads the rows after the last one it has seen and hands them to
+-- its own event streams and chat rooms; an event stream's ids are these ids. Rows older than
+-- the retention period (blog.py's EVENT_RETENTION_HOURS) are deleted, all but the newest.
+CREATE TABLE IF NOT EXISTS events (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,                    -- blog_pending, chat_message, public_changed, ...
+    data       TEXT NOT NULL,                    -- a JSON object
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at);

@@ -17,10 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
 import jwt
 import pytest
@@ -31,6 +33,7 @@ os.environ.update({
     "DATABASE_URL": f"sqlite:///{TEST_DIR}/import.db",  # each test picks its backend below
     "SECRET_KEY": "a-test-secret-that-is-long-enough-for-hs256",
     "BCRYPT_ROUNDS": "4",  # the lowest bcrypt allows: tests need speed, not strength
+    "REGISTRATIONS_PER_ADDRESS": "1000000",  # the tests register hundreds of users from one address
     "CORS_ORIGINS": "http://localhost:3000",
 })
 
@@ -41,7 +44,8 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 from starlette.testclient import TestClient  # noqa: E402
 
 PASSWORD = "correct horse battery"
-TABLES = ["comments", "blogs", "refresh_tokens", "drafts", "feature_requests", "users"]
+ASYNCPG_CONNECT = asyncpg.connect  # the real one, for the tests' own queries while a test cuts off the app's
+TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_requests", "events", "users"]
 
 
 #### Fixtures: both databases, a client whose lifespan runs on an empty one, and users of each role
@@ -86,25 +90,26 @@ def postgres():
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
 
 
+def postgres_database(base_url: str) -> str:
+    """A new, empty database in the throw-away cluster; returns its URL."""
+    import asyncio
+
+    async def create(name):
+        connection = await ASYNCPG_CONNECT(base_url + "/postgres")
+        await connection.execute(f"CREATE DATABASE {name}")
+        await connection.close()
+    name = "blog_" + os.urandom(4).hex()
+    asyncio.run(create(name))
+    return f"{base_url}/{name}"
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def new_database(request):
     """Makes empty databases on one backend; every test that touches a database runs on both."""
     if request.param == "sqlite":
         return lambda: f"sqlite:///{TEST_DIR}/{os.urandom(4).hex()}.db"
-    import asyncio
-    import asyncpg
     base_url = request.getfixturevalue("postgres")
-
-    async def create(name):
-        connection = await asyncpg.connect(base_url + "/postgres")
-        await connection.execute(f"CREATE DATABASE {name}")
-        await connection.close()
-
-    def make():
-        name = "blog_" + os.urandom(4).hex()
-        asyncio.run(create(name))
-        return f"{base_url}/{name}"
-    return make
+    return lambda: postgres_database(base_url)
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +129,7 @@ def client(database_url, monkeypatch):
     monkeypatch.setattr(blog, "database", blog.make_database(database_url))
     with TestClient(blog.app) as test_client:
         test_client.portal.call(empty_database)
-        blog.failed_logins.clear()  # the in-process state that outlives a request
-        blog.public_cache.clear()
+        blog.public_cache.clear()  # the in-process state that outlives a request
         yield test_client
 
 
@@ -358,7 +362,8 @@ def test_tokens_carry_the_claims_that_keep_them_apart(client):
     access = jwt.decode(tokens["access_token"], blog.SECRET_KEY, algorithms=["HS256"])
     refresh = jwt.decode(tokens["refresh_token"], blog.SECRET_KEY, algorithms=["HS256"])
     assert access["type"] == "access" and refresh["type"] == "refresh"
-    assert {"sub", "iat", "exp"} <= set(access) and {"sub", "iat", "exp", "fam", "jti"} <= set(refresh)
+    assert {"sub", "iat", "exp", "sid"} <= set(access) and {"sub", "iat", "exp", "sid", "jti"} <= set(refresh)
+    assert access["sid"] == refresh["sid"]  # one session
     assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "HS256"
 
 
@@ -404,14 +409,42 @@ def test_repeated_failed_logins_from_one_address_get_429(client):
     assert int(response.headers["retry-after"]) > 0
 
 
-def test_forgetting_stale_failed_logins_never_breaks_a_login(client, monkeypatch):
-    """Past FAILED_LOGIN_KEYS_KEPT the app forgets stale accounts and addresses; a clean address
-    that once logged in successfully must not trip that clean-up (it once raised a 500)."""
-    monkeypatch.setattr(blog, "FAILED_LOGIN_KEYS_KEPT", 0)
-    make_user(client, username="alice")  # a successful login from this address
-    for attempt in range(3):
-        response = client.post("/api/auth/login", json={"username": f"nobody{attempt}", "password": "wrong!!!"})
-        assert response.status_code == 401, response.text
+def test_an_account_is_one_key_by_username_or_email(client):
+    make_user(client, username="alice")
+    for attempt in range(blog.LOGIN_FAILURES_PER_ACCOUNT):
+        name = "alice" if attempt % 2 else "ALICE@example.com"
+        assert client.post("/api/auth/login", json={"username": name, "password": "wrong!!!"}).status_code == 401
+    for name in ["alice", "alice@example.com"]:
+        assert client.post("/api/auth/login", json={"username": name, "password": PASSWORD}).status_code == 429
+
+
+def test_a_good_login_starts_the_account_afresh_and_costs_its_address_nothing(client):
+    make_user(client, username="alice")
+    for _ in range(blog.LOGIN_FAILURES_PER_ACCOUNT - 1):
+        client.post("/api/auth/login", json={"username": "alice", "password": "wrong!!!"})
+    for _ in range(blog.LOGIN_FAILURES_PER_ADDRESS + 1):  # more good logins than the address may fail
+        assert client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+    for _ in range(blog.LOGIN_FAILURES_PER_ACCOUNT):
+        assert client.post("/api/auth/login", json={"username": "alice", "password": "wrong!!!"}).status_code == 401
+
+
+def test_registration_is_throttled_per_address_and_a_taken_name_costs_no_hash(client, monkeypatch):
+    monkeypatch.setattr(blog, "REGISTRATIONS_PER_ADDRESS", 3)
+    make_user(client, username="alice")
+    hashes = []
+    real_hash = blog.hash_password
+    monkeypatch.setattr(blog, "hash_password", lambda *args: hashes.append(1) or real_hash(*args))
+    for _ in range(5):
+        taken = client.post("/api/auth/register", json={"username": "ALICE", "email": "x@example.com", "password": PASSWORD})
+        assert taken.status_code == 409
+    assert hashes == []  # refused before bcrypt, and not counted
+    for n in range(2):
+        body = {"username": f"bob{n}", "email": f"bob{n}@example.com", "password": PASSWORD}
+        assert client.post("/api/auth/register", json=body).status_code == 201
+    refused = client.post("/api/auth/register", json={"username": "carol", "email": "c@example.com", "password": PASSWORD})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert len(hashes) == 2
+    assert client.post("/api/auth/login", json={"username": "carol", "password": PASSWORD}).status_code == 401
 
 
 def test_refresh_rotates_and_the_old_token_stops_working(client):
@@ -440,6 +473,14 @@ def test_logout_revokes_the_refresh_token(client):
     token = user["tokens"]["refresh_token"]
     assert client.post("/api/auth/logout", json={"refresh_token": token}, headers=user["headers"]).status_code == 204
     assert client.post("/api/auth/refresh", json={"refresh_token": token}).status_code == 401
+
+
+def test_logout_with_an_older_refresh_token_ends_the_whole_session(client):
+    user = make_user(client)
+    older = user["tokens"]["refresh_token"]
+    current = client.post("/api/auth/refresh", json={"refresh_token": older}).json()["refresh_token"]
+    assert client.post("/api/auth/logout", json={"refresh_token": older}, headers=user["headers"]).status_code == 204
+    assert client.post("/api/auth/refresh", json={"refresh_token": current}).status_code == 401
 
 
 def test_logout_cannot_revoke_someone_elses_token(client):
@@ -606,22 +647,59 @@ def test_a_page_read_while_a_blog_is_approved_is_not_kept(client, monkeypatch):
     assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [post["id"]]
 
 
-def test_search_and_author_filters(client):
+def test_search_finds_every_word_as_the_start_of_a_word_in_any_case(client):
     alice, bob = make_user(client, username="alice"), make_user(client, username="bob")
     make_blog(client, alice, "Starlette tips", "Routes and lifespans", "approved")
     make_blog(client, alice, "Cooking", "100% butter, no_margarine", "approved")
     make_blog(client, bob, "More Starlette", "Middleware", "approved")
     make_blog(client, bob, "Starlette draft", "still pending")
+    make_blog(client, bob, "Über die Schule", "ÉCOLE et Ωmega; straße", "approved")
 
     def titles(**params):
-        return sorted(b["title"] for b in client.get("/api/blogs/", params=params).json()["items"])
+        response = client.get("/api/blogs/", params=params)
+        assert response.status_code == 200, response.text
+        return sorted(b["title"] for b in response.json()["items"])
     assert titles(q="starlette") == ["More Starlette", "Starlette tips"]
-    assert titles(q="LIFESPAN") == ["Starlette tips"]
+    assert titles(q="LIFESPAN") == ["Starlette tips"]  # the start of "lifespans"
+    assert titles(q="tips starl") == titles(q="starl, tips!") == ["Starlette tips"]  # every word, any order
     assert titles(author="alice") == ["Cooking", "Starlette tips"]
     assert titles(author="ALICE", q="starlette") == ["Starlette tips"]
-    assert titles(q="100%") == ["Cooking"] and titles(q="0%b") == []
-    assert titles(q="o_m") == ["Cooking"] and titles(q="_") == ["Cooking"]
+    assert titles(q="100%") == titles(q="margarine") == ["Cooking"]  # "no_margarine" is two words
+    assert titles(q="argarine") == [] and titles(q="%") == [] and titles(q="pending") == []
+    # Case folds for every alphabet, on both databases; accents are letters of their own.
+    for query in ["über", "ÜBER", "école", "Ωmega", "ωMEGA", "STRASSE"]:
+        assert titles(q=query) == ["Über die Schule"], query
+    assert titles(q="ecole") == []
     assert titles(author="nobody") == []
+
+
+def test_search_finds_an_edited_blog_by_its_new_words_only(client):
+    author, admin = make_user(client), make_user(client, "admin")
+    post = make_blog(client, author, "Old words", "nothing else")
+    client.put(f"/api/blogs/{post['id']}", json={"title": "Fresh title", "content": "new body"}, headers=author["headers"])
+    client.post(f"/api/blogs/{post['id']}/approve", headers=admin["headers"])
+    assert [b["id"] for b in client.get("/api/blogs/", params={"q": "fresh"}).json()["items"]] == [post["id"]]
+    assert client.get("/api/blogs/", params={"q": "old"}).json()["items"] == []
+    client.delete(f"/api/blogs/{post['id']}", headers=admin["headers"])
+    assert client.get("/api/blogs/", params={"q": "fresh"}).json()["items"] == []
+
+
+@pytest.mark.parametrize("query", ["x" * 201, "word " * 10_000, "x" * 50_000])
+def test_a_search_longer_than_200_characters_is_422_naming_q(client, query):
+    response = client.get("/api/blogs/", params={"q": query})
+    assert response.status_code == 422 and response.json()["detail"].startswith("q:")
+
+
+def test_a_cursor_of_zero_is_a_page_and_never_the_cached_front_page(client):
+    """`?cursor=0` was taken for the front page (0 is false) and its empty page was cached for all."""
+    author = make_user(client)
+    posts = [make_blog(client, author, f"Post {n}", status="approved") for n in range(3)]
+    assert client.get("/api/blogs/", params={"cursor": "0"}).json()["items"] == []
+    assert client.get("/api/blogs/", params={"cursor": "00"}).json()["items"] == []
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [p["id"] for p in reversed(posts)]
+    assert [b["id"] for b in client.get("/api/blogs/", params={"cursor": str(posts[1]["id"])}).json()["items"]] == [
+        posts[0]["id"]]
+    assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [p["id"] for p in reversed(posts)]
 
 
 def test_pages_walk_every_item_exactly_once_newest_first(client):
@@ -758,6 +836,34 @@ def test_a_draft_is_saved_whole_read_back_and_deleted(client):
     assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
 
 
+@pytest.mark.parametrize("raw, expected", [(b"", 400), (b"{}", 422), (b'{"contents": "typo"}', 422),
+                                           (b'{"Title": "case"}', 422)])
+def test_a_draft_save_that_names_no_field_changes_nothing(client, raw, expected):
+    """A client bug (no body, a misspelled field) once saved an empty draft over the real one."""
+    user = make_user(client)
+    client.post("/api/session/draft", json={"title": "Keep me", "content": "Precious"}, headers=user["headers"])
+    response = client.post("/api/session/draft", content=raw, headers=user["headers"] | {"Content-Type": "application/json"})
+    assert response.status_code == expected, response.text
+    if expected == 422:
+        assert response.json()["detail"].startswith("title or content or images:")
+    assert client.get("/api/session/draft", headers=user["headers"]).json()["title"] == "Keep me"
+
+
+@pytest.mark.parametrize("path", ["/api/auth/register", "/api/auth/login", "/api/auth/refresh", "/api/blogs/",
+                                  "/api/feature-requests/"])
+def test_no_body_where_a_body_is_needed_is_a_400(client, path):
+    user = make_user(client)
+    response = client.post(path, headers=user["headers"])
+    assert response.status_code == 400 and response.json() == {"detail": "This request needs a JSON body."}
+
+
+def test_reject_keeps_its_optional_body(client):
+    author, reviewer = make_user(client), make_user(client, "approver")
+    post = make_blog(client, author)
+    rejected = client.post(f"/api/blogs/{post['id']}/reject", headers=reviewer["headers"])
+    assert (rejected.status_code, rejected.json()["reject_reason"]) == (200, None)
+
+
 @pytest.mark.parametrize("body, field", [
     ({"title": "x" * 201}, "title"), ({"content": "x" * 100_001}, "content"), ({"images": ["nope"]}, "images[0]"),
     ({"title": ["list"]}, "title")])
@@ -806,6 +912,41 @@ def test_hostile_json_at_registration_and_login(client):
             assert response.status_code in (400, 422), (path, raw, response.text)
     assert client.post("/api/auth/login", content=b"username=%FF&password=x",
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 400
+
+
+HOSTILE_VALUES = ["\x00", "a\x00b", "\u00b2", "\u0661\u0662", "9" * 20, "-1", " 5", "1_0", "x" * 50_000, "\ud800",
+                  "%", "'; DROP TABLE users; --", "\\", "\"", "*", "NEAR(", "a:*|b", "..", "\u202e"]
+HOSTILE_QUERIES = [  # every query and path parameter of the API
+    ("/api/blogs/", "q"), ("/api/blogs/", "author"), ("/api/blogs/", "limit"), ("/api/blogs/", "cursor"),
+    ("/api/blogs/pending", "cursor"), ("/api/feature-requests/", "status"), ("/api/blogs/{blog}/comments", "limit"),
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=range(len(HOSTILE_VALUES)))
+def test_no_query_or_path_parameter_reaches_a_500(client, value):
+    admin = make_user(client, "admin")
+    post = make_blog(client, admin)
+    quoted = urllib.parse.quote(value.encode("utf-8", "surrogatepass"), safe="")  # bytes no client would send
+    for path, name in HOSTILE_QUERIES:
+        response = client.get(path.format(blog=post["id"]) + f"?{name}={quoted}", headers=admin["headers"])
+        assert response.status_code in (200, 422), (path, name, value, response.text[:300])
+    for method, path, body in [("PATCH", "/api/users/{}/role", {"role": "user"}), ("POST", "/api/auth/make-admin/{}", None)]:
+        response = client.request(method, path.format(quoted), json=body, headers=admin["headers"])
+        assert response.status_code == 404, (path, value, response.text[:300])
+
+
+@pytest.mark.parametrize("name, value", [
+    ("Authorization", "Bearer \u00ff\u00fe"), ("Authorization", "Bearer"), ("Authorization", "Bearer a.b.c"),
+    ("Authorization", " "), ("Content-Type", "application/x-www-form-urlencoded; charset=\u00ff"),
+    ("Content-Type", "\u00ff"), ("X-Forwarded-For", "not-an-address"), ("Origin", "http://["), ("Cookie", "\u00ff=\u00ff"),
+    ("Last-Event-ID", "\u00b2"), ("Accept", "\u00ff"),
+])
+def test_no_header_reaches_a_500(client, name, value):
+    for method, path, body in [("GET", "/api/blogs/", None), ("GET", "/api/auth/me", None),
+                               ("POST", "/api/auth/login", {"username": "a", "password": "b"}), ("GET", "/health", None)]:
+        raw = value.encode("latin-1")
+        response = client.request(method, path, json=body, headers=[(name.encode(), raw)])
+        assert response.status_code < 500, (method, path, name, value, response.text[:300])
 
 
 def test_a_body_over_1_mib_is_413_and_stores_nothing(client):
@@ -981,6 +1122,183 @@ def test_demo_seeds_every_role_and_warns_about_a_random_secret_key(new_database)
 
 
 
+#### Races: requests that really run at once, against a real uvicorn
+#
+# Two kinds: many rounds of truly simultaneous requests against `python blog.py`, and races forced
+# at the critical point against the app under uvicorn in a thread of this process, where a test
+# can hold one request right after a read until the other one has started its transaction.
+
+
+def at_once(*requests):
+    """Send the requests, each a (method, url, kwargs), from threads released at the same instant."""
+    start, results = threading.Barrier(len(requests)), [None] * len(requests)
+
+    def send(index, method, url, kwargs):
+        with httpx.Client(timeout=30) as session:
+            start.wait()
+            results[index] = session.request(method, url, **kwargs)
+    threads = [threading.Thread(target=send, args=(n, *request)) for n, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_guesses_sent_at_once_are_counted_at_once(new_database):
+    """60 wrong passwords at once, half by username and half by email: at most 5 are ever checked."""
+    with running_server(new_database()) as server:
+        live = Live(server)
+        user = live.user()
+        names = [user["username"], user["username"] + "@x.io"] * 30
+        answers = at_once(*[("POST", live.url + "/api/auth/login", {"json": {"username": name, "password": "wrong!!!"}})
+                            for name in names])
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [401] * blog.LOGIN_FAILURES_PER_ACCOUNT + [429] * (60 - blog.LOGIN_FAILURES_PER_ACCOUNT)
+
+
+def test_two_refreshes_with_one_token_always_end_the_session(new_database):
+    """The second use of a refresh token ends its session, even when both uses land at once."""
+    with running_server(new_database()) as server:
+        live = Live(server)
+        user = live.user()
+        for _ in range(40):
+            tokens = httpx.post(live.url + "/api/auth/login", json={"username": user["username"], "password": PASSWORD}).json()
+            body = {"json": {"refresh_token": tokens["refresh_token"]}}
+            answers = at_once(("POST", live.url + "/api/auth/refresh", body), ("POST", live.url + "/api/auth/refresh", body))
+            assert sorted(answer.status_code for answer in answers) == [200, 401]
+            winner = next(answer for answer in answers if answer.status_code == 200).json()
+            again = httpx.post(live.url + "/api/auth/refresh", json={"refresh_token": winner["refresh_token"]})
+            assert again.status_code == 401, "the session outlived a reused refresh token"
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(new_database):
+    with running_server(new_database()) as server:
+        url = server.url
+        create_admin(server.database_url, "first", "first@example.com").check_returncode()
+        httpx.post(url + "/api/auth/register", json={"username": "second", "email": "second@x.io", "password": PASSWORD})
+        admins = {}
+        for round_number in range(30):
+            for name in ["first", "second"]:
+                admins[name] = Live.login(server, name)
+            promoter = next(admin for admin in admins.values()
+                            if httpx.get(url + "/api/auth/me", headers=admin["headers"]).json()["role"] == "admin")
+            httpx.post(url + "/api/auth/make-admin/first", headers=promoter["headers"]).raise_for_status()
+            httpx.post(url + "/api/auth/make-admin/second", headers=promoter["headers"]).raise_for_status()
+            answers = at_once(("PATCH", url + "/api/users/second/role", {"json": {"role": "user"}, "headers": admins["first"]["headers"]}),
+                              ("PATCH", url + "/api/users/first/role", {"json": {"role": "user"}, "headers": admins["second"]["headers"]}))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses in ([200, 409], [200, 403]), (round_number, [a.text for a in answers])
+            roles = [httpx.get(url + "/api/auth/me", headers=admin["headers"]).json()["role"] for admin in admins.values()]
+            assert roles.count("admin") == 1, (round_number, roles)
+
+
+@contextmanager
+def app_in_a_thread(database_url: str, monkeypatch):
+    """blog.app under a real uvicorn on a loopback port, in a thread of this process; yields a
+    Server-like object for Live. A test may then hold a request where it likes (see HoldAfter)."""
+    import uvicorn
+    monkeypatch.setattr(blog, "database", blog.make_database(database_url))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(blog.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn in a thread")
+    try:
+        yield type("ThreadedServer", (), {"url": f"http://127.0.0.1:{port}", "database_url": database_url,
+                                          "log": staticmethod(lambda: "")})()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class HoldAfter:
+    """Hold the first call of blog.NAME right after it returns, until released; and tell when
+    another request, meanwhile, starts a transaction (and so must wait for the held one)."""
+
+    def __init__(self, monkeypatch, name: str):
+        import asyncio
+        self.held, self.release, self.other_began = threading.Event(), threading.Event(), threading.Event()
+        real_call, real_transaction = getattr(blog, name), blog.database.transaction
+
+        async def held(*args, **kwargs):
+            result = await real_call(*args, **kwargs)
+            if not self.held.is_set():
+                self.held.set()
+                await asyncio.to_thread(self.release.wait, 10)
+            return result
+
+        def transaction(*args, **kwargs):
+            if self.held.is_set() and not self.release.is_set():
+                self.other_began.set()
+            return real_transaction(*args, **kwargs)
+        monkeypatch.setattr(blog, name, held)
+        monkeypatch.setattr(blog.database, "transaction", transaction)
+
+    def race(self, first, second) -> tuple:
+        """Send `first` (held after the call), then `second` once first is held; release; return both answers."""
+        answers = [None, None]
+
+        def send(index, request):
+            answers[index] = httpx.request(request[0], request[1], timeout=30, **request[2])
+        threads = [threading.Thread(target=send, args=(0, first)), threading.Thread(target=send, args=(1, second))]
+        threads[0].start()
+        assert self.held.wait(10), "the first request never reached the hold"
+        threads[1].start()
+        began = self.other_began.wait(10)
+        self.release.set()
+        for thread in threads:
+            thread.join()
+        assert began, "the second request ran without a transaction of its own"
+        return tuple(answers)
+
+
+def test_a_rejection_landing_during_an_edit_is_never_silently_undone(new_database, monkeypatch):
+    """An edit reads the blog (pending), a reviewer rejects it, the edit writes: the rejection
+    must stand (or become a resubmission), never be overwritten without a trace."""
+    with app_in_a_thread(new_database(), monkeypatch) as server:
+        live = Live(server)
+        author, reviewer = live.user(), live.user("approver")
+        post = live.blog(author)
+        edit = ("PUT", live.url + f"/api/blogs/{post['id']}", {"json": {"title": "Edited", "content": "New"},
+                                                               "headers": author["headers"]})
+        reject = ("POST", live.url + f"/api/blogs/{post['id']}/reject", {"json": {"reason": "No."},
+                                                                          "headers": reviewer["headers"]})
+        edited, rejected = HoldAfter(monkeypatch, "get_visible_blog").race(edit, reject)
+        assert (edited.status_code, rejected.status_code) == (200, 200)
+        final = httpx.get(live.url + f"/api/blogs/{post['id']}", headers=author["headers"]).json()
+        assert (final["status"], final["reject_reason"], final["title"]) == ("rejected", "No.", "Edited")
+
+
+def test_the_loser_of_two_reviewers_is_told_what_the_winner_did(new_database, monkeypatch):
+    with app_in_a_thread(new_database(), monkeypatch) as server:
+        live = Live(server)
+        author, first, second = live.user(), live.user("approver"), live.user("approver")
+        post = live.blog(author)
+        url = live.url + f"/api/blogs/{post['id']}"
+        approved, refused = HoldAfter(monkeypatch, "get_visible_blog").race(
+            ("POST", url + "/approve", {"headers": first["headers"]}),
+            ("POST", url + "/reject", {"headers": second["headers"]}))
+        assert approved.status_code == 200 and refused.status_code == 409
+        assert refused.json()["detail"] == "This blog is already approved; only pending blogs can be reviewed."
+
+
+def test_a_blog_approved_while_it_is_deleted_leaves_no_public_trace(new_database, monkeypatch):
+    """Delete reads the blog (pending), an approval lands and a reader caches the front page,
+    then the DELETE: what the DELETE removed decides whether the cache goes, not the read."""
+    with app_in_a_thread(new_database(), monkeypatch) as server:
+        live = Live(server)
+        author = live.user()
+        post = live.blog(author)
+        deleted, approved = HoldAfter(monkeypatch, "get_visible_blog").race(
+            ("DELETE", live.url + f"/api/blogs/{post['id']}", {"headers": author["headers"]}),
+            ("POST", live.url + f"/api/blogs/{post['id']}/approve", {"headers": live.admin["headers"]}))
+        assert deleted.status_code == 204 and approved.status_code == 404
+        assert httpx.get(live.url + "/api/blogs/").json()["items"] == []
+        assert httpx.get(live.url + f"/api/blogs/{post['id']}").status_code == 404
+
+
+
 #### Live: a real uvicorn process with real clients (httpx streaming for SSE, websockets for chat)
 
 
@@ -994,6 +1312,7 @@ class Live:
         self.admin = self.login("root")
 
     def login(self, username: str) -> dict:
+        """Log in as `username` (works on a Server too: Live.login(server, name))."""
         tokens = httpx.post(self.url + "/api/auth/login", json={"username": username, "password": PASSWORD}).json()
         return {"token": tokens["access_token"], "headers": {"Authorization": f"Bearer {tokens['access_token']}"}}
 
@@ -1017,15 +1336,18 @@ def live(new_database):
         yield Live(server)
 
 
-def read_event(lines) -> dict:
-    """Read SSE lines up to the blank line that ends an event; comment lines (": ping") are skipped."""
-    event = {}
+def read_event(lines, timeout: float = 10) -> dict:
+    """Read SSE lines up to the blank line that ends an event; comment lines (": ping") are skipped.
+    Fails if no event has come within `timeout` seconds (pings alone would wait for ever)."""
+    event, deadline = {}, time.monotonic() + timeout
     for line in lines:
         if line == "" and event:
             return event
         if line and not line.startswith(":"):
             field, _, value = line.partition(": ")
             event[field] = value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no event within {timeout} s")
     raise AssertionError("the stream ended")
 
 
@@ -1046,12 +1368,13 @@ def test_sse_event_arrives_with_its_fields_and_id(live, way):
     auth = {"headers": reviewer["headers"]} if way == "header" else {"params": {"token": reviewer["token"]}}
     with event_stream(live, **auth) as lines:
         author = live.user()
-        post = live.blog(author, "New Blog")
-        event = read_event(lines)
-    assert event["id"] == str(post["id"])
+        post, later = live.blog(author, "New Blog"), live.blog(author, "Later")
+        event, next_event = read_event(lines), read_event(lines)
     assert event["event"] == "blog_pending"
     assert json.loads(event["data"]) == {"type": "blog_pending", "blog_id": post["id"], "title": "New Blog",
                                          "author_id": post["author_id"]}
+    assert json.loads(next_event["data"])["blog_id"] == later["id"]
+    assert 0 < int(event["id"]) < int(next_event["id"])  # the event log's ids, in order
 
 
 def test_sse_announces_a_resubmitted_blog(live):
@@ -1061,7 +1384,7 @@ def test_sse_announces_a_resubmitted_blog(live):
     with event_stream(live, headers=reviewer["headers"]) as lines:
         httpx.put(live.url + f"/api/blogs/{post['id']}", json={"title": "Fixed", "content": "Better"}, headers=author["headers"])
         event = read_event(lines)
-    assert (event["id"], json.loads(event["data"])["title"]) == (str(post["id"]), "Fixed")
+    assert (json.loads(event["data"])["blog_id"], json.loads(event["data"])["title"]) == (post["id"], "Fixed")
 
 
 @pytest.mark.parametrize("role, token, expected", [
@@ -1085,19 +1408,66 @@ def test_sse_pings_a_quiet_connection(live):
         assert [next(lines), next(lines)] == ["", ": ping"]
 
 
+def last_event_id_after(live, reviewer, make_the_event) -> str:
+    """The id of the event that make_the_event() causes, as a reviewer's stream receives it."""
+    with event_stream(live, headers=reviewer["headers"]) as lines:
+        make_the_event()
+        return read_event(lines)["id"]
+
+
+def blog_ids_replayed(live, reviewer, last_event_id: str, count: int) -> list:
+    """The blog ids of the first `count` events a stream reconnecting with Last-Event-ID receives."""
+    with event_stream(live, headers=reviewer["headers"] | {"Last-Event-ID": last_event_id}) as lines:
+        return [json.loads(read_event(lines)["data"])["blog_id"] for _ in range(count)]
+
+
 def test_sse_replays_what_a_reconnecting_reviewer_missed(live):
     author, reviewer = live.user(), live.user("approver")
-    seen = live.blog(author, "Seen")
     older = live.blog(author, "Rejected, then fixed")
     httpx.post(live.url + f"/api/blogs/{older['id']}/reject", headers=reviewer["headers"])
+    last_seen = last_event_id_after(live, reviewer, lambda: live.blog(author, "Seen"))
     approved = live.blog(author, "Approved meanwhile")
     httpx.post(live.url + f"/api/blogs/{approved['id']}/approve", headers=reviewer["headers"])
     missed = [live.blog(author, "Missed one"), live.blog(author, "Missed two")]
     httpx.put(live.url + f"/api/blogs/{older['id']}", json={"title": "Fixed", "content": "Yes"}, headers=author["headers"])
-    headers = reviewer["headers"] | {"Last-Event-ID": str(seen["id"])}
-    with event_stream(live, headers=headers) as lines:
-        replayed = [int(read_event(lines)["id"]) for _ in range(3)]
-    assert sorted(replayed) == sorted([missed[0]["id"], missed[1]["id"], older["id"]])
+    replayed = blog_ids_replayed(live, reviewer, last_seen, 4)
+    # Exactly what was published after the last event seen, in order; then the stream is live.
+    assert replayed[:3] == [approved["id"], missed[0]["id"], missed[1]["id"]]
+    assert replayed[3] == older["id"]
+
+
+def test_sse_replays_a_blog_resubmitted_after_a_newer_one(live):
+    """The case the replay by blog ids missed: A rejected; B created (the last event seen);
+    A resubmitted; B edited; a reconnect with B's event id must hear of A."""
+    author, reviewer = live.user(), live.user("approver")
+    a = live.blog(author, "A")
+    httpx.post(live.url + f"/api/blogs/{a['id']}/reject", headers=reviewer["headers"])
+    b = {}
+    last_seen = last_event_id_after(live, reviewer, lambda: b.update(live.blog(author, "B")))
+    httpx.put(live.url + f"/api/blogs/{a['id']}", json={"title": "A again", "content": "Fixed"}, headers=author["headers"])
+    httpx.put(live.url + f"/api/blogs/{b['id']}", json={"title": "B edited", "content": "Still pending"},
+              headers=author["headers"])
+    assert blog_ids_replayed(live, reviewer, last_seen, 1) == [a["id"]]
+
+
+@pytest.mark.parametrize("last_event_id", ["\u00b2", "9" * 20, "-1", "1e3", "abc", "\u0661", "\u00ff\u00fe"])
+def test_sse_takes_any_last_event_id_without_breaking(live, last_event_id):
+    reviewer, author = live.user("approver"), live.user()
+    with event_stream(live, headers=reviewer["headers"] | {"Last-Event-ID": last_event_id.encode()}) as lines:
+        post = live.blog(author, "After a strange Last-Event-ID")
+        assert json.loads(read_event(lines)["data"])["blog_id"] == post["id"]
+    assert "Traceback" not in live.server.log()
+
+
+def test_sse_a_last_event_id_beyond_the_log_gets_the_pending_list(live):
+    reviewer, author = live.user("approver"), live.user()
+    waiting = live.blog(author, "Waiting all along")
+    with event_stream(live, headers=reviewer["headers"] | {"Last-Event-ID": "999999999"}) as lines:
+        first = read_event(lines)
+        replayed = {json.loads(first["data"])["blog_id"]}
+        while waiting["id"] not in replayed:
+            replayed.add(json.loads(read_event(lines)["data"])["blog_id"])
+    assert first["event"] == "blog_pending"
 
 
 async def chat_socket(live, blog_id: int, user: dict | None, **options):
@@ -1142,9 +1512,10 @@ def test_an_open_chat_socket_is_already_in_the_room(live):
     """The server joins a socket to its room before the handshake completes: nothing sent after is missed."""
     author = live.user()
     post = live.blog(author, status="approved")
+    members = [author] + [live.user() for _ in range(49)]
 
     async def scenario():
-        sockets = [await chat_socket(live, post["id"], author) for _ in range(50)]
+        sockets = [await chat_socket(live, post["id"], member) for member in members]
         await sockets[0].send(json.dumps({"text": "Right away"}))
         received = [(await receive_json(socket))["text"] for socket in sockets]
         for socket in sockets:
@@ -1164,7 +1535,7 @@ def test_chat_refusals_close_with_1008_and_a_reason(live):
         with pytest.raises(websockets.ConnectionClosed):
             await receive_json(socket)
         return socket.close_code, socket.close_reason
-    assert run(close_of(hidden["id"], None)) == (1008, "Connect with ?token=<your access token>.")
+    assert run(close_of(hidden["id"], None)) == (1008, "Connect with ?ticket=<a stream ticket> or ?token=<your access token>.")
     assert run(close_of(hidden["id"], None, "not-a-token"))[0] == 1008
     assert run(close_of(hidden["id"], stranger)) == (1008, f"There is no blog {hidden['id']}.")
     assert run(close_of(999999, author))[0] == 1008
@@ -1211,16 +1582,18 @@ def test_chat_invalid_messages_get_an_error_to_the_sender_alone(live):
     assert texts == ["Still here"]
 
 
-def test_chat_under_a_deleted_blog_answers_with_an_error(live):
+def test_deleting_a_blog_closes_its_chat_room(live):
+    import websockets
     author = live.user()
     post = live.blog(author, status="approved")
 
     async def scenario():
         async with await chat_socket(live, post["id"], author) as socket:
             assert httpx.delete(live.url + f"/api/blogs/{post['id']}", headers=author["headers"]).status_code == 204
-            await socket.send(json.dumps({"text": "Anyone?"}))
-            return await receive_json(socket)
-    assert run(scenario()) == {"type": "error", "detail": "This blog has been deleted."}
+            with pytest.raises(websockets.ConnectionClosed):
+                await receive_json(socket)
+            return socket.close_code, socket.close_reason
+    assert run(scenario()) == (1008, "This blog has been deleted.")
     assert "Exception" not in live.server.log()
 
 
@@ -1282,9 +1655,9 @@ def test_a_stalled_chat_client_delays_nobody_and_is_cut_off(new_database):
         stalled.close()
 
 
-def test_sigterm_with_100_open_streams_exits_promptly(new_database):
+def test_sigterm_with_100_open_streams_ends_them_and_exits_cleanly(new_database):
     import signal
-    with running_server(new_database()) as server:
+    with running_server(new_database(), env={"LIVE_CONNECTIONS_PER_USER": "1000"}) as server:
         live = Live(server)
         with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=10) as client:
             from contextlib import ExitStack
@@ -1297,12 +1670,15 @@ def test_sigterm_with_100_open_streams_exits_promptly(new_database):
                     assert next(open_streams[-1]) == ": connected"
                 started = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
+                for lines in open_streams:  # each stream is told, then ends: EventSource would reconnect
+                    assert [line for line in lines if line] == [": " + blog.SERVER_STOPPING]
                 server.process.wait(timeout=blog.SHUTDOWN_GRACE_SECONDS + 5)
-                assert time.monotonic() - started < blog.SHUTDOWN_GRACE_SECONDS + 5
+                assert time.monotonic() - started < blog.SHUTDOWN_GRACE_SECONDS  # nothing had to be cut off
     # uvicorn shuts down gracefully, then re-raises the signal so that the exit status tells of it.
     assert server.process.returncode == -signal.SIGTERM
     output = server.log()
-    assert "Waiting for connections to close" in output and "Cancel 100 running task(s)" in output
+    assert "Shutting down" in output and "Finished server process" in output
+    assert "ERROR" not in output and "Traceback" not in output and "Cancel" not in output, output[-3000:]
 
 
 def test_tokens_never_reach_the_logs(new_database):
@@ -1325,6 +1701,203 @@ def test_tokens_never_reach_the_logs(new_database):
 
 
 
+#### More than one process: two app processes on one PostgreSQL, and a Caddy in front of both
+
+
+async def on_postgres(database_url: str, query: str, *args) -> list:
+    """Run one query on the database from outside the app, as an operator would."""
+    connection = await ASYNCPG_CONNECT(database_url)
+    try:
+        return await connection.fetch(query, *args)
+    finally:
+        await connection.close()
+
+
+def on_process(live: Live, server: Server) -> Live:
+    """The users and the database of `live`, reached through another process of the app."""
+    other = Live.__new__(Live)
+    other.server, other.url, other.ws_url, other.admin = server, server.url, server.url.replace("http", "ws"), live.admin
+    other.login = lambda username: Live.login(other, username)
+    other.user = lambda role="user": Live.user(other, role)
+    other.blog = lambda author, title="Live post", status="pending": Live.blog(other, author, title, status)
+    return other
+
+
+@pytest.fixture(scope="module")
+def two_processes(postgres):
+    """Processes A and B of the app on one PostgreSQL database, and Caddy balancing both: (A, B, caddy)."""
+    database_url = postgres_database(postgres)
+    with running_server(database_url) as a, running_server(database_url) as b:
+        caddy = Caddy(a, b)
+        try:
+            live_a = Live(a)
+            yield live_a, on_process(live_a, b), caddy
+        finally:
+            caddy.stop()
+
+
+def test_an_event_published_through_one_process_reaches_a_stream_on_the_other(two_processes):
+    a, b, _ = two_processes
+    reviewer, author = a.user("approver"), a.user()
+    with httpx.stream("GET", b.url + "/api/notifications/sse", headers=reviewer["headers"],
+                      timeout=httpx.Timeout(5, read=1)) as response:  # a late event fails the read
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        post = a.blog(author, "Written through A")
+        event = read_event(lines)
+    assert json.loads(event["data"])["blog_id"] == post["id"]
+
+
+def test_chat_through_one_process_reaches_the_room_on_the_other_in_order(two_processes):
+    a, b, _ = two_processes
+    author, reader = a.user(), a.user()
+    post = a.blog(author, status="approved")
+
+    async def scenario():
+        async with await chat_socket(a, post["id"], author) as sender, await chat_socket(b, post["id"], reader) as listener:
+            for n in range(10):
+                await sender.send(json.dumps({"text": f"message {n}"}))
+            return [await receive_json(listener) for _ in range(10)]
+    received = run(scenario())
+    assert [m["text"] for m in received] == [f"message {n}" for n in range(10)]
+    assert [m["id"] for m in received] == sorted(m["id"] for m in received)
+
+
+def test_an_approval_through_one_process_shows_on_the_others_front_page(two_processes):
+    a, b, _ = two_processes
+    author = a.user()
+    post = a.blog(author, "Approved through A")
+    before = httpx.get(b.url + "/api/blogs/").json()["items"]  # B caches its front page
+    assert post["id"] not in [item["id"] for item in before]
+    assert httpx.get(b.url + "/api/blogs/").json()["items"] == before  # served from B's cache
+    httpx.post(a.url + f"/api/blogs/{post['id']}/approve", headers=a.admin["headers"]).raise_for_status()
+    started = time.monotonic()
+    wait_until(lambda: httpx.get(b.url + "/api/blogs/").json()["items"][0]["id"] == post["id"], timeout=1,
+               what="B's front page to show the approval")
+    assert time.monotonic() - started < 1
+
+
+def test_failed_logins_through_both_processes_add_up(two_processes):
+    a, b, _ = two_processes
+    user = a.user()
+    wrong = {"username": user["username"], "password": "wrong!!!"}
+    statuses = [httpx.post(server.url + "/api/auth/login", json=wrong).status_code
+                for server in [a, b, a, b, a, b]]
+    assert statuses == [401] * blog.LOGIN_FAILURES_PER_ACCOUNT + [429]
+
+
+def listener_of(database_url: str, pid: int) -> list:
+    """The backend ids of the listening connection of app process `pid`, as PostgreSQL lists them."""
+    rows = run(on_postgres(database_url, "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                           f"blog.py events, pid {pid}"))
+    return [row["pid"] for row in rows]
+
+
+def test_a_listener_cut_off_catches_up_and_loses_nothing(postgres, monkeypatch):
+    """PostgreSQL ends A's listening connection, and A cannot reconnect for a while: A's /health
+    says so, and what B publishes meanwhile reaches A's stream once, when A listens again."""
+    import asyncio
+    database_url = postgres_database(postgres)
+    with app_in_a_thread(database_url, monkeypatch) as in_thread, running_server(database_url) as b_server:
+        a = Live(in_thread)  # A runs in this process, so the test can cut its way to PostgreSQL
+        b = on_process(a, b_server)
+        reviewer, author = a.user("approver"), a.user()
+        [a_listener] = wait_until(lambda: listener_of(database_url, os.getpid()), what="A to listen")
+        with event_stream(a, headers=reviewer["headers"]) as lines:
+            real_connect = blog.asyncpg.connect
+
+            async def unreachable(*args, **kwargs):
+                await asyncio.sleep(0)
+                raise OSError("PostgreSQL cannot be reached")
+            monkeypatch.setattr(blog.asyncpg, "connect", unreachable)
+            run(on_postgres(database_url, "SELECT pg_terminate_backend($1)", a_listener))
+            wait_until(lambda: httpx.get(a.url + "/health").status_code == 503, what="A's /health to say it")
+            missed = [b.blog(author, f"Published while A was not listening {n}") for n in range(3)]
+            monkeypatch.setattr(blog.asyncpg, "connect", real_connect)
+            wait_until(lambda: httpx.get(a.url + "/health").status_code == 200, what="A to listen again")
+            received = [json.loads(read_event(lines)["data"])["blog_id"] for _ in range(3)]
+            after = b.blog(author, "After A came back")
+            next_one = json.loads(read_event(lines)["data"])["blog_id"]
+    assert received == [post["id"] for post in missed]
+    assert next_one == after["id"]  # none came twice
+
+
+def test_a_write_that_rolls_back_publishes_nothing(new_database, monkeypatch):
+    with app_in_a_thread(new_database(), monkeypatch) as server:
+        live = Live(server)
+        reviewer, author = live.user("approver"), live.user()
+        real_publish = blog.publish
+
+        async def publish_then_fail(kind, **data):
+            await real_publish(kind, **data)
+            raise RuntimeError("the transaction fails after its event was written")
+        with event_stream(live, headers=reviewer["headers"]) as lines:
+            monkeypatch.setattr(blog, "publish", publish_then_fail)
+            failed = httpx.post(live.url + "/api/blogs/", json={"title": "Rolled back", "content": "Never"},
+                                headers=author["headers"])
+            monkeypatch.setattr(blog, "publish", real_publish)
+            post = live.blog(author, "Committed")
+            event = read_event(lines)
+        assert failed.status_code == 500
+        assert json.loads(event["data"])["title"] == "Committed"  # the first event the stream heard
+        pending = httpx.get(live.url + "/api/blogs/pending", headers=reviewer["headers"]).json()["items"]
+        assert [item["title"] for item in pending] == ["Committed"] and post["id"] == pending[0]["id"]
+
+
+def test_caddy_moves_to_the_other_process_when_one_dies_and_the_stream_misses_nothing(postgres):
+    import signal
+    database_url = postgres_database(postgres)
+    with running_server(database_url) as a_server, running_server(database_url) as b_server:
+        caddy = Caddy(a_server, b_server)
+        try:
+            live = Live(a_server)
+            reviewer, author = live.user("approver"), live.user()
+            with httpx.stream("GET", caddy.url + "/api/notifications/sse", headers=reviewer["headers"], timeout=10) as response:
+                lines = response.iter_lines()
+                assert next(lines) == ": connected"
+                httpx.post(caddy.url + "/api/blogs/", json={"title": "Before", "content": "x"}, headers=author["headers"])
+                last_seen = read_event(lines)["id"]
+                serving, other = (a_server, b_server) if "Notification stream opened" in a_server.log() else (b_server, a_server)
+                serving.process.send_signal(signal.SIGKILL)
+                serving.process.wait()
+            # Caddy sends new requests to the live process (a GET that met the dead one is retried).
+            assert [httpx.get(caddy.url + "/api/blogs/pending", headers=reviewer["headers"]).status_code
+                    for _ in range(10)] == [200] * 10
+            missed = [httpx.post(other.url + "/api/blogs/", json={"title": f"While down {n}", "content": "x"},
+                                 headers=author["headers"]) for n in range(3)]
+            assert [answer.status_code for answer in missed] == [201] * 3
+            with httpx.stream("GET", caddy.url + "/api/notifications/sse", timeout=10,
+                              headers=reviewer["headers"] | {"Last-Event-ID": last_seen}) as response:
+                lines = response.iter_lines()
+                assert next(lines) == ": connected"
+                replayed = [json.loads(read_event(lines)["data"])["blog_id"] for _ in range(3)]
+            assert replayed == [answer.json()["id"] for answer in missed]
+        finally:
+            caddy.stop()
+
+
+def test_workers_share_one_event_log(postgres):
+    database_url = postgres_database(postgres)
+    with running_server(database_url, "--workers", "2") as server:
+        live = Live(server)
+        reviewer, author = live.user("approver"), live.user()
+        with httpx.Client(timeout=10) as first, httpx.Client(timeout=10) as second:
+            with first.stream("GET", live.url + "/api/notifications/sse", headers=reviewer["headers"]) as one, \
+                    second.stream("GET", live.url + "/api/notifications/sse", headers=reviewer["headers"]) as two:
+                streams = [one.iter_lines(), two.iter_lines()]
+                assert [next(lines) for lines in streams] == [": connected"] * 2
+                post = live.blog(author, "Heard by both workers")
+                assert [json.loads(read_event(lines)["data"])["blog_id"] for lines in streams] == [post["id"]] * 2
+        pids = {line.split("[")[1].split("]")[0] for line in server.log().splitlines() if "Started server process" in line}
+        assert len(pids) == 2
+
+
+def test_more_than_one_worker_on_sqlite_is_refused_with_the_reason():
+    result = subprocess.run([sys.executable, str(HERE / "blog.py"), "--workers", "2"], capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": f"sqlite:///{TEST_DIR}/refused.db"}, timeout=30)
+    assert result.returncode != 0 and "More than one worker needs PostgreSQL" in result.stderr
+
+
 #### README examples: each one runs, so the docs cannot rot
 
 
@@ -1340,7 +1913,8 @@ def test_readme_sse_curl_example(live):
     finally:
         curl.terminate()
         curl.wait()
-    assert lines[1:] == [f"id: {post['id']}\n", "event: blog_pending\n", "data: " + json.dumps(
+    assert lines[1].startswith("id: ") and lines[1][4:-1].isdigit()
+    assert lines[2:] == ["event: blog_pending\n", "data: " + json.dumps(
         {"type": "blog_pending", "blog_id": post["id"], "title": "Seen by curl", "author_id": post["author_id"]}) + "\n"]
 
 
@@ -1471,15 +2045,16 @@ def test_the_caddyfile_is_valid_for_a_real_domain():
 
 
 class Caddy:
-    """The project's Caddyfile run by a real Caddy in front of `server`, on plain HTTP on loopback."""
+    """The project's Caddyfile run by a real Caddy in front of the servers, on plain HTTP on loopback."""
 
-    def __init__(self, server: Server):
+    def __init__(self, *servers: Server):
         self.port = free_port()
         self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
         self.access_log = TEST_DIR / f"caddy-{self.port}-access.log"
+        upstreams = " ".join(f"127.0.0.1:{server.port}" for server in servers)
         self.process = subprocess.Popen(
             [require("caddy"), "run", "--config", str(HERE / "Caddyfile"), "--adapter", "caddyfile"],
-            env=caddy_env(BLOG_DOMAIN=self.url, BLOG_UPSTREAM=f"127.0.0.1:{server.port}", BLOG_LOG=str(self.access_log),
+            env=caddy_env(BLOG_DOMAIN=self.url, BLOG_UPSTREAMS=upstreams, BLOG_LOG=str(self.access_log),
                           CADDY_ADMIN=f"127.0.0.1:{free_port()}"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.healthy, what="Caddy to start")
@@ -1543,7 +2118,7 @@ def test_sse_through_caddy_arrives_within_a_second_uncompressed(behind_caddy):
         assert next(lines) == ": connected"
         post = live.blog(author, "Through Caddy")
         event = read_event(lines)  # the read timeout of 1 s makes a late event fail
-    assert event["id"] == str(post["id"])
+    assert json.loads(event["data"])["blog_id"] == post["id"]
 
 
 def test_chat_round_trip_through_caddy(behind_caddy):
@@ -1637,7 +2212,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 24  # every HTTP row of the contract, /health included
+    assert len(declared) == 25  # every HTTP row of the contract, /health and the stream ticket included
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -1738,7 +2313,7 @@ def test_swagger_ui_lists_the_operations_and_authorize_logs_in(live):
                                      expression=AUTHORIZE_AND_CALL_ME % (json.dumps(user["username"]), json.dumps(PASSWORD)))
         return operations, status["result"]["value"]
     operations, me = in_browser(live, scenario)
-    assert operations == 24
+    assert operations == 25
     assert me["status"] == 200 and json.loads(me["body"])["username"] == user["username"]
 
 
