@@ -1,31 +1,34 @@
-"""Benchmarks for blog.py: run `python bench.py` and read the table it prints.
+"""Benchmarks for blog.py: run `python bench.py` and read the tables it prints.
 
-It starts `python blog.py` on a loopback port with a throw-away SQLite database, and drives it
-from this process with real clients. The machines here are shared and noisy: compare figures
-taken in one run, not across runs.
+It starts `python blog.py` on loopback ports with throw-away databases (SQLite, and a
+PostgreSQL cluster of its own for the scale-out figures), and drives it from this process with
+real clients. The machines here are shared and noisy: compare figures taken in one run, not
+across runs. Everything it makes lives in one temporary folder, removed at the end.
 
-REST, each as a ratio to a ceiling measured in the same sitting: a bare Starlette app on the
-same uvicorn settings serving the same posts from memory (targets: list >= 0.40, get >= 0.30):
-  list             GET /api/blogs/, 20 of 1,000 approved posts
-  get              GET /api/blogs/{id}
-  create           POST /api/blogs/ as a logged-in user
-  health p99       GET /health while 8 clients log in without pause, to its idle p99 (target <= 3x)
+rest     each as a ratio to a ceiling measured in the same sitting: a bare Starlette app on the
+         same uvicorn settings serving the same posts from memory (targets: list >= 0.40,
+         get >= 0.30): the front page, the uncached list (?author=), one blog, a new blog, and
+         /health p99 while 8 clients log in without pause, to its idle p99 (target <= 3x)
+search   100,000 approved posts of about 2.6 KB: p50 and p99 of ?q= for a missing word, a rare
+         one, a common one and two words (target p99 <= 20 ms), and /health p99 while 4
+         clients search without pause, to its idle p99 (target <= 3x)
+live     SSE fan-out to 1,000 subscribers, chat fan-out to 200 clients (with and without a
+         client that never reads), idle memory per connection
+scale    PostgreSQL: the uncached list with 2 workers against 1 (expect >= 1.6x on 2 cores),
+         SSE fan-out to 1,000 subscribers over 2 processes (p99 <= 250 ms) beside 1 process,
+         chat to 200 clients over 2 processes (p99 <= 100 ms)
 
-Live features:
-  sse fan-out      POST /api/blogs/ until the event reaches each of 1,000 SSE subscribers
-  chat fan-out     one chat message until it reaches each of 200 clients in one room
-  chat + stalled   the same, with one more client in the room that never reads
-  idle memory      the server's RSS growth per idle SSE stream and per idle chat socket
-
-Needs wrk (Debian: apt-get install wrk). `python bench.py rest` or `python bench.py live`
-runs one half.
+Needs wrk (Debian: apt-get install wrk) and, for `scale`, PostgreSQL's server (postgresql).
+`python bench.py rest` (or search, live, scale) runs one part.
 """
 
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -37,12 +40,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import websockets
 
 HERE = Path(__file__).parent
 PASSWORD = "bench-password"
+WORK = Path(tempfile.gettempdir())  # main() makes a folder of its own here, and removes it however it ends
 
 
 #### A server to measure
@@ -55,28 +61,23 @@ def free_port() -> int:
 
 
 class Server:
-    """`python blog.py` on a free loopback port, with an admin and helpers to make users."""
+    """`python blog.py` on a free loopback port, with an admin and helpers to make users.
+    With no database_url, a new SQLite file; with one that already has the admin, a second process."""
 
-    def __init__(self, **env: str):
+    def __init__(self, database_url: str | None = None, *args: str, **env: str):
         self.port = free_port()
         self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
-        folder = tempfile.mkdtemp(prefix="blog-bench-")
-        self.database_path = f"{folder}/bench.db"
-        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{self.database_path}", "PORT": str(self.port),
+        self.database_path = WORK / f"bench-{self.port}.db"
+        self.database_url = database_url or f"sqlite:///{self.database_path}"
+        self.env = {**os.environ, "DATABASE_URL": self.database_url, "PORT": str(self.port),
                     "SECRET_KEY": "bench-secret-key-of-a-decent-length-0123456789", "BCRYPT_ROUNDS": "4",
-                    "SSE_PING_SECONDS": "600", "CHAT_MESSAGES_PER_10S": "1000000", **env}
-        self.process = subprocess.Popen([sys.executable, str(HERE / "blog.py")], env=self.env, cwd=folder,
+                    "SSE_PING_SECONDS": "600", "CHAT_MESSAGES_PER_10S": "1000000",
+                    "REGISTRATIONS_PER_ADDRESS": "1000000", "LIVE_CONNECTIONS_PER_USER": "1000000", **env}
+        self.process = subprocess.Popen([sys.executable, str(HERE / "blog.py"), *args], env=self.env, cwd=WORK,
                                         stdout=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_healthy(self.url + "/health", self.process)
         subprocess.run([sys.executable, str(HERE / "blog.py"), "create-admin", "root", "root@example.com"],
-                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, env=self.env, cwd=folder,
-                       capture_output=True, check=True)
+                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True, env=self.env, cwd=WORK, capture_output=True)
         self.admin = self.login("root")
 
     def login(self, username: str) -> dict:
@@ -149,13 +150,28 @@ def serve_ceiling(port: int, posts_file: str) -> None:
 
 def seed_approved_posts(server: Server, author_id: int, count: int = 1000) -> None:
     """Write `count` approved posts straight into the app's SQLite file, as if reviewed."""
+    content = "Some words about Starlette. " * 20
+    insert_posts(server, [(f"Post number {n}", f"# Post {n}\n\n" + content) for n in range(count)], author_id)
+
+
+def insert_posts(server: Server, posts: list[tuple[str, str]], author_id: int) -> None:
+    """Insert (title, content) pairs as approved blogs, with the words blog.py would index."""
     now = "2026-11-21T20:00:00.000Z"
-    with sqlite3.connect(server.database_path, timeout=10) as connection:
-        connection.executemany(
-            "INSERT INTO blogs (title, content, images, status, author_id, created_at, updated_at) "
-            "VALUES (?, ?, '[]', 'approved', ?, ?, ?)",
-            [(f"Post number {n}", f"# Post {n}\n\n" + "Some words about Starlette. " * 20, author_id, now, now)
-             for n in range(count)])
+    rows = [(title, content, " ".join(re.findall(r"[^\W_]+", (title + "\n" + content).casefold())), author_id, now, now)
+            for title, content in posts]
+    insert = ("INSERT INTO blogs (title, content, images, search_words, status, author_id, created_at, updated_at) "
+              "VALUES ({}, {}, '[]', {}, 'approved', {}, {}, {})")
+    if server.database_url.startswith("sqlite"):
+        with sqlite3.connect(server.database_path, timeout=10) as connection:
+            connection.executemany(insert.format(*["?"] * 6), rows)
+        return
+
+    async def copy():
+        connection = await asyncpg.connect(server.database_url)
+        await connection.executemany(insert.format(*[f"${n}" for n in range(1, 7)]), rows)
+        await connection.execute("ANALYZE blogs")
+        await connection.close()
+    asyncio.run(copy())
 
 
 def wrk(url: str, seconds: float = 3, connections: int = 32, script: str | None = None) -> dict:
@@ -172,7 +188,7 @@ def wrk(url: str, seconds: float = 3, connections: int = 32, script: str | None 
 
 def lua_post(path: str, body: dict, token: str) -> str:
     """A wrk script that POSTs a JSON body with a bearer token."""
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script = Path(tempfile.mkstemp(suffix=".lua", dir=WORK)[1])
     script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                       f'wrk.headers["Content-Type"] = "application/json"\n'
                       f'wrk.headers["Authorization"] = "Bearer {token}"\n')
@@ -194,7 +210,7 @@ def rest() -> list[tuple[str, str]]:
         me = httpx.get(server.url + "/api/auth/me", headers=author["headers"]).json()
         seed_approved_posts(server, me["id"])
         posts = httpx.get(server.url + "/api/blogs/").json()["items"]
-        posts_file = Path(tempfile.mkstemp(suffix=".json")[1])
+        posts_file = Path(tempfile.mkstemp(suffix=".json", dir=WORK)[1])
         posts_file.write_text(json.dumps(posts))
         ceiling_port = free_port()
         ceiling_process = subprocess.Popen([sys.executable, __file__, "ceiling", str(ceiling_port), str(posts_file)],
@@ -248,24 +264,24 @@ def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
 #### Live features
 
 
-async def sse_fan_out(server: Server, subscribers: int = 1000, posts: int = 20) -> list[float]:
-    """Latency from starting POST /api/blogs/ to each subscriber reading the event."""
-    arrivals: dict[int, list[float]] = {}
-    ready = asyncio.Semaphore(0)
+async def sse_fan_out(servers: list[Server], subscribers: int = 1000, posts: int = 20) -> list[float]:
+    """Latency from starting POST /api/blogs/ (to the first server) to each subscriber reading the
+    event; the subscribers are spread evenly over the servers."""
+    server, arrivals, ready = servers[0], {}, asyncio.Semaphore(0)
 
-    async def subscriber(client: httpx.AsyncClient):
-        async with client.stream("GET", server.url + "/api/notifications/sse", headers=server.admin["headers"]) as response:
+    async def subscriber(client: httpx.AsyncClient, url: str):
+        async with client.stream("GET", url + "/api/notifications/sse", headers=server.admin["headers"]) as response:
             lines = response.aiter_lines()
             await anext(lines)  # ": connected": subscribed
             ready.release()
             async for line in lines:
-                if line.startswith("id: "):
-                    arrivals.setdefault(int(line[4:]), []).append(time.perf_counter())
+                if line.startswith("data: "):
+                    arrivals.setdefault(json.loads(line[6:])["blog_id"], []).append(time.perf_counter())
 
     author = server.user("sse-author")
     limits = httpx.Limits(max_connections=subscribers + 10)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client, httpx.AsyncClient() as poster:
-        tasks = [asyncio.create_task(subscriber(client)) for _ in range(subscribers)]
+        tasks = [asyncio.create_task(subscriber(client, servers[n % len(servers)].url)) for n in range(subscribers)]
         for _ in range(subscribers):
             await ready.acquire()
         latencies = []
@@ -295,11 +311,12 @@ def stalled_chat_client(server: Server, blog_id: int, token: str) -> socket.sock
     return stalled
 
 
-async def chat_fan_out(server: Server, blog_id: int, user: dict, clients: int = 200, messages: int = 100,
+async def chat_fan_out(servers: list[Server], blog_id: int, user: dict, clients: int = 200, messages: int = 100,
                        text_size: int = 2000) -> list[float]:
-    """Latency from sending a chat message to each of `clients` room members receiving it."""
-    url = f"{server.ws_url}/api/blogs/{blog_id}/ws?token={user['token']}"
-    sockets = [await websockets.connect(url, max_size=None) for _ in range(clients)]
+    """Latency from sending a chat message (through the first server) to each of `clients` room
+    members receiving it; the members are spread evenly over the servers."""
+    urls = [f"{server.ws_url}/api/blogs/{blog_id}/ws?token={user['token']}" for server in servers]
+    sockets = [await websockets.connect(urls[n % len(urls)], max_size=None) for n in range(clients)]
     latencies = []
     try:
         for n in range(messages):
@@ -338,16 +355,16 @@ async def idle_memory(server: Server, blog_id: int, user: dict, count: int = 500
 async def live_features() -> list[tuple[str, str]]:
     server, rows = Server(), []
     try:
-        p50, p99 = percentiles(await sse_fan_out(server))
+        p50, p99 = percentiles(await sse_fan_out([server]))
         rows.append(("sse fan-out, 1,000 subscribers", f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"))
         user = server.user("chatter")
         blog_id = httpx.post(server.url + "/api/blogs/", json={"title": "Chat", "content": "x"},
                              headers=user["headers"]).json()["id"]
         httpx.post(server.url + f"/api/blogs/{blog_id}/approve", headers=server.admin["headers"])
-        p50, p99 = percentiles(await chat_fan_out(server, blog_id, user))
+        p50, p99 = percentiles(await chat_fan_out([server], blog_id, user))
         rows.append(("chat fan-out, 200 clients", f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"))
         stalled = stalled_chat_client(server, blog_id, user["token"])
-        p50_s, p99_s = percentiles(await chat_fan_out(server, blog_id, user, messages=300))
+        p50_s, p99_s = percentiles(await chat_fan_out([server], blog_id, user, messages=300))
         stalled.close()
         rows.append(("chat fan-out, 200 clients + 1 stalled", f"p50 {p50_s:7.1f} ms   p99 {p99_s:7.1f} ms"
                      f"   (p99 ratio to no stall {p99_s / p99:.2f})"))
@@ -365,6 +382,140 @@ async def live_features() -> list[tuple[str, str]]:
     return rows
 
 
+#### Search: 100,000 posts
+
+
+def words_of_a_language(count: int = 20_000) -> list[str]:
+    """Made-up words, the same every run."""
+    rng = random.Random(1)
+    return ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 9))) for _ in range(count)]
+
+
+def seed_search_posts(server: Server, author_id: int, count: int = 100_000, words_per_post: int = 400) -> dict:
+    """Approved posts of about 2.6 KB of made-up words, drawn as in a real language (Zipf's law:
+    the most common word is one in ten, most words are rare); returns words of each kind to search."""
+    vocabulary, rng = words_of_a_language(), random.Random(2)
+    weights = list(itertools.accumulate(1 / rank for rank in range(1, len(vocabulary) + 1)))
+    posts = [(f"Post {n}", " ".join(rng.choices(vocabulary, cum_weights=weights, k=words_per_post))) for n in range(count)]
+    insert_posts(server, posts, author_id)
+    return {"missing": "qqqzzzq", "rare": vocabulary[5000], "common": vocabulary[0],
+            "two words": f"{vocabulary[0]} {vocabulary[3]}"}
+
+
+def search() -> list[tuple[str, str]]:
+    server, rows = Server(), []
+    try:
+        author = server.user("author")
+        me = httpx.get(server.url + "/api/auth/me", headers=author["headers"]).json()
+        started = time.monotonic()
+        queries = seed_search_posts(server, me["id"])
+        rows.append(("seeding 100,000 posts", f"{time.monotonic() - started:.0f} s"))
+        for kind, words in queries.items():
+            latency = wrk(server.url + "/api/blogs/?" + urlencode({"q": words}), seconds=3, connections=1)["latency"]
+            rows.append((f"search, {kind} ({words!r})", f"p50 {latency[50]:6.2f} ms   p99 {latency[99]:6.2f} ms"
+                                                        "   (target p99 <= 20 ms)"))
+        paths = [f"/api/blogs/?{urlencode({'q': words})}" for words in queries.values()]
+        for label, load in [("4 searching clients", paths), ("4 clients asking /health (the floor)", ["/health"])]:
+            ratios = health_p99_ratios(server, load)
+            rows.append((f"health p99 under {label}", f"ratio to idle: median {statistics.median(ratios):.2f} of "
+                                                     f"{', '.join(f'{r:.2f}' for r in ratios)}  (target <= 3)"))
+    finally:
+        server.stop()
+    return rows
+
+
+def health_p99_ratios(server: Server, paths: list[str], rounds: int = 3) -> list[float]:
+    """/health's p99 while 4 clients request `paths` in turn without pause, over its idle p99,
+    `rounds` times. The loading clients run on the last core and the server on the others, so
+    that wrk's own appetite for CPU is not counted against the app."""
+    script = Path(tempfile.mkstemp(suffix=".lua", dir=WORK)[1])
+    script.write_text(f"paths = {{{', '.join(json.dumps(path) for path in paths)}}}\nn = 0\n"
+                      "request = function() n = n + 1; return wrk.format('GET', paths[n % #paths + 1]) end\n")
+    cores = sorted(os.sched_getaffinity(0))
+    for thread in Path(f"/proc/{server.process.pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), cores[:-1] or cores)
+    ratios = []
+    for _ in range(rounds):
+        idle = wrk(server.url + "/health", seconds=3, connections=1)["latency"][99]
+        load = subprocess.Popen(["taskset", "-c", str(cores[-1]), shutil.which("wrk"), "-t1", "-c4", "-d5s",
+                                 "-s", str(script), server.url], stdout=subprocess.DEVNULL)
+        time.sleep(1)  # let the load get going before measuring
+        ratios.append(wrk(server.url + "/health", seconds=3, connections=1)["latency"][99] / idle)
+        load.wait()
+    return ratios
+
+
+#### Scale-out: PostgreSQL, several processes
+
+
+@contextlib.contextmanager
+def postgres_cluster():
+    """A throw-away PostgreSQL cluster on a loopback port, in WORK; yields a database URL."""
+    initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None) or shutil.which("initdb")
+    assert initdb, "scale needs PostgreSQL's server (Debian: apt-get install postgresql)"
+    folder, as_owner, port = WORK / "postgres", [], free_port()
+    folder.mkdir()
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        os.chmod(WORK, 0o755)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_owner, str(Path(initdb).with_name("pg_ctl")), "-D", str(folder / "data")]
+    subprocess.run([*as_owner, initdb, "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "start", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
+
+
+def uncached_list_with_workers(database_url: str, workers: int) -> float:
+    """Requests per second of the uncached list (?author=) served by `workers` processes."""
+    server = Server(database_url, "--workers", str(workers))
+    try:
+        return max(wrk(server.url + "/api/blogs/?author=author", seconds=4, connections=64)["rps"] for _ in range(2))
+    finally:
+        server.stop()
+
+
+async def scale_live(database_url: str) -> list[tuple[str, str]]:
+    rows, a = [], Server(database_url)
+    b = Server(database_url)
+    try:
+        p50, p99 = percentiles(await sse_fan_out([a]))
+        rows.append(("sse fan-out, 1,000 subscribers, 1 process", f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"))
+        p50, p99 = percentiles(await sse_fan_out([a, b]))
+        rows.append(("sse fan-out, 1,000 subscribers over 2 processes", f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"
+                                                                       "   (target p99 <= 250 ms)"))
+        user = a.user("chatter")
+        blog_id = httpx.post(a.url + "/api/blogs/", json={"title": "Chat", "content": "x"}, headers=user["headers"]).json()["id"]
+        httpx.post(a.url + f"/api/blogs/{blog_id}/approve", headers=a.admin["headers"])
+        p50, p99 = percentiles(await chat_fan_out([a, b], blog_id, user))
+        rows.append(("chat fan-out, 200 clients over 2 processes", f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"
+                                                                  "   (target p99 <= 100 ms)"))
+    finally:
+        a.stop()
+        b.stop()
+    return rows
+
+
+def scale() -> list[tuple[str, str]]:
+    with postgres_cluster() as database_url:
+        first = Server(database_url)  # makes the tables, the admin and the posts
+        try:
+            author = first.user("author")
+            me = httpx.get(first.url + "/api/auth/me", headers=author["headers"]).json()
+            insert_posts(first, [(f"Post number {n}", "Some words about Starlette. " * 20) for n in range(1000)], me["id"])
+        finally:
+            first.stop()
+        one, two = uncached_list_with_workers(database_url, 1), uncached_list_with_workers(database_url, 2)
+        rows = [("list, not cached (?author=), PostgreSQL", f"1 worker {one:6.0f} req/s   2 workers {two:6.0f} req/s"
+                                                           f"   ratio {two / one:.2f}  (expect >= 1.6)")]
+        return rows + asyncio.run(scale_live(database_url))
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"\n{title}")
     width = max(len(name) for name, _ in rows)
@@ -373,14 +524,23 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    global WORK
     if argv[:1] == ["ceiling"]:
         return serve_ceiling(int(argv[1]), argv[2])
+    WORK = Path(tempfile.mkdtemp(prefix="blog-bench-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 streams need 1,000 descriptors a side
-    if argv[:1] in ([], ["rest"]):
-        print_table("REST (one uvicorn worker, SQLite; ratios to the ceiling in this run)", rest())
-    if argv[:1] in ([], ["live"]):
-        print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
+    try:
+        if argv[:1] in ([], ["rest"]):
+            print_table("REST (one uvicorn worker, SQLite; ratios to the ceiling in this run)", rest())
+        if argv[:1] in ([], ["search"]):
+            print_table("Search (one uvicorn worker, SQLite, 100,000 approved posts)", search())
+        if argv[:1] in ([], ["live"]):
+            print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
+        if argv[:1] in ([], ["scale"]):
+            print_table("Scale-out (PostgreSQL; processes on this one machine)", scale())
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -647,9 +647,9 @@ def test_a_page_read_while_a_blog_is_approved_is_not_kept(client, monkeypatch):
     assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [post["id"]]
 
 
-def test_search_finds_every_word_as_the_start_of_a_word_in_any_case(client):
+def test_search_finds_posts_holding_every_word_in_any_case(client):
     alice, bob = make_user(client, username="alice"), make_user(client, username="bob")
-    make_blog(client, alice, "Starlette tips", "Routes and lifespans", "approved")
+    make_blog(client, alice, "Starlette tips", "Routes and lifespan", "approved")
     make_blog(client, alice, "Cooking", "100% butter, no_margarine", "approved")
     make_blog(client, bob, "More Starlette", "Middleware", "approved")
     make_blog(client, bob, "Starlette draft", "still pending")
@@ -660,12 +660,13 @@ def test_search_finds_every_word_as_the_start_of_a_word_in_any_case(client):
         assert response.status_code == 200, response.text
         return sorted(b["title"] for b in response.json()["items"])
     assert titles(q="starlette") == ["More Starlette", "Starlette tips"]
-    assert titles(q="LIFESPAN") == ["Starlette tips"]  # the start of "lifespans"
-    assert titles(q="tips starl") == titles(q="starl, tips!") == ["Starlette tips"]  # every word, any order
+    assert titles(q="LIFESPAN") == ["Starlette tips"]
+    assert titles(q="tips starlette") == titles(q="Starlette, tips!") == ["Starlette tips"]  # every word, any order
+    assert titles(q="starl") == [] and titles(q="lifespans") == []  # whole words
     assert titles(author="alice") == ["Cooking", "Starlette tips"]
     assert titles(author="ALICE", q="starlette") == ["Starlette tips"]
     assert titles(q="100%") == titles(q="margarine") == ["Cooking"]  # "no_margarine" is two words
-    assert titles(q="argarine") == [] and titles(q="%") == [] and titles(q="pending") == []
+    assert titles(q="%") == [] and titles(q="pending") == []
     # Case folds for every alphabet, on both databases; accents are letters of their own.
     for query in ["über", "ÜBER", "école", "Ωmega", "ωMEGA", "STRASSE"]:
         assert titles(q=query) == ["Über die Schule"], query
