@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import asyncpg
 import httpx
@@ -72,7 +72,8 @@ class Server:
         self.env = {**os.environ, "DATABASE_URL": self.database_url, "PORT": str(self.port),
                     "SECRET_KEY": "bench-secret-key-of-a-decent-length-0123456789", "BCRYPT_ROUNDS": "4",
                     "SSE_PING_SECONDS": "600", "CHAT_MESSAGES_PER_10S": "1000000",
-                    "REGISTRATIONS_PER_ADDRESS": "1000000", "LIVE_CONNECTIONS_PER_USER": "1000000", **env}
+                    "REGISTRATIONS_PER_ADDRESS": "1000000", "LIVE_CONNECTIONS_PER_USER": "1000000",
+                    "WEBSOCKET_PING_SECONDS": "600", **env}
         self.process = subprocess.Popen([sys.executable, str(HERE / "blog.py"), *args], env=self.env, cwd=WORK,
                                         stdout=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_healthy(self.url + "/health", self.process)
@@ -169,7 +170,7 @@ def insert_posts(server: Server, posts: list[tuple[str, str]], author_id: int) -
     async def copy():
         connection = await asyncpg.connect(server.database_url)
         await connection.executemany(insert.format(*[f"${n}" for n in range(1, 7)]), rows)
-        await connection.execute("ANALYZE blogs")
+        await connection.execute("ANALYZE")  # as autovacuum would: fresh statistics, good plans
         await connection.close()
     asyncio.run(copy())
 
@@ -240,19 +241,28 @@ def rest() -> list[tuple[str, str]]:
 
 def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
     """p99 of GET /health alone, then while 8 clients log in without pause (bcrypt at cost 12),
-    `rounds` times over; one p99 is at the mercy of the machine's other work, so the median."""
+    `rounds` times over; one p99 is at the mercy of the machine's other work, so the median.
+    Each client is a user of its own: one account's guesses in flight are limited to 5."""
     server = Server(BCRYPT_ROUNDS="12")
     ratios, login_rates = [], []
     try:
-        server.user("busy")
-        login = lua_post("/api/auth/login", {"username": "busy", "password": PASSWORD}, "none")
+        bodies = []
+        for n in range(8):
+            server.user(f"busy{n}")
+            bodies.append(json.dumps({"username": f"busy{n}", "password": PASSWORD}))
+        login = Path(tempfile.mkstemp(suffix=".lua", dir=WORK)[1])
+        login.write_text(f"bodies = {{{', '.join(json.dumps(body) for body in bodies)}}}\nn = 0\n"
+                         "request = function() n = n + 1; return wrk.format('POST', '/api/auth/login', "
+                         "{['Content-Type'] = 'application/json'}, bodies[n % #bodies + 1]) end\n")
         for _ in range(rounds):
             idle = wrk(server.url + "/health", seconds=4, connections=1)["latency"][99]
-            logins = subprocess.Popen([shutil.which("wrk"), "-t1", "-c8", "-d6s", "-s", login,
-                                       server.url + "/api/auth/login"], stdout=subprocess.PIPE, text=True)
+            logins = subprocess.Popen([shutil.which("wrk"), "-t1", "-c8", "-d6s", "-s", str(login), server.url],
+                                      stdout=subprocess.PIPE, text=True)
             time.sleep(1)  # let the logins get going before measuring
             loaded = wrk(server.url + "/health", seconds=4, connections=1)["latency"][99]
-            login_rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", logins.communicate()[0]).group(1)))
+            output = logins.communicate()[0]
+            assert "Non-2xx" not in output, output
+            login_rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)))
             ratios.append(loaded / idle)
     finally:
         server.stop()
@@ -264,37 +274,49 @@ def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
 #### Live features
 
 
+async def raw_get(url: str, path: str, headers: dict) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send GET `path` on a connection of its own, with no HTTP client library: reading then costs
+    the bench as little as it can, so that what is measured is the server."""
+    address = urlsplit(url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port, limit=2 ** 20)
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {address.hostname}\r\n{lines}\r\n".encode())
+    return reader, writer
+
+
 async def sse_fan_out(servers: list[Server], subscribers: int = 1000, posts: int = 20) -> list[float]:
     """Latency from starting POST /api/blogs/ (to the first server) to each subscriber reading the
     event; the subscribers are spread evenly over the servers."""
-    server, arrivals, ready = servers[0], {}, asyncio.Semaphore(0)
+    server, arrivals, everyone_heard = servers[0], {}, asyncio.Event()
 
-    async def subscriber(client: httpx.AsyncClient, url: str):
-        async with client.stream("GET", url + "/api/notifications/sse", headers=server.admin["headers"]) as response:
-            lines = response.aiter_lines()
-            await anext(lines)  # ": connected": subscribed
-            ready.release()
-            async for line in lines:
-                if line.startswith("data: "):
-                    arrivals.setdefault(json.loads(line[6:])["blog_id"], []).append(time.perf_counter())
+    async def subscriber(url: str, opened: asyncio.Future):
+        reader, writer = await raw_get(url, "/api/notifications/sse", server.admin["headers"])
+        await reader.readuntil(b": connected")
+        opened.set_result(writer)
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                heard = arrivals.setdefault(int(re.search(rb'"blog_id": (\d+)', line)[1]), [])
+                heard.append(time.perf_counter())
+                if len(heard) == subscribers:
+                    everyone_heard.set()
 
     author = server.user("sse-author")
-    limits = httpx.Limits(max_connections=subscribers + 10)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client, httpx.AsyncClient() as poster:
-        tasks = [asyncio.create_task(subscriber(client, servers[n % len(servers)].url)) for n in range(subscribers)]
-        for _ in range(subscribers):
-            await ready.acquire()
-        latencies = []
+    opened = [asyncio.get_running_loop().create_future() for _ in range(subscribers)]
+    tasks = [asyncio.create_task(subscriber(servers[n % len(servers)].url, opened[n])) for n in range(subscribers)]
+    writers = await asyncio.gather(*opened)
+    latencies = []
+    async with httpx.AsyncClient() as poster:
         for n in range(posts):
+            everyone_heard.clear()
             started = time.perf_counter()
             blog_id = (await poster.post(server.url + "/api/blogs/", json={"title": f"Post {n}", "content": "x"},
                                          headers=author["headers"])).json()["id"]
-            while len(arrivals.get(blog_id, [])) < subscribers:
-                await asyncio.sleep(0.001)
+            await everyone_heard.wait()
             latencies += [arrival - started for arrival in arrivals[blog_id]]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    for task, writer in zip(tasks, writers):
+        task.cancel()
+        writer.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
     return latencies
 
 
@@ -311,24 +333,46 @@ def stalled_chat_client(server: Server, blog_id: int, token: str) -> socket.sock
     return stalled
 
 
+async def raw_chat_socket(url: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A chat socket with no WebSocket library: only the handshake, then frames read by hand."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    reader, writer = await raw_get(url, path, {"Upgrade": "websocket", "Connection": "Upgrade",
+                                               "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"})
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def next_text_frame(reader: asyncio.StreamReader) -> bytes:
+    """The payload of the next text frame the server sends (its pings are skipped)."""
+    while True:
+        opcode, length = await reader.readexactly(2)
+        length &= 0x7F
+        if length >= 126:
+            length = int.from_bytes(await reader.readexactly(2 if length == 126 else 8), "big")
+        payload = await reader.readexactly(length)
+        if opcode & 0x0F == 1:
+            return payload
+
+
 async def chat_fan_out(servers: list[Server], blog_id: int, user: dict, clients: int = 200, messages: int = 100,
                        text_size: int = 2000) -> list[float]:
     """Latency from sending a chat message (through the first server) to each of `clients` room
     members receiving it; the members are spread evenly over the servers."""
-    urls = [f"{server.ws_url}/api/blogs/{blog_id}/ws?token={user['token']}" for server in servers]
-    sockets = [await websockets.connect(urls[n % len(urls)], max_size=None) for n in range(clients)]
+    path = f"/api/blogs/{blog_id}/ws?token={user['token']}"
+    members = [await raw_chat_socket(servers[n % len(servers)].url, path) for n in range(clients)]
     latencies = []
-    try:
+    async with websockets.connect(servers[0].ws_url + path, max_size=None) as sender:
         for n in range(messages):
             started = time.perf_counter()
-            await sockets[0].send(json.dumps({"text": f"{n:05}".ljust(text_size, "y")}))
+            await sender.send(json.dumps({"text": f"{n:05}".ljust(text_size, "y")}))
 
-            async def arrival(ws):
-                await ws.recv()
+            async def arrival(reader):
+                await next_text_frame(reader)
                 return time.perf_counter()
-            latencies += [t - started for t in await asyncio.gather(*(arrival(ws) for ws in sockets))]
-    finally:
-        await asyncio.gather(*(ws.close() for ws in sockets))
+            latencies += [t - started for t in await asyncio.gather(*(arrival(reader) for reader, _ in members))]
+            await sender.recv()  # its own copy
+    for _, writer in members:
+        writer.close()
     return latencies
 
 

@@ -353,11 +353,18 @@ class PostgresDatabase(Database):
                 await connection.fetchval("SELECT 1", timeout=LISTENER_CHECK_SECONDS)
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """What asyncpg's pool runs on a connection it takes back: nothing. By default it sends RESET
+    ALL, UNLISTEN * and more, a second round trip for every query; this app leaves no session
+    state behind (its advisory locks end with their transactions, it LISTENs on a connection of
+    its own), and the pool still rolls back a transaction left open."""
+
+
 def make_database(url: str) -> Database:
     """The database for a URL: sqlite:///blog.db or postgresql://user:password@host/name."""
     if url.startswith("sqlite"):
         return SQLiteDatabase(url, factory=SQLiteConnection)
-    return PostgresDatabase(url)
+    return PostgresDatabase(url, reset=keep_session)
 
 
 database = make_database(DATABASE_URL)
@@ -853,6 +860,7 @@ user_connections: dict[int, set[asyncio.Queue]] = {}
 
 FELL_BEHIND = "You fell behind; reconnect."
 SERVER_STOPPING = "The server is restarting; reconnect."
+TOKEN_EXPIRED = "Your token has expired; reconnect with a new one."
 publishing_now: ContextVar[bool] = ContextVar("publishing_now", default=False)
 
 
@@ -939,6 +947,7 @@ def deliver(event: dict) -> None:
             end(queue, "Your account has changed; reconnect.")
     for queue, user in streams.items():
         if hears(user, event):
+            event["frame"] = event.get("frame") or sse_frame(event)  # the same text for every stream
             offer(queue, event)
 
 
@@ -1020,7 +1029,7 @@ async def join_room(blog_id: int, user: dict, websocket: WebSocket, outbox: asyn
     """
     rooms.setdefault(blog_id, set()).add(outbox)
     expiry = asyncio.get_running_loop().call_later(
-        user["credential_expires"] - time.time(), end, outbox, "Your token has expired; reconnect with a new one.")
+        user["credential_expires"] - time.time(), end, outbox, TOKEN_EXPIRED)
     sender = None
     try:
         await websocket.accept()
@@ -1164,7 +1173,7 @@ async def stream_ticket(request: Request) -> Response:
     return JSONResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
 
 
-#### Users: roles, set by admins only
+#### Users: roles and accounts, managed by admins
 
 
 def check_username(username: str) -> str:
@@ -1174,17 +1183,24 @@ def check_username(username: str) -> str:
     return username
 
 
+async def user_leaving_a_role(username: str, role: str | None) -> dict:
+    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
+    The last admin can neither step down nor go, or nobody could manage roles again."""
+    # The admins' rows are locked too: of two admins demoting each other at once, the second
+    # waits for the first to commit, then finds one admin left.
+    admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
+    user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
+    if user is None:
+        raise HTTPException(404, f"There is no user {username!r}.")
+    if user["role"] == "admin" and role != "admin" and len(admins) == 1:
+        raise HTTPException(409, "This is the last admin; make another admin first.")
+    return user
+
+
 async def set_role(username: str, role: str) -> dict:
-    """Give a user a role; the last admin cannot step down, or nobody could manage roles again."""
+    """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
     async with publishing():
-        # The admins' rows are locked: of two admins demoting each other at once, the second
-        # waits for the first to commit, then finds one admin left.
-        admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
-        user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
-        if user is None:
-            raise HTTPException(404, f"There is no user {username!r}.")
-        if user["role"] == "admin" and role != "admin" and len(admins) == 1:
-            raise HTTPException(409, "This is the last admin; make another admin first.")
+        user = await user_leaving_a_role(username, role)
         await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
         await publish("user_changed", user_id=user["id"])
     return user_out(user | {"role": role})
@@ -1201,6 +1217,22 @@ async def change_role(request: Request) -> Response:
     """Give a user the role user, approver or admin."""
     fields = await read_body(request, ROLE_BODY)
     return JSONResponse(await set_role(request.path_params["username"], fields["role"]))
+
+
+@requires_role("admin")
+async def delete_user(request: Request) -> Response:
+    """Delete an account with everything that is theirs; their streams and sockets end at once."""
+    async with publishing():
+        user = await user_leaving_a_role(request.path_params["username"], None)
+        had_public_blogs = await database.fetch_val(
+            "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
+        await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
+        await publish("user_changed", user_id=user["id"])
+        if had_public_blogs:
+            await public_pages_changed()
+    if had_public_blogs:
+        public_cache.clear()  # after the commit, here at once
+    return Response(status_code=204)
 
 
 #### Blogs: write, review, read, search
@@ -1567,7 +1599,8 @@ async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | No
                 yield f": {item}\n\n"  # EventSource reconnects with Last-Event-ID and misses nothing
                 return
             if item["id"] > seen:  # the replay may have sent it already
-                yield sse_frame(item)
+                yield item["frame"]
+        yield f": {TOKEN_EXPIRED}\n\n"
 
 
 class EventStreamResponse(StreamingResponse):
@@ -1589,8 +1622,9 @@ class EventStreamResponse(StreamingResponse):
 @requires_role("approver", "admin", for_stream=True)
 async def notifications(request: Request) -> Response:
     """Stream an event to reviewers each time a blog starts waiting for review."""
-    # Any bytes may come as Last-Event-ID; one that is not an id of ours is as good as none.
-    last_event_id = request.headers.get("last-event-id", "")
+    # EventSource sends Last-Event-ID when it reconnects by itself; a page that opens a new one
+    # (with a new ticket) passes ?last_event_id=. Any bytes may come: one not an id of ours is none.
+    last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
     return EventStreamResponse(request.state.user, int(last_event_id) if re.fullmatch(r"[0-9]{1,9}", last_event_id) else None)
 
 
@@ -1754,8 +1788,11 @@ def query(name: str, rule: dict) -> dict:
 
 
 PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
-STREAM_QUERY = [query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
-                query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"})]
+STREAM_QUERY = [
+    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
+    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
+    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
+          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
 
 # Per handler: its request body, what success returns, and the refusals particular to it.
 # Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
@@ -1770,6 +1807,7 @@ OPERATIONS = {
     stream_ticket: {"ok": (200, "StreamTicket")},
     make_admin: {"ok": (200, "User"), "errors": [409]},
     change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
+    delete_user: {"ok": (204, None), "errors": [409]},
     list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
                  "ok": (200, "BlogPage")},
     create_blog: {"body": BLOG_BODY, "ok": (201, "Blog")},
@@ -1897,6 +1935,7 @@ routes = [
     Route("/api/auth/stream-ticket", stream_ticket, methods=["POST"]),
     Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
     Route("/api/users/{username}/role", change_role, methods=["PATCH"]),
+    Route("/api/users/{username}", delete_user, methods=["DELETE"]),
     Route("/api/blogs/", list_blogs),
     Route("/api/blogs/", create_blog, methods=["POST"]),
     Route("/api/blogs/pending", list_pending_blogs),
@@ -1976,6 +2015,7 @@ async def lifespan(app: Starlette):
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     await database.connect()
     await create_tables()
+    public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     bus = asyncio.create_task(run_event_bus())
     if threading.current_thread() is threading.main_thread():  # only there can signals be handled

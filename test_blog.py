@@ -8,6 +8,7 @@ database runs twice, on SQLite and on a throw-away PostgreSQL cluster.
 """
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -227,9 +228,11 @@ def running_server(database_url: str, *args: str, env: dict | None = None):
 GUARDS = [
     # method, path, body, anonymous, user, approver, admin
     ("GET", "/api/auth/me", None, 401, 200, 200, 200),
+    ("POST", "/api/auth/stream-ticket", None, 401, 200, 200, 200),
     ("POST", "/api/auth/logout", {"refresh_token": "x"}, 401, 204, 204, 204),
     ("POST", "/api/auth/make-admin/{target}", None, 401, 403, 403, 200),
     ("PATCH", "/api/users/{target}/role", {"role": "approver"}, 401, 403, 403, 200),
+    ("DELETE", "/api/users/{target}", None, 401, 403, 403, 204),
     ("POST", "/api/blogs/", {"title": "T", "content": "C"}, 401, 201, 201, 201),
     ("GET", "/api/blogs/pending", None, 401, 403, 200, 200),
     ("GET", "/api/blogs/{blog}", None, 404, 404, 200, 200),
@@ -534,6 +537,17 @@ def test_role_changes_refuse_unknown_users_and_roles(client):
         assert response.status_code == 422 and response.json()["detail"].startswith("role")
 
 
+def test_an_admin_deletes_an_account_but_never_the_last_admin(client):
+    admin, user = make_user(client, "admin", username="root"), make_user(client, username="alice")
+    post = make_blog(client, user, status="approved")
+    assert client.delete("/api/users/root", headers=admin["headers"]).status_code == 409
+    assert client.delete("/api/users/ALICE", headers=admin["headers"]).status_code == 204
+    assert client.delete("/api/users/alice", headers=admin["headers"]).status_code == 404
+    assert client.get("/api/auth/me", headers=user["headers"]).status_code == 401
+    assert client.get(f"/api/blogs/{post['id']}").status_code == 404
+    assert client.get("/api/blogs/").json()["items"] == []  # its cached front page went too
+
+
 def test_the_last_admin_cannot_step_down(client):
     admin = make_user(client, "admin", username="root")
     response = client.patch("/api/users/root/role", json={"role": "user"}, headers=admin["headers"])
@@ -638,6 +652,8 @@ def test_a_page_read_while_a_blog_is_approved_is_not_kept(client, monkeypatch):
 
     async def fetch_then_approve(query, values=None):
         rows = await real_fetch_all(query, values)
+        if "b.status = 'approved'" not in query:  # another query (the event bus reads the log too)
+            return rows
         monkeypatch.setattr(blog.database, "fetch_all", real_fetch_all)  # only this once
         await blog.database.execute("UPDATE blogs SET status = 'approved' WHERE id = :id", {"id": post["id"]})
         blog.public_cache.clear()  # what approve_blog does after its write
@@ -1682,24 +1698,245 @@ def test_sigterm_with_100_open_streams_ends_them_and_exits_cleanly(new_database)
     assert "ERROR" not in output and "Traceback" not in output and "Cancel" not in output, output[-3000:]
 
 
-def test_tokens_never_reach_the_logs(new_database):
-    import websockets
+# Every way of naming ?token= and ?ticket= that Starlette reads as them.
+CREDENTIAL_PARAMETERS = ["token", "%74oken", "t%6F%6Ben", "ticket", "tick%65t", "%74%69%63%6B%65%74"]
+
+
+def test_tokens_and_tickets_never_reach_the_logs_under_any_name(new_database):
     with running_server(new_database()) as server:
         live = Live(server)
-        with httpx.stream("GET", live.url + "/api/notifications/sse", params={"token": live.admin["token"]}) as response:
-            assert next(response.iter_lines()) == ": connected"
-        post = live.blog(live.admin, status="approved")
+        post = live.blog(live.user(), status="approved")
+        secrets_sent = []
+        for name in CREDENTIAL_PARAMETERS:
+            secret = live.admin["token"] if "oken" in urllib.parse.unquote(name) else ticket_for(live, live.admin)
+            secrets_sent.append(secret)
+            with httpx.stream("GET", f"{live.url}/api/notifications/sse?x=1&{name}={secret}") as response:
+                assert next(response.iter_lines()) == ": connected"  # Starlette took it as the credential
 
-        async def chat_once():
-            async with await chat_socket(live, post["id"], live.admin):
-                pass
-        run(chat_once())
+            async def chat_once():
+                import websockets
+                async with websockets.connect(f"{live.ws_url}/api/blogs/{post['id']}/ws?{name}={secret}") as socket:
+                    await socket.send(json.dumps({"text": "hi"}))
+                    await receive_json(socket)
+            run(chat_once())
         httpx.get(live.url + "/api/notifications/sse", params={"token": "made-up-token"})
     log_text = server.log()
-    assert "/api/notifications/sse?token=[redacted]" in log_text
-    assert f"/api/blogs/{post['id']}/ws?token=[redacted]" in log_text
-    assert live.admin["token"] not in log_text and "made-up-token" not in log_text
+    for name in CREDENTIAL_PARAMETERS:
+        assert f"/api/notifications/sse?x=1&{name}=[redacted]" in log_text
+        assert f"/api/blogs/{post['id']}/ws?{name}=[redacted]" in log_text
+    assert not any(secret in log_text for secret in secrets_sent) and "made-up-token" not in log_text
 
+
+#### Live connections keep REST's rules: rights, expiry, tickets, limits per user, dead sockets
+
+
+def short_lived_token(user: dict, seconds: float) -> str:
+    """An access token of `user`'s that expires in `seconds` (the server's own last minutes)."""
+    claims = jwt.decode(user["token"], blog.SECRET_KEY, algorithms=["HS256"])
+    now = time.time()
+    return jwt.encode(claims | {"iat": int(now), "exp": now + seconds}, blog.SECRET_KEY, algorithm="HS256")
+
+
+def ticket_for(live, user: dict) -> str:
+    """A stream ticket, fetched the way a page fetches one."""
+    response = httpx.post(live.url + "/api/auth/stream-ticket", headers=user["headers"])
+    assert response.status_code == 200 and response.json()["expires_in"] == 30
+    return response.json()["ticket"]
+
+
+def ticket_made_ago(user: dict, seconds: float, monkeypatch) -> str:
+    """A genuine stream ticket of `user`'s, signed `seconds` ago."""
+    import itsdangerous.timed
+    claims = jwt.decode(user["token"], blog.SECRET_KEY, algorithms=["HS256"])
+    serializer = itsdangerous.URLSafeTimedSerializer(blog.SECRET_KEY, salt="stream-ticket")
+    with monkeypatch.context() as patch:
+        patch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda signer: int(time.time() - seconds))
+        return serializer.dumps({"sub": claims["sub"], "sid": claims["sid"], "exp": claims["exp"]})
+
+
+def comments_until_the_end(lines) -> list:
+    """The comment lines a stream sends until it ends, pings aside: the reason it ended is one."""
+    return [line for line in lines if line.startswith(":") and line != ": ping"]
+
+
+def role_of(live, user: dict, role: str) -> None:
+    httpx.patch(live.url + f"/api/users/{user['username']}/role", json={"role": role},
+                headers=live.admin["headers"]).raise_for_status()
+
+
+def test_a_demoted_reviewer_s_stream_ends_within_a_second(live):
+    reviewer = live.user("approver")
+    with event_stream(live, params={"ticket": ticket_for(live, reviewer)}) as lines:
+        started = time.monotonic()
+        role_of(live, reviewer, "user")
+        assert comments_until_the_end(lines) == [": Your account has changed; reconnect."]
+        assert time.monotonic() - started < 1
+    # What EventSource meets when it reconnects: a 403, so it stops, as REST would refuse.
+    assert httpx.get(live.url + "/api/notifications/sse", headers=reviewer["headers"]).status_code == 403
+
+
+def test_a_chat_socket_closes_once_its_user_may_no_longer_see_the_blog(live):
+    import websockets
+    author, reviewer = live.user(), live.user("approver")
+    pending = live.blog(author)
+
+    async def scenario():
+        async with await chat_socket(live, pending["id"], reviewer) as socket:
+            await socket.send(json.dumps({"text": "Reviewing"}))
+            assert (await receive_json(socket))["text"] == "Reviewing"
+            role_of(live, reviewer, "user")
+            with pytest.raises(websockets.ConnectionClosed):
+                await receive_json(socket)
+            return socket.close_code, socket.close_reason
+    assert run(scenario()) == (1008, "Your account has changed; reconnect.")
+    assert httpx.get(live.url + f"/api/blogs/{pending['id']}", headers=reviewer["headers"]).status_code == 404
+
+
+def test_deleting_an_account_ends_its_stream(live):
+    reviewer = live.user("approver")
+    with event_stream(live, headers=reviewer["headers"]) as lines:
+        assert httpx.delete(live.url + f"/api/users/{reviewer['username']}", headers=live.admin["headers"]).status_code == 204
+        assert comments_until_the_end(lines) == [": Your account has changed; reconnect."]
+
+
+def test_a_stream_and_a_socket_end_when_their_token_expires(live):
+    import websockets
+    reviewer, author = live.user("approver"), live.user()
+    post = live.blog(author, status="approved")
+    token = short_lived_token(reviewer, 2)
+    with event_stream(live, params={"token": token}) as lines:
+        started = time.monotonic()
+        assert comments_until_the_end(lines) == [": Your token has expired; reconnect with a new one."]
+        assert 1 < time.monotonic() - started < 3
+
+    async def socket_with_a_short_token():
+        async with websockets.connect(f"{live.ws_url}/api/blogs/{post['id']}/ws?token={short_lived_token(author, 2)}") as socket:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), 5)
+            return socket.close_code, socket.close_reason
+    import asyncio
+    assert run(socket_with_a_short_token()) == (1008, "Your token has expired; reconnect with a new one.")
+
+
+def test_tickets_open_streams_and_sockets_and_nothing_else(live, monkeypatch):
+    import websockets
+    reviewer, author = live.user("approver"), live.user()
+    post = live.blog(author, status="approved")
+    ticket = ticket_for(live, reviewer)
+    with event_stream(live, params={"ticket": ticket}) as lines:
+        created = live.blog(author, "Heard with a ticket")
+        assert json.loads(read_event(lines)["data"])["blog_id"] == created["id"]
+
+    async def chat_with(credential):
+        async with websockets.connect(f"{live.ws_url}/api/blogs/{post['id']}/ws?{credential}") as socket:
+            await socket.send(json.dumps({"text": "Ticketed"}))
+            return await receive_json(socket)
+    assert run(chat_with(f"ticket={ticket_for(live, author)}"))["text"] == "Ticketed"
+    # A ticket is no access token, an access token is no ticket, and a ticket lives 30 seconds.
+    assert httpx.get(live.url + "/api/auth/me", headers={"Authorization": f"Bearer {ticket}"}).status_code == 401
+    assert httpx.get(live.url + "/api/notifications/sse", params={"ticket": reviewer["token"]}).status_code == 401
+    assert httpx.get(live.url + "/api/auth/me", params={"ticket": ticket}).status_code == 401
+    stale = httpx.get(live.url + "/api/notifications/sse", params={"ticket": ticket_made_ago(reviewer, 31, monkeypatch)})
+    assert stale.status_code == 401 and "expired" in stale.json()["detail"]
+    fresh = ticket_made_ago(reviewer, 25, monkeypatch)
+    with event_stream(live, params={"ticket": fresh}):
+        pass
+    forged = ticket[:-2] + ("AA" if not ticket.endswith("AA") else "BB")
+    assert httpx.get(live.url + "/api/notifications/sse", params={"ticket": forged}).status_code == 401
+
+
+def test_a_ticket_for_a_deleted_account_opens_nothing(live):
+    user = live.user()
+    ticket = ticket_for(live, user)
+    httpx.delete(live.url + f"/api/users/{user['username']}", headers=live.admin["headers"]).raise_for_status()
+    reviewer_only = httpx.get(live.url + "/api/notifications/sse", params={"ticket": ticket})
+    assert reviewer_only.status_code == 401 and reviewer_only.json()["detail"] == "This account no longer exists."
+
+
+@pytest.fixture(scope="module")
+def limited(new_database):
+    """A server with the default limits: 5 streams and sockets per user, pings every half second."""
+    with running_server(new_database(), env={"WEBSOCKET_PING_SECONDS": "0.5"}) as server:
+        yield Live(server)
+
+
+def sse_status(live, user: dict) -> int:
+    """The status an event stream opens with (the stream is closed at once)."""
+    with httpx.stream("GET", live.url + "/api/notifications/sse", headers=user["headers"], timeout=10) as response:
+        return response.status_code
+
+
+def test_one_user_gets_5_streams_and_sockets_and_the_6th_is_refused(limited):
+    import websockets
+    live = limited
+    user = live.user("approver")
+    post = live.blog(live.user(), status="approved")
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=10) as client, contextlib.AsyncExitStack() as held:
+            for _ in range(3):
+                response = await held.enter_async_context(
+                    client.stream("GET", live.url + "/api/notifications/sse", headers=user["headers"]))
+                assert response.status_code == 200
+            for _ in range(2):
+                await held.enter_async_context(await chat_socket(live, post["id"], user))
+            refused_stream = await client.get(live.url + "/api/notifications/sse", headers=user["headers"])
+            sixth = await chat_socket(live, post["id"], user)
+            with pytest.raises(websockets.ConnectionClosed):
+                await receive_json(sixth)
+            other = await held.enter_async_context(await chat_socket(live, post["id"], live.user()))
+            await other.send(json.dumps({"text": "Others are not counted"}))
+            return refused_stream, (sixth.close_code, sixth.close_reason), await receive_json(other)
+    refused_stream, closed, message = run(scenario())
+    assert refused_stream.status_code == 429 and "already have 5" in refused_stream.json()["detail"]
+    assert closed == (1008, refused_stream.json()["detail"])
+    assert message["text"] == "Others are not counted"
+    assert sse_status(live, user) == 200  # once they closed, the places are free again
+
+
+def test_one_user_flooding_from_3_sockets_is_cut_off_at_the_per_user_limit(limited):
+    import asyncio
+    import websockets
+    live = limited
+    user, post = live.user(), live.blog(live.user(), status="approved")
+
+    async def flood(socket, first):
+        try:
+            for n in range(15):
+                await socket.send(json.dumps({"text": f"flood {first + n}"}))
+            while True:
+                await receive_json(socket)
+        except websockets.ConnectionClosed:
+            return socket.close_code, socket.close_reason
+
+    async def scenario():
+        sockets = [await chat_socket(live, post["id"], user) for _ in range(3)]
+        return await asyncio.gather(*(flood(socket, 100 * n) for n, socket in enumerate(sockets)))
+    assert run(scenario()) == [(1008, "Too many messages; slow down.")] * 3
+    stored = httpx.get(live.url + f"/api/blogs/{post['id']}/comments", params={"limit": 100}).json()["items"]
+    assert len(stored) == blog.CHAT_MESSAGES_PER_10S  # 45 sent from three sockets at once: 20 kept
+
+
+def test_dead_sockets_are_noticed_by_their_pings_and_free_their_places(limited):
+    """Clients that complete the handshake, then never answer a ping (nor read anything)."""
+    live = limited
+    user, post = live.user("approver"), live.blog(live.user(), status="approved")
+    dead = []
+    for _ in range(blog.LIVE_CONNECTIONS_PER_USER):
+        raw = socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall((f"GET /api/blogs/{post['id']}/ws?token={user['token']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert raw.recv(12) == b"HTTP/1.1 101"
+        dead.append(raw)
+    assert sse_status(live, user) == 429
+    for raw in dead:  # the server pings, hears nothing, and hangs up
+        raw.settimeout(10)
+        while raw.recv(65536):
+            pass
+        raw.close()
+    wait_until(lambda: sse_status(live, user) == 200, what="the dead sockets' places to be freed")
 
 
 #### More than one process: two app processes on one PostgreSQL, and a Caddy in front of both
@@ -2003,26 +2240,53 @@ def in_browser(live, scenario):
         return run(drive(address))
 
 
-def test_readme_sse_browser_example(live):
+def browser_reviewer_page(accessToken: str) -> str:
+    """The README's ticket and event-stream examples, as a page holding `accessToken` runs them."""
+    return f"const accessToken = {json.dumps(accessToken)};\n" + readme_example("ticket-browser") + readme_example("sse-browser")
+
+
+WHEN_THE_STREAM_IS_OPEN = """reviews.then(events => new Promise(opened =>
+    events.readyState === 1 ? opened(events.url) : events.addEventListener('open', () => opened(events.url))))"""
+
+
+def test_readme_sse_browser_example_opens_with_a_ticket(live):
     reviewer, author = live.user("approver"), live.user()
 
     async def scenario(devtools):
-        await devtools.evaluate(f"const token = {json.dumps(reviewer['token'])};\n" + readme_example("sse-browser"))
-        await devtools.call("Runtime.evaluate", awaitPromise=True, expression=(
-            "new Promise(opened => events.readyState === 1 ? opened() : events.addEventListener('open', opened))"))
+        await devtools.evaluate(browser_reviewer_page(reviewer["token"]))
+        opened = await devtools.call("Runtime.evaluate", awaitPromise=True, returnByValue=True,
+                                     expression=WHEN_THE_STREAM_IS_OPEN)
         post = live.blog(author, "Seen by a browser")
-        return post, await devtools.console_line("waits for review")
-    post, line = in_browser(live, scenario)
+        return opened["result"]["value"], post, await devtools.console_line("waits for review")
+    url, post, line = in_browser(live, scenario)
+    assert "ticket=" in url and reviewer["token"] not in url
     assert line == f"Blog {post['id']} waits for review: Seen by a browser"
 
 
-def test_readme_chat_browser_example(live):
+def test_a_browser_stream_ended_by_a_role_change_reconnects_and_misses_nothing(live):
+    """The stream ends when the role changes (approver to admin: still a reviewer); EventSource
+    reconnects by itself with Last-Event-ID, while its ticket is fresh, and hears what came meanwhile."""
+    reviewer, author = live.user("approver"), live.user()
+
+    async def scenario(devtools):
+        await devtools.evaluate(browser_reviewer_page(reviewer["token"]))
+        await devtools.call("Runtime.evaluate", awaitPromise=True, expression=WHEN_THE_STREAM_IS_OPEN)
+        first = live.blog(author, "Before the change")
+        await devtools.console_line("Before the change")
+        role_of(live, reviewer, "admin")
+        meanwhile = live.blog(author, "While reconnecting")
+        return first, meanwhile, await devtools.console_line("While reconnecting")
+    first, meanwhile, line = in_browser(live, scenario)
+    assert line == f"Blog {meanwhile['id']} waits for review: While reconnecting"
+
+
+def test_readme_chat_browser_example_opens_with_a_ticket(live):
     user = live.user()
     post = live.blog(user, status="approved")
 
     async def scenario(devtools):
-        await devtools.evaluate(f"const token = {json.dumps(user['token'])}; const blogId = {post['id']};\n"
-                                + readme_example("chat-browser"))
+        await devtools.evaluate(f"const accessToken = {json.dumps(user['token'])}; const blogId = {post['id']};\n"
+                                + readme_example("ticket-browser") + readme_example("chat-browser"))
         return json.loads(await devtools.console_line("Hello from the browser"))
     message = in_browser(live, scenario)
     assert (message["type"], message["text"], message["author"]) == ("message", "Hello from the browser", user["username"])
@@ -2145,17 +2409,20 @@ def test_an_sse_client_leaving_caddy_leaves_the_app_within_seconds(behind_caddy)
     assert closed_lines
 
 
-def test_caddy_access_log_redacts_tokens(behind_caddy):
+def test_caddy_access_log_redacts_tokens_and_tickets_under_any_name(behind_caddy):
     live, caddy = behind_caddy
     reviewer = live.user("approver")
-    with httpx.stream("GET", caddy.url + "/api/notifications/sse", params={"token": reviewer["token"]}, timeout=5) as response:
-        assert next(response.iter_lines()) == ": connected"
+    secrets_sent = []
+    for name in CREDENTIAL_PARAMETERS:
+        secret = reviewer["token"] if "oken" in urllib.parse.unquote(name) else ticket_for(live, reviewer)
+        secrets_sent.append(secret)
+        with httpx.stream("GET", f"{caddy.url}/api/notifications/sse?{name}={secret}", timeout=5) as response:
+            assert next(response.iter_lines()) == ": connected"
     httpx.get(caddy.url + "/api/auth/me", headers=reviewer["headers"])
     logged = wait_until(lambda: caddy.access_log.exists() and "/api/auth/me" in caddy.access_log.read_text()
-                        and "notifications/sse" in caddy.access_log.read_text() and caddy.access_log.read_text(),
-                        what="Caddy's access log")
-    assert "token=REDACTED" in logged
-    assert reviewer["token"] not in logged
+                        and caddy.access_log.read_text(), what="Caddy's access log")
+    assert logged.count("token=REDACTED") >= 3 and logged.count("ticket=REDACTED") >= 3
+    assert not any(secret in logged for secret in secrets_sent)
 
 
 def failed_logins_until_throttled(url: str, source: str, spoof: bool = False) -> int:
@@ -2213,7 +2480,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 25  # every HTTP row of the contract, /health and the stream ticket included
+    assert len(declared) == 26  # every HTTP row of the contract, /health, the ticket and deletion included
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -2314,7 +2581,7 @@ def test_swagger_ui_lists_the_operations_and_authorize_logs_in(live):
                                      expression=AUTHORIZE_AND_CALL_ME % (json.dumps(user["username"]), json.dumps(PASSWORD)))
         return operations, status["result"]["value"]
     operations, me = in_browser(live, scenario)
-    assert operations == 25
+    assert operations == 26
     assert me["status"] == 200 and json.loads(me["body"])["username"] == user["username"]
 
 
