@@ -1,18 +1,22 @@
 -- The tables of blog.py, for SQLite and PostgreSQL alike.
 -- blog.py runs this file at start-up, so every statement is IF NOT EXISTS: it creates what is
 -- missing and never changes what is there (there are no migrations; see the README).
--- The one difference in shared lines, how `id INTEGER PRIMARY KEY` counts up, is handled in
--- blog.py's create_tables; a line "-- on sqlite:" or "-- on postgresql:" starts lines for that
+-- The one difference in shared lines, how `id INTEGER PRIMARY KEY AUTOINCREMENT` counts up, is
+-- handled in blog.py's create_tables (AUTOINCREMENT: SQLite never hands out a deleted row's id
+-- again, so a deleted account's token can never name a new account, nor an event id repeat); a line "-- on sqlite:" or "-- on postgresql:" starts lines for that
 -- database only, up to the next "-- on both:".
 -- Timestamps are ISO-8601 UTC text ("2026-11-21T20:17:24.123Z"): it sorts in time order on both.
 
 CREATE TABLE IF NOT EXISTS users (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     username      TEXT NOT NULL,
     email         TEXT NOT NULL UNIQUE,          -- stored lower-case
     password_hash TEXT NOT NULL,                 -- bcrypt, never sent to a client
     role          TEXT NOT NULL CHECK (role IN ('user', 'approver', 'admin')),
-    created_at    TEXT NOT NULL
+    created_at    TEXT NOT NULL,
+    display_name  TEXT,                          -- the profile: each optional, each public
+    bio           TEXT,
+    avatar_url    TEXT
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));
@@ -41,7 +45,7 @@ CREATE TABLE IF NOT EXISTS guesses (
 CREATE INDEX IF NOT EXISTS guesses_window_ends ON guesses (window_ends);
 
 CREATE TABLE IF NOT EXISTS blogs (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     title         TEXT NOT NULL,
     content       TEXT NOT NULL,                 -- Markdown
     images        TEXT NOT NULL,                 -- a JSON list of http(s) URLs
@@ -79,7 +83,7 @@ CREATE INDEX IF NOT EXISTS blogs_search ON blogs USING GIN (search);
 -- on both:
 
 CREATE TABLE IF NOT EXISTS comments (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     blog_id    INTEGER NOT NULL REFERENCES blogs (id) ON DELETE CASCADE,
     author_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     text       TEXT NOT NULL,
@@ -88,8 +92,25 @@ CREATE TABLE IF NOT EXISTS comments (
 CREATE INDEX IF NOT EXISTS comments_blog_id ON comments (blog_id, id);
 CREATE INDEX IF NOT EXISTS comments_author_id ON comments (author_id, created_at);  -- the chat flood limit
 
+CREATE TABLE IF NOT EXISTS follows (
+    follower_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    followed_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (follower_id, followed_id),      -- following twice is following once
+    CHECK (follower_id <> followed_id)
+);
+CREATE INDEX IF NOT EXISTS follows_followed_id ON follows (followed_id, follower_id);
+
+CREATE TABLE IF NOT EXISTS likes (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    blog_id    INTEGER NOT NULL REFERENCES blogs (id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (blog_id, user_id)               -- liking twice is liking once; counted per blog
+);
+CREATE INDEX IF NOT EXISTS likes_user_id ON likes (user_id);
+
 CREATE TABLE IF NOT EXISTS feature_requests (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     title       TEXT NOT NULL,
     description TEXT NOT NULL,
     status      TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'declined')),
@@ -114,7 +135,7 @@ CREATE TABLE IF NOT EXISTS drafts (
 -- its own event streams and chat rooms; an event stream's ids are these ids. Rows older than
 -- the retention period (blog.py's EVENT_RETENTION_HOURS) are deleted, all but the newest.
 CREATE TABLE IF NOT EXISTS events (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     kind       TEXT NOT NULL,                    -- blog_pending, chat_message, public_changed, ...
     data       TEXT NOT NULL,                    -- a JSON object
     created_at TEXT NOT NULL

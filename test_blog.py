@@ -29,7 +29,10 @@ import jwt
 import pytest
 
 HERE = Path(__file__).parent
+# Everything a run makes (databases, logs, the PostgreSQL cluster, Caddy's and Chromium's files)
+# goes here, and remove_the_test_folder deletes it at the end, whether the tests passed or not.
 TEST_DIR = Path(tempfile.mkdtemp(prefix="blog-tests-"))
+TEST_DIR.chmod(0o755)  # PostgreSQL's own user must reach its cluster inside
 os.environ.update({
     "DATABASE_URL": f"sqlite:///{TEST_DIR}/import.db",  # each test picks its backend below
     "SECRET_KEY": "a-test-secret-that-is-long-enough-for-hs256",
@@ -50,6 +53,13 @@ TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_request
 
 
 #### Fixtures: both databases, a client whose lifespan runs on an empty one, and users of each role
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_the_test_folder():
+    """Leave nothing behind: the session's other fixtures stop their servers first."""
+    yield
+    shutil.rmtree(TEST_DIR, ignore_errors=True)
 
 
 def require(program: str, path: str | None = None) -> str:
@@ -73,7 +83,8 @@ def postgres():
     """A throw-away PostgreSQL cluster on a loopback port, from Debian's packages; yields its base URL."""
     initdb = require("PostgreSQL's initdb", next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
                      or shutil.which("initdb"))
-    folder = Path(tempfile.mkdtemp(prefix="blog-postgres-"))
+    folder = TEST_DIR / "postgres"
+    folder.mkdir()
     as_owner = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         shutil.chown(folder, "postgres")
@@ -155,6 +166,13 @@ def make_user(client, role: str = "user", username: str | None = None) -> dict:
             "headers": {"Authorization": f"Bearer {tokens['access_token']}"}}
 
 
+def add_comment(client, post: dict, author: dict, text: str = "A comment") -> int:
+    """A chat message under a blog, as the chat socket stores it; returns its id."""
+    with client.websocket_connect(f"/api/blogs/{post['id']}/ws?token={author['tokens']['access_token']}") as socket:
+        socket.send_json({"text": text})
+        return socket.receive_json()["id"]
+
+
 def make_blog(client, author: dict, title: str = "A post", content: str = "Some *Markdown*.", status: str = "pending"):
     """Create a blog as `author` and, for approved or rejected, have a fresh reviewer review it."""
     blog_json = client.post("/api/blogs/", json={"title": title, "content": content}, headers=author["headers"]).json()
@@ -224,11 +242,26 @@ def running_server(database_url: str, *args: str, env: dict | None = None):
 
 #### Authorization: every protected route, every role, one table
 
-# {blog} is someone else's pending blog, {request} a feature request, {target} another user.
+# {blog} is someone else's pending blog, {public} their approved one, {comment} their comment
+# under it, {request} a feature request, {target} another user.
 GUARDS = [
     # method, path, body, anonymous, user, approver, admin
     ("GET", "/api/auth/me", None, 401, 200, 200, 200),
     ("POST", "/api/auth/stream-ticket", None, 401, 200, 200, 200),
+    ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "a new password"}, 401, 204, 204, 204),
+    ("PATCH", "/api/users/me", {"bio": "Hello"}, 401, 200, 200, 200),
+    ("GET", "/api/users/{target}", None, 200, 200, 200, 200),
+    ("PUT", "/api/users/{target}/follow", None, 401, 204, 204, 204),
+    ("DELETE", "/api/users/{target}/follow", None, 401, 204, 204, 204),
+    ("GET", "/api/users/{target}/followers", None, 200, 200, 200, 200),
+    ("GET", "/api/users/{target}/following", None, 200, 200, 200, 200),
+    ("PUT", "/api/blogs/{public}/like", None, 401, 204, 204, 204),
+    ("DELETE", "/api/blogs/{public}/like", None, 401, 204, 204, 204),
+    ("GET", "/api/blogs/{public}/likes", None, 200, 200, 200, 200),
+    ("PUT", "/api/blogs/{blog}/like", None, 401, 404, 404, 404),
+    ("GET", "/api/blogs/{blog}/likes", None, 404, 404, 404, 404),
+    ("GET", "/api/feed", None, 401, 200, 200, 200),
+    ("DELETE", "/api/comments/{comment}", None, 401, 403, 403, 204),
     ("POST", "/api/auth/logout", {"refresh_token": "x"}, 401, 204, 204, 204),
     ("POST", "/api/auth/make-admin/{target}", None, 401, 403, 403, 200),
     ("PATCH", "/api/users/{target}/role", {"role": "approver"}, 401, 403, 403, 200),
@@ -259,9 +292,12 @@ ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
 def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, method, path, body, role, expected):
     author, target = make_user(client), make_user(client)
     pending = make_blog(client, author)
+    public = make_blog(client, author, status="approved") if "{public}" in path or "{comment}" in path else {"id": 0}
     feature = client.post("/api/feature-requests/", json={"title": "Dark mode", "description": "Please."},
                           headers=author["headers"]).json()
-    path = path.format(blog=pending["id"], request=feature["id"], target=target["user"]["username"])
+    comment = add_comment(client, public, author) if "{comment}" in path else 0
+    path = path.format(blog=pending["id"], public=public["id"], comment=comment, request=feature["id"],
+                       target=target["user"]["username"])
     headers = {} if role == "anonymous" else make_user(client, role)["headers"]
     response = client.request(method, path, json=body, headers=headers)
     assert response.status_code == expected, response.text
@@ -565,7 +601,8 @@ def test_a_blog_is_public_only_once_approved(client):
                           headers=author["headers"])
     assert created.status_code == 201
     post = created.json()
-    assert set(post) == {"id", "title", "content", "images", "status", "author_id", "author", "created_at", "updated_at"}
+    assert set(post) == {"id", "title", "content", "images", "status", "author_id", "author", "created_at", "updated_at",
+                         "likes"}
     assert (post["status"], post["author"], post["images"]) == ("pending", author["user"]["username"], ["https://x.io/a.png"])
     url = f"/api/blogs/{post['id']}"
     assert client.get(url).status_code == 404
@@ -780,6 +817,182 @@ def test_comments_follow_the_visibility_of_their_blog(client):
     assert client.get(f"/api/blogs/{pending['id']}/comments").status_code == 404
     assert client.get(f"/api/blogs/{pending['id']}/comments", headers=author["headers"]).status_code == 200
     assert client.get("/api/blogs/424242/comments").status_code == 404
+
+
+#### Readers: profiles, password changes, follows, likes, the feed, comment moderation
+
+
+def test_a_profile_is_public_with_its_counts_and_never_an_email(client):
+    alice = make_user(client, username="alice")
+    profile = client.get("/api/users/ALICE").json()
+    assert profile == {"id": alice["user"]["id"], "username": "alice", "display_name": None, "bio": None,
+                       "avatar_url": None, "created_at": alice["user"]["created_at"],
+                       "followers": 0, "following": 0, "blogs": 0}
+    make_blog(client, alice, status="approved")
+    make_blog(client, alice)  # pending: not counted, not shown
+    assert client.get("/api/users/alice").json()["blogs"] == 1
+    assert "@" not in client.get("/api/users/alice").text
+    assert client.get("/api/users/nobody").status_code == 404
+
+
+def test_you_change_your_own_profile_and_null_clears_a_field(client):
+    alice = make_user(client, username="alice")
+    body = {"display_name": "Alice A.", "bio": "I write about Starlette.", "avatar_url": "https://x.io/a.png"}
+    changed = client.patch("/api/users/me", json=body, headers=alice["headers"])
+    assert changed.status_code == 200 and {k: changed.json()[k] for k in body} == body
+    kept = client.patch("/api/users/me", json={"bio": None}, headers=alice["headers"]).json()
+    assert (kept["display_name"], kept["bio"], kept["avatar_url"]) == ("Alice A.", None, "https://x.io/a.png")
+    assert client.get("/api/users/alice").json()["display_name"] == "Alice A."
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"display_name": "x" * 51}, 422, "display_name"), ({"bio": "x" * 501}, 422, "bio"),
+    ({"avatar_url": "javascript:alert(1)"}, 422, "avatar_url"), ({"avatar_url": 5}, 422, "avatar_url"),
+    ({"bio": "a\u0000b"}, 422, "bio"), ({}, 422, "display_name or bio or avatar_url"), ({"email": "x@y.z"}, 422, "display_name"),
+])
+def test_profile_limits_name_the_field_and_change_nothing(client, body, status, field):
+    alice = make_user(client, username="alice")
+    client.patch("/api/users/me", json={"bio": "Before"}, headers=alice["headers"])
+    response = client.patch("/api/users/me", json=body, headers=alice["headers"])
+    assert response.status_code == status and response.json()["detail"].startswith(field)
+    assert client.get("/api/users/alice").json()["bio"] == "Before"
+
+
+def test_a_password_change_ends_every_other_session(client):
+    alice = make_user(client, username="alice")
+    other = client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD}).json()
+    body = {"current_password": PASSWORD, "new_password": "a brand new password"}
+    assert client.post("/api/auth/password", json=body, headers=alice["headers"]).status_code == 204
+    assert client.post("/api/auth/refresh", json={"refresh_token": other["refresh_token"]}).status_code == 401
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {other['access_token']}"}).status_code == 401
+    assert client.get("/api/auth/me", headers=alice["headers"]).status_code == 200  # this session goes on
+    assert client.post("/api/auth/refresh", json={"refresh_token": alice["tokens"]["refresh_token"]}).status_code == 200
+    assert client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD}).status_code == 401
+    assert client.post("/api/auth/login", json={"username": "alice", "password": "a brand new password"}).status_code == 200
+
+
+def test_a_password_change_needs_the_current_password_and_counts_wrong_ones(client):
+    alice = make_user(client, username="alice")
+    wrong = {"current_password": "not my password", "new_password": "a brand new password"}
+    for _ in range(blog.LOGIN_FAILURES_PER_ACCOUNT):
+        response = client.post("/api/auth/password", json=wrong, headers=alice["headers"])
+        assert response.status_code == 403 and response.json()["detail"].startswith("current_password")
+    right = {"current_password": PASSWORD, "new_password": "a brand new password"}
+    assert client.post("/api/auth/password", json=right, headers=alice["headers"]).status_code == 429
+    too_short = client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "short"},
+                            headers=make_user(client)["headers"])
+    assert too_short.status_code == 422 and too_short.json()["detail"].startswith("new_password")
+
+
+def test_logging_out_ends_the_session_s_access_tokens_too(client):
+    alice = make_user(client)
+    assert client.post("/api/auth/logout", json={"refresh_token": alice["tokens"]["refresh_token"]},
+                       headers=alice["headers"]).status_code == 204
+    assert client.get("/api/auth/me", headers=alice["headers"]).json() == {"detail": "This session has ended; log in again."}
+
+
+def names(page: dict) -> list:
+    return [profile["username"] for profile in page["items"]]
+
+
+def test_follows_are_idempotent_counted_and_listed(client):
+    alice, bob, carol = (make_user(client, username=name) for name in ["alice", "bob", "carol"])
+    for _ in range(2):
+        assert client.put("/api/users/bob/follow", headers=alice["headers"]).status_code == 204
+    client.put("/api/users/BOB/follow", headers=carol["headers"])
+    client.put("/api/users/carol/follow", headers=alice["headers"])
+    assert client.get("/api/users/bob").json()["followers"] == 2
+    assert client.get("/api/users/alice").json()["following"] == 2
+    assert names(client.get("/api/users/bob/followers").json()) == ["carol", "alice"]  # newest accounts first
+    assert names(client.get("/api/users/alice/following").json()) == ["carol", "bob"]
+    assert names(client.get("/api/users/bob/followers", params={"limit": 1}).json()) == ["carol"]
+    for _ in range(2):
+        assert client.delete("/api/users/bob/follow", headers=alice["headers"]).status_code == 204
+    assert names(client.get("/api/users/bob/followers").json()) == ["carol"]
+    assert client.put("/api/users/alice/follow", headers=alice["headers"]).status_code == 409
+    assert client.put("/api/users/nobody/follow", headers=alice["headers"]).status_code == 404
+    assert client.get("/api/users/nobody/followers").status_code == 404
+
+
+def test_likes_are_idempotent_on_approved_blogs_only_and_show_within_a_second(client):
+    author, reader, other = make_user(client), make_user(client, username="reader"), make_user(client)
+    post, pending = make_blog(client, author, status="approved"), make_blog(client, author)
+    assert client.get("/api/blogs/").json()["items"][0]["likes"] == 0  # now cached
+    for _ in range(2):
+        assert client.put(f"/api/blogs/{post['id']}/like", headers=reader["headers"]).status_code == 204
+    client.put(f"/api/blogs/{post['id']}/like", headers=other["headers"])
+    wait_until(lambda: client.get("/api/blogs/").json()["items"][0]["likes"] == 2, timeout=1.5,
+               what="the cached front page to show the likes")
+    assert client.get(f"/api/blogs/{post['id']}").json()["likes"] == 2
+    assert len(client.get(f"/api/blogs/{post['id']}/likes").json()["items"]) == 2
+    for _ in range(2):
+        assert client.delete(f"/api/blogs/{post['id']}/like", headers=reader["headers"]).status_code == 204
+    assert [p["username"] for p in client.get(f"/api/blogs/{post['id']}/likes").json()["items"]] == [other["user"]["username"]]
+    for method in ["PUT", "DELETE"]:  # a pending blog cannot be liked, even by those who may see it
+        assert client.request(method, f"/api/blogs/{pending['id']}/like", headers=author["headers"]).status_code == 404
+    assert client.get(f"/api/blogs/{pending['id']}/likes", headers=author["headers"]).status_code == 404
+
+
+def test_a_deleted_account_or_blog_takes_its_likes_and_follows_along(client):
+    admin, author, fan = make_user(client, "admin"), make_user(client, username="author"), make_user(client, username="fan")
+    kept, doomed = make_blog(client, author, status="approved"), make_blog(client, author, status="approved")
+    for post in (kept, doomed):
+        client.put(f"/api/blogs/{post['id']}/like", headers=fan["headers"])
+    client.put("/api/users/author/follow", headers=fan["headers"])
+    client.put("/api/users/fan/follow", headers=author["headers"])
+    client.delete(f"/api/blogs/{doomed['id']}", headers=admin["headers"])
+    assert client.get(f"/api/blogs/{doomed['id']}/likes").status_code == 404
+    assert client.delete("/api/users/fan", headers=admin["headers"]).status_code == 204
+    assert client.get(f"/api/blogs/{kept['id']}").json()["likes"] == 0
+    assert (client.get("/api/users/author").json()["followers"], client.get("/api/users/author").json()["following"]) == (0, 0)
+
+
+def test_the_feed_is_what_you_follow_and_what_you_wrote_newest_first(client):
+    me, followed, stranger = make_user(client), make_user(client, username="followed"), make_user(client)
+    client.put("/api/users/followed/follow", headers=me["headers"])
+    mine = make_blog(client, me, "Mine", status="approved")
+    theirs = [make_blog(client, followed, f"Theirs {n}", status="approved") for n in range(3)]
+    make_blog(client, followed, "Still pending")
+    make_blog(client, stranger, "A stranger's", status="approved")
+    feed = client.get("/api/feed", headers=me["headers"]).json()
+    assert [b["id"] for b in feed["items"]] == [theirs[2]["id"], theirs[1]["id"], theirs[0]["id"], mine["id"]]
+    first = client.get("/api/feed", params={"limit": 2}, headers=me["headers"]).json()
+    rest = client.get("/api/feed", params={"limit": 2, "cursor": first["next_cursor"]}, headers=me["headers"]).json()
+    assert [b["id"] for b in first["items"] + rest["items"]] == [b["id"] for b in feed["items"]]
+    client.delete("/api/users/followed/follow", headers=me["headers"])
+    assert [b["id"] for b in client.get("/api/feed", headers=me["headers"]).json()["items"]] == [mine["id"]]
+
+
+def test_a_comment_is_deleted_by_its_author_or_an_admin_only(client):
+    author, commenter, other, admin = make_user(client), make_user(client), make_user(client), make_user(client, "admin")
+    post = make_blog(client, author, status="approved")
+    first, second = add_comment(client, post, commenter, "First"), add_comment(client, post, commenter, "Second")
+    assert client.delete(f"/api/comments/{first}", headers=other["headers"]).status_code == 403
+    assert client.delete(f"/api/comments/{first}", headers=author["headers"]).status_code == 403  # the blog's author too
+    assert client.delete(f"/api/comments/{first}", headers=commenter["headers"]).status_code == 204
+    assert client.delete(f"/api/comments/{second}", headers=admin["headers"]).status_code == 204
+    assert client.delete(f"/api/comments/{second}", headers=admin["headers"]).status_code == 404
+    assert client.get(f"/api/blogs/{post['id']}/comments").json()["items"] == []
+    hidden = make_blog(client, author)
+    secret = add_comment(client, hidden, author, "Only for reviewers")
+    assert client.delete(f"/api/comments/{secret}", headers=other["headers"]).status_code == 404
+
+
+def test_a_deleted_comment_leaves_every_room_on_every_process(two_processes):
+    a, b, _ = two_processes
+    author, reader = a.user(), a.user()
+    post = a.blog(author, status="approved")
+
+    async def scenario():
+        async with await chat_socket(a, post["id"], author) as sender, await chat_socket(b, post["id"], reader) as listener:
+            await sender.send(json.dumps({"text": "Regrettable"}))
+            sent = await receive_json(sender)
+            assert (await receive_json(listener))["id"] == sent["id"]
+            deleted = httpx.delete(a.url + f"/api/comments/{sent['id']}", headers=author["headers"])
+            return deleted.status_code, await receive_json(sender), await receive_json(listener), sent["id"]
+    status, seen_by_sender, seen_by_listener, comment_id = run(scenario())
+    assert status == 204
+    assert seen_by_sender == seen_by_listener == {"type": "deleted", "id": comment_id}
 
 
 #### Feature requests
@@ -1179,7 +1392,7 @@ def test_two_refreshes_with_one_token_always_end_the_session(new_database):
     with running_server(new_database()) as server:
         live = Live(server)
         user = live.user()
-        for _ in range(40):
+        for _ in range(25):
             tokens = httpx.post(live.url + "/api/auth/login", json={"username": user["username"], "password": PASSWORD}).json()
             body = {"json": {"refresh_token": tokens["refresh_token"]}}
             answers = at_once(("POST", live.url + "/api/auth/refresh", body), ("POST", live.url + "/api/auth/refresh", body))
@@ -1195,7 +1408,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(new_database):
         create_admin(server.database_url, "first", "first@example.com").check_returncode()
         httpx.post(url + "/api/auth/register", json={"username": "second", "email": "second@x.io", "password": PASSWORD})
         admins = {}
-        for round_number in range(30):
+        for round_number in range(15):
             for name in ["first", "second"]:
                 admins[name] = Live.login(server, name)
             promoter = next(admin for admin in admins.values()
@@ -2171,12 +2384,12 @@ def test_readme_chat_python_example(live):
 def chromium_page():
     """Debian's headless Chromium with a blank page; yields the page's DevTools WebSocket address."""
     chromium = require("chromium")
-    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=TEST_DIR))
     browser = subprocess.Popen(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(profile)})
     try:
         port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
         port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], what="Chromium")
@@ -2299,6 +2512,30 @@ def caddy_env(**settings: str) -> dict:
     """The environment the Caddyfile reads, with Caddy's own files kept in the test folder."""
     return {**os.environ, "XDG_DATA_HOME": str(TEST_DIR / "caddy-data"), "XDG_CONFIG_HOME": str(TEST_DIR / "caddy-config"),
             **settings}
+
+
+def caddy_adapted(**settings: str) -> dict:
+    """The JSON configuration Caddy makes of the Caddyfile with these settings."""
+    result = subprocess.run([require("caddy"), "adapt", "--config", str(HERE / "Caddyfile"), "--adapter", "caddyfile"],
+                            env={k: v for k, v in caddy_env(**settings).items() if k != "BLOG_DOMAIN" or v},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_caddyfile_without_a_domain_is_plain_http_on_localhost_with_no_certificates():
+    """The way to try it on a laptop: nothing asks a CA, nothing enters the system's trust store."""
+    adapted = caddy_adapted(BLOG_DOMAIN="")
+    [server] = adapted["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":8080"] and server["routes"][0]["match"] == [{"host": ["localhost"]}]
+    assert "tls" not in adapted["apps"] and "pki" not in adapted["apps"]
+
+
+def test_the_caddyfile_gives_the_certificate_authority_an_email_when_one_is_set():
+    policies = caddy_adapted(BLOG_DOMAIN="blog.example.com", ACME_EMAIL="ops@example.com")["apps"]["tls"]["automation"]
+    assert {issuer.get("email") for issuer in policies["policies"][0]["issuers"]} == {"ops@example.com"}
+    without = caddy_adapted(BLOG_DOMAIN="blog.example.com")["apps"]["tls"]["automation"]["policies"][0]["issuers"]
+    assert all("email" not in issuer for issuer in without)
 
 
 def test_the_caddyfile_is_valid_for_a_real_domain():
@@ -2480,7 +2717,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 26  # every HTTP row of the contract, /health, the ticket and deletion included
+    assert len(declared) == 38  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -2498,6 +2735,8 @@ def test_openapi_document_is_valid_openapi(client):
 def violations(name: str, rule: dict) -> list:
     """Values that break one documented rule: one per limit the rule declares."""
     kind, found = rule.get("type"), []
+    if isinstance(kind, list):  # ["string", "null"]: null is allowed, the rest of the rule holds
+        kind = kind[0]
     if kind == "string":
         found += [7] + (["x" * (rule["maxLength"] + 1)] if "maxLength" in rule else [])
         found += ["x" * (rule["minLength"] - 1)] if rule.get("minLength") else []
@@ -2547,6 +2786,12 @@ expected-statuses = ["400", "401", "403", "404", "409", "413", "422", "429"]
 # bcrypt's 72-byte limit on passwords cannot be said in JSON Schema, which counts characters.
 [checks.positive_data_acceptance]
 enabled = false
+
+# A new blog is pending, and only an approved blog can be liked or have its likes listed (404
+# otherwise), so "a resource just created is found at once" does not hold here, by design.
+[[operations]]
+include-path-regex = "/likes?$"
+checks.ensure_resource_availability.enabled = false
 """
 
 
@@ -2561,10 +2806,11 @@ def run_schemathesis(live):
     config = TEST_DIR / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
     result = subprocess.run(
-        [require("st"), "--config-file", str(config), "run", live.url + "/openapi.json",  # every check is on
+        [require("st", shutil.which("st", path=str(Path(sys.executable).parent))),  # beside this Python
+         "--config-file", str(config), "run", live.url + "/openapi.json",  # every check is on
          "--header", f"Authorization: Bearer {live.admin['token']}", "--max-examples", "25", "--seed", "1",
          "--exclude-path", "/api/notifications/sse"],  # an endless stream, tested on its own above
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=TEST_DIR)  # its cache folder goes there
     assert result.returncode == 0, result.stdout[-6000:]
     assert "No issues found" in result.stdout or " passed" in result.stdout, result.stdout[-3000:]
 
@@ -2581,7 +2827,7 @@ def test_swagger_ui_lists_the_operations_and_authorize_logs_in(live):
                                      expression=AUTHORIZE_AND_CALL_ME % (json.dumps(user["username"]), json.dumps(PASSWORD)))
         return operations, status["result"]["value"]
     operations, me = in_browser(live, scenario)
-    assert operations == 26
+    assert operations == 38
     assert me["status"] == 200 and json.loads(me["body"])["username"] == user["username"]
 
 
