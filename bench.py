@@ -7,8 +7,11 @@ across runs. Everything it makes lives in one temporary folder, removed at the e
 
 rest     each as a ratio to a ceiling measured in the same sitting: a bare Starlette app on the
          same uvicorn settings serving the same posts from memory (targets: list >= 0.40,
-         get >= 0.30): the front page, the uncached list (?author=), one blog, a new blog, and
+         get >= 0.30): the front page, the front page while 10 likes a second arrive (>= 0.40),
+         the uncached list (?author=), one blog, a new blog, and
          /health p99 while 8 clients log in without pause, to its idle p99 (target <= 3x)
+feed     100,000 approved posts by 10,000 authors, of whom the reader follows 1,000: p50 and p99
+         of a feed page, the first and one deep in it (target p99 <= 20 ms)
 search   100,000 approved posts of about 2.6 KB: p50 and p99 of ?q= for a missing word, a rare
          one, a common one and two words (target p99 <= 20 ms), and /health p99 while 4
          clients search without pause, to its idle p99 (target <= 3x)
@@ -19,7 +22,7 @@ scale    PostgreSQL: the uncached list with 2 workers against 1 (expect >= 1.6x 
          chat to 200 clients over 2 processes (p99 <= 100 ms)
 
 Needs wrk (Debian: apt-get install wrk) and, for `scale`, PostgreSQL's server (postgresql).
-`python bench.py rest` (or search, live, scale) runs one part.
+`python bench.py rest` (or search, feed, live, scale) runs one part.
 """
 
 import asyncio
@@ -221,6 +224,9 @@ def rest() -> list[tuple[str, str]]:
         rows = []
         app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/", ceiling + "/posts")
         rows.append(("list: GET /api/blogs/ (20 of 1,000)", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}  (target >= 0.40)"))
+        with likes_arriving(server, posts, per_second=10):
+            app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/", ceiling + "/posts")
+        rows.append(("list while 10 likes a second arrive", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}  (target >= 0.40)"))
         app_rps, ceiling_rps, ratio = best_ratio(server.url + "/api/blogs/?author=author", ceiling + "/posts")
         rows.append(("list, not cached: ?author= (20 of 1,000)", f"{app_rps:7.0f} req/s  ceiling {ceiling_rps:7.0f}  ratio {ratio:.2f}"))
         app_rps, ceiling_rps, ratio = best_ratio(server.url + f"/api/blogs/{posts[0]['id']}", ceiling + "/posts/one")
@@ -237,6 +243,29 @@ def rest() -> list[tuple[str, str]]:
             ceiling_process.wait()
     rows.append(health_under_login_load())
     return rows
+
+
+@contextlib.contextmanager
+def likes_arriving(server: Server, posts: list[dict], per_second: float):
+    """Likes and unlikes of the front page's posts, `per_second` of them, from 20 users, while the block runs."""
+    import threading
+    likers, stop = [server.user(f"liker{n}") for n in range(20)], threading.Event()
+
+    def like_on():
+        with httpx.Client(base_url=server.url) as client:
+            for n in itertools.count():
+                if stop.wait(1 / per_second):
+                    return
+                liker, post = likers[n % len(likers)], posts[n % len(posts)]
+                client.request("PUT" if n // len(likers) % 2 == 0 else "DELETE", f"/api/blogs/{post['id']}/like",
+                               headers=liker["headers"]).raise_for_status()
+    thread = threading.Thread(target=like_on)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
@@ -489,6 +518,38 @@ def health_p99_ratios(server: Server, paths: list[str], rounds: int = 3) -> list
     return ratios
 
 
+#### The feed: 1,000 followed authors among 10,000, and 100,000 approved posts
+
+
+def feed() -> list[tuple[str, str]]:
+    server = Server()
+    try:
+        reader = server.user("reader")
+        now, content = "2026-11-21T20:00:00.000Z", "Some words about Starlette and more. " * 60
+        with sqlite3.connect(server.database_path, timeout=10) as connection:
+            connection.executemany(
+                "INSERT INTO users (username, email, password_hash, role, created_at) VALUES (?, ?, 'x', 'user', ?)",
+                [(f"author{n}", f"author{n}@x.io", now) for n in range(10_000)])
+            first = connection.execute("SELECT MIN(id) FROM users WHERE username LIKE 'author%'").fetchone()[0]
+            me = connection.execute("SELECT id FROM users WHERE username = 'reader'").fetchone()[0]
+            connection.executemany(
+                "INSERT INTO blogs (title, content, images, search_words, status, author_id, created_at, updated_at) "
+                "VALUES (?, ?, '[]', '', 'approved', ?, ?, ?)",
+                [(f"Post {n}", content, first + n % 10_000, now, now) for n in range(100_000)])
+            connection.executemany("INSERT INTO follows (follower_id, followed_id, created_at) VALUES (?, ?, ?)",
+                                   [(me, first + n, now) for n in range(0, 10_000, 10)])
+            connection.execute("ANALYZE")
+        headers = Path(tempfile.mkstemp(suffix=".lua", dir=WORK)[1])
+        headers.write_text(f'wrk.headers["Authorization"] = "Bearer {reader["token"]}"\n')
+        rows = []
+        for label, query in [("first page", ""), ("a page deep in it", "?cursor=50000")]:
+            latency = wrk(server.url + "/api/feed" + query, seconds=3, connections=1, script=str(headers))["latency"]
+            rows.append((f"feed, {label}", f"p50 {latency[50]:6.2f} ms   p99 {latency[99]:6.2f} ms   (target p99 <= 20 ms)"))
+        return rows
+    finally:
+        server.stop()
+
+
 #### Scale-out: PostgreSQL, several processes
 
 
@@ -579,6 +640,8 @@ def main(argv: list[str]) -> None:
             print_table("REST (one uvicorn worker, SQLite; ratios to the ceiling in this run)", rest())
         if argv[:1] in ([], ["search"]):
             print_table("Search (one uvicorn worker, SQLite, 100,000 approved posts)", search())
+        if argv[:1] in ([], ["feed"]):
+            print_table("Feed (one uvicorn worker, SQLite, 100,000 posts by 10,000 authors, 1,000 followed)", feed())
         if argv[:1] in ([], ["live"]):
             print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
         if argv[:1] in ([], ["scale"]):

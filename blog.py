@@ -43,6 +43,7 @@ import asyncpg
 import bcrypt
 import databases
 import jwt
+import httpx
 import uvicorn
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from openapi_ui_bundles import swagger_ui as swagger_ui_files
@@ -75,6 +76,13 @@ WEBSOCKET_PING_SECONDS = config("WEBSOCKET_PING_SECONDS", cast=float, default=20
 CHAT_MESSAGES_PER_10S = config("CHAT_MESSAGES_PER_10S", cast=int, default=20)  # one user's flood limit
 LIVE_CONNECTIONS_PER_USER = config("LIVE_CONNECTIONS_PER_USER", cast=int, default=5)  # streams and sockets at once
 BCRYPT_ROUNDS = config("BCRYPT_ROUNDS", cast=int, default=12)  # tests lower it; 12 costs ~0.25 s
+# The writing assistant: an OpenAI-compatible chat-completions endpoint (OpenAI's, or a local
+# model server such as Ollama's http://127.0.0.1:11434/v1 or llama.cpp's http://127.0.0.1:8080/v1).
+WRITER_URL = config("WRITER_URL", default="")  # unset: no writer, and generating a draft is a 503
+WRITER_MODEL = config("WRITER_MODEL", default="gpt-4o-mini")
+WRITER_API_KEY = config("WRITER_API_KEY", default="")
+WRITER_TIMEOUT_SECONDS = config("WRITER_TIMEOUT_SECONDS", cast=float, default=60)
+JOB_HEARTBEAT_SECONDS = config("JOB_HEARTBEAT_SECONDS", cast=float, default=5)  # 3 missed: the job is abandoned
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
 # Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
@@ -93,6 +101,9 @@ LOGIN_FAILURES_PER_ADDRESS = 20
 REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, default=10)  # within the window
 SEARCH_MAX_CHARACTERS = 200
 CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
+WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
+JOBS_AT_ONCE = 2  # writing jobs each process runs at the same time
+JOBS_WAITING_AT_MOST = 50  # pending jobs in all; past this a new one is refused with a 503
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
 CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
@@ -990,6 +1001,9 @@ def deliver(event: dict) -> None:
     elif kind == "blog_deleted":
         for outbox in rooms.get(data["blog_id"], set()):
             end(outbox, "This blog has been deleted.")
+    elif kind == "job_queued":
+        for woken in job_runner_wakeups:
+            woken.set()
     elif kind == "user_changed":  # a new role, or no account: what they were let in for no longer holds
         for queue in user_connections.get(data["user_id"], set()):
             end(queue, "Your account has changed; reconnect.")
@@ -999,9 +1013,16 @@ def deliver(event: dict) -> None:
             offer(queue, event)
 
 
+# Which events an event stream tells its user of: reviewers hear of the blogs waiting for review;
+# everyone hears how their own blogs were reviewed and how their own writing jobs ended.
+STREAM_EVENTS = ("blog_pending", "blog_reviewed", "job_finished")
+
+
 def hears(user: dict, event: dict) -> bool:
-    """Whether an event stream's user is told of an event: reviewers hear of blogs waiting for review."""
-    return event["type"] == "blog_pending" and user["role"] in ("approver", "admin")
+    """Whether an event stream's user is told of an event (see STREAM_EVENTS)."""
+    if event["type"] == "blog_pending":
+        return user["role"] in ("approver", "admin")
+    return event["type"] in STREAM_EVENTS and event["data"].get("user_id") == user["id"]
 
 
 def offer(queue: asyncio.Queue, item) -> None:
@@ -1593,6 +1614,8 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
         await database.execute(
             "UPDATE blogs SET status = :status, reject_reason = :reason, updated_at = :now WHERE id = :id",
             {"status": status, "reason": reason, "now": utc_now(), "id": blog["id"]})
+        await publish("blog_reviewed", blog_id=blog["id"], title=blog["title"], status=status, reason=reason,
+                      user_id=blog["author_id"])
         if status == "approved":
             await public_pages_changed()
         blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
@@ -1658,9 +1681,11 @@ async def list_likes(request: Request) -> Response:
 async def feed(request: Request) -> Response:
     """List the approved blogs of the authors you follow, and your own, newest first."""
     limit, before = page_params(request)
-    # Read newest first from the (status, id) index, stopping once the page is full.
+    # Posts are read newest first, each checked against the follows' primary key, until the page is
+    # full: 0.4 ms when the followed wrote a tenth of the recent posts; the fewer, the longer the walk.
+    # (Written as IN (SELECT ...), SQLite gathered and sorted every followed author's posts: 60 ms.)
     rows = await database.fetch_all(BLOG_SELECT + """ WHERE b.status = 'approved' AND b.id < :before
-        AND (b.author_id = :me OR b.author_id IN (SELECT followed_id FROM follows WHERE follower_id = :me))
+        AND (b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me AND f.followed_id = b.author_id))
         ORDER BY b.id DESC LIMIT :limit""", {"me": request.state.user["id"], "before": before or ABOVE_EVERY_ID,
                                             "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
@@ -1767,7 +1792,7 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
         await publish("chat_message", **comment, author=user["username"])
 
 
-#### Notifications: Server-Sent Events for reviewers
+#### Notifications: Server-Sent Events, for reviewers and for authors
 
 
 def sse_frame(event: dict) -> str:
@@ -1792,8 +1817,8 @@ async def missed_events(user: dict, last_event_id: int) -> tuple[list[dict], int
     if not span["oldest"] - 1 <= last_event_id <= span["newest"]:
         return await pending_now(user, span["newest"]), span["newest"]
     rows = await database.fetch_all(
-        "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN ('blog_pending') ORDER BY id",
-        {"after": last_event_id, "newest": span["newest"]})
+        "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN "
+        "('blog_pending', 'blog_reviewed', 'job_finished') ORDER BY id", {"after": last_event_id, "newest": span["newest"]})
     return [event for event in map(event_of, rows) if hears(user, event)], span["newest"]
 
 
@@ -1843,9 +1868,9 @@ class EventStreamResponse(StreamingResponse):
             forget_connection(self.user, self.queue)
 
 
-@requires_role("approver", "admin", for_stream=True)
+@requires_role(*ROLES, for_stream=True)
 async def notifications(request: Request) -> Response:
-    """Stream an event to reviewers each time a blog starts waiting for review."""
+    """Stream what concerns you: blogs waiting for review (reviewers), your reviews and your jobs."""
     # EventSource sends Last-Event-ID when it reconnects by itself; a page that opens a new one
     # (with a new ticket) passes ?last_event_id=. Any bytes may come: one not an id of ours is none.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
@@ -1937,6 +1962,190 @@ async def delete_draft(request: Request) -> Response:
     return Response(status_code=204)
 
 
+#### Writing assistant: background jobs that draft a post with a language model
+#
+# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
+# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
+# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
+# in_progress -> completed or failed; its owner hears of the end on their event stream. A
+# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
+# process died) is failed by whichever process notices, so no job stays in progress for ever.
+
+JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
+PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs
+WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
+                       "the title is given. Follow the author's notes.")
+GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
+                                                                        "notes": "Small, async, readable."}],
+                 "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
+# The runner of each process waits on one of these; deliver() sets them all when a job is queued.
+job_runner_wakeups: set[asyncio.Event] = set()
+
+
+class WriterFailed(Exception):
+    """The writer gave no usable post; the message says why, for the job's owner."""
+
+
+def job_out(row: dict) -> dict:
+    """A job as its owner sees it: {"id": 3, "kind": "draft_generation", "status": "completed", ...}."""
+    return row | {"filled_draft": bool(row["filled_draft"])}
+
+
+@requires_role(*ROLES)
+async def generate_draft(request: Request) -> Response:
+    """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
+    fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
+    if not WRITER_URL:
+        raise HTTPException(503, "No writer is set up: set WRITER_URL to an OpenAI-compatible endpoint (for "
+                                 "Ollama, http://127.0.0.1:11434/v1), and WRITER_MODEL and WRITER_API_KEY as it needs.")
+    async with publishing():
+        if await database.fetch_val("SELECT COUNT(*) FROM jobs WHERE status = 'pending'") >= JOBS_WAITING_AT_MOST:
+            raise HTTPException(503, "The writer has too much to do just now; try again in a few minutes.")
+        # The partial unique index refuses a second unfinished job of one user: no row comes back.
+        job = await database.fetch_one(
+            "INSERT INTO jobs (user_id, kind, status, input, created_at, updated_at) VALUES (:user_id, "
+            "'draft_generation', 'pending', :input, :now, :now) ON CONFLICT DO NOTHING RETURNING " + JOB_COLUMNS,
+            {"user_id": request.state.user["id"], "input": json.dumps(fields), "now": now})
+        if job is None:
+            raise HTTPException(429, "You already have a writing job under way; wait for it to end.")
+        await publish("job_queued", job_id=job["id"])
+    return JSONResponse(job_out(job), 202)
+
+
+@requires_role(*ROLES)
+async def get_job(request: Request) -> Response:
+    """Show one of your jobs: its status, and its result or error once it has ended."""
+    job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
+                                   {"id": request.path_params["job_id"], "user_id": request.state.user["id"]})
+    if job is None:
+        raise HTTPException(404, f"You have no job {request.path_params['job_id']}.")
+    return JSONResponse(job_out(job))
+
+
+@requires_role(*ROLES)
+async def list_jobs(request: Request) -> Response:
+    """List your jobs, newest first."""
+    limit, before = page_params(request)
+    rows = await database.fetch_all(
+        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND (CAST(:before AS INTEGER) IS NULL OR "
+        "id < :before) ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
+                                                        "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, job_out))
+
+
+async def run_jobs() -> None:
+    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
+    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
+    woken, running = asyncio.Event(), {}  # job id -> its task
+    job_runner_wakeups.add(woken)
+    try:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), JOB_HEARTBEAT_SECONDS)
+            woken.clear()
+            try:
+                await beat_and_reap()
+                while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
+                    running[job["id"]] = asyncio.create_task(run_job(job))
+                    running[job["id"]].add_done_callback(lambda task, job_id=job["id"]: running.pop(job_id, None))
+            except (OSError, asyncpg.PostgresError, sqlite3.Error) as error:  # try again at the next beat
+                log.warning("Jobs: could not reach the jobs table (%s)", error)
+    finally:
+        job_runner_wakeups.discard(woken)
+        for task in running.values():
+            task.cancel()
+        await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
+                               "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+
+
+ABANDONED_JOBS = "SELECT id, user_id FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
+
+
+async def beat_and_reap() -> None:
+    """Refresh this process's running jobs' heartbeats; fail jobs whose heartbeat stopped."""
+    now = datetime.now(UTC)
+    await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE claimed_by = :me AND status = 'in_progress'",
+                           {"me": PROCESS_ID, "now": utc_time(now)})
+    stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
+    if await database.fetch_one(ABANDONED_JOBS, stale):
+        async with publishing():  # locked, read again: of two processes reaping at once, one does
+            for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
+                await end_job(job, "failed", error="The writing was interrupted; try again.")
+
+
+async def claim_job() -> dict | None:
+    """Take the oldest pending job for this process, or None. One conditional statement: of two
+    processes claiming the same job, the second finds it no longer pending (and claims none)."""
+    now = utc_now()
+    return await database.fetch_one(
+        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, started_at = :now, heartbeat_at = :now, "
+        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
+        "RETURNING id, user_id, input, started_at", {"me": PROCESS_ID, "now": now})
+
+
+async def run_job(job: dict) -> None:
+    """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
+    fields = json.loads(job["input"])
+    try:
+        text = await ask_writer(fields["title"], fields.get("notes", ""))
+    except WriterFailed as failure:
+        async with publishing():
+            await end_job(job, "failed", error=str(failure))
+        return
+    async with publishing():
+        if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
+                                        "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
+            return  # it took so long that another process took it for abandoned, and failed it
+        # The draft takes the post only if it was not saved after the job started (one statement,
+        # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
+        filled = await database.fetch_one(
+            "INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :text, '[]', "
+            ":now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
+            "images = excluded.images, updated_at = excluded.updated_at WHERE drafts.updated_at <= :started "
+            "RETURNING user_id", {"user_id": job["user_id"], "title": fields["title"], "text": text,
+                                  "now": utc_now(), "started": job["started_at"]})
+        await end_job(job, "completed", result=text, filled_draft=filled is not None)
+
+
+async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
+                  filled_draft: bool = False) -> None:
+    """In a publishing transaction: record how a job ended, and tell its owner's event streams."""
+    await database.execute(
+        "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
+        "claimed_by = NULL, updated_at = :now WHERE id = :id",
+        {"status": status, "result": result, "error": error, "filled": int(filled_draft), "now": utc_now(), "id": job["id"]})
+    await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
+
+
+async def ask_writer(title: str, notes: str) -> str:
+    """The post the writer wrote, in Markdown; WriterFailed, with a reason a person can act on."""
+    body = {"model": WRITER_MODEL, "messages": [
+        {"role": "system", "content": WRITER_INSTRUCTIONS},
+        {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
+    headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
+    try:
+        async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
+            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
+                raw = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > WRITER_MAX_ANSWER_BYTES:
+                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.")
+    except TimeoutError:
+        raise WriterFailed(f"The writer did not answer within {WRITER_TIMEOUT_SECONDS:g} s.")
+    except httpx.HTTPError as error:
+        raise WriterFailed(f"The writer could not be reached at {WRITER_URL} ({type(error).__name__}).")
+    if answer.status_code != 200:
+        raise WriterFailed(f"The writer answered {answer.status_code}: {bytes(raw[:200]).decode(errors='replace')}")
+    try:
+        text = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError):
+        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).")
+    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
+        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.")
+    return text
+
+
 #### Health, and where to go from /
 
 
@@ -1999,15 +2208,24 @@ SHAPES = {
                             created_at=TIMESTAMP, updated_at=TIMESTAMP),
     "FeatureRequestPage": page_shape("FeatureRequest"),
     "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
+    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
+                 result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
+                 filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
+                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "JobPage": page_shape("Job"),
     "Health": shape(status={"const": "ok"}),
     "Error": shape(detail=TEXT),
 }
 
-EVENT_STREAM = {"description": "A text/event-stream that stays open. Each blog that starts waiting for review "
-                "is one event: `id: 17` (the event log's id), `event: blog_pending`, `data: {\"type\": \"blog_pending\", "
-                "\"blog_id\": 5, \"title\": \"New Blog\", \"author_id\": 2}`. A `: ping` comment comes every 15 s; "
-                "send Last-Event-ID to replay what you missed. The stream ends when the token it was opened with "
-                "expires or your role changes; open it anew with a fresh ticket.",
+EVENT_STREAM = {"description": (
+    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
+    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
+    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
+    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
+    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
+    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
+    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
+    "changes; open it anew with a fresh ticket."),
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
         "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
@@ -2071,6 +2289,9 @@ OPERATIONS = {
     get_draft: {"ok": (200, "Draft"), "errors": [404]},
     save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft")},
     delete_draft: {"ok": (204, None)},
+    generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
+    get_job: {"ok": (200, "Job")},
+    list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
 }
 
 
@@ -2211,6 +2432,9 @@ routes = [
     Route("/api/session/draft", get_draft),
     Route("/api/session/draft", save_draft, methods=["POST"]),
     Route("/api/session/draft", delete_draft, methods=["DELETE"]),
+    Route("/api/session/draft/generate", generate_draft, methods=["POST"]),
+    Route("/api/jobs", list_jobs),
+    Route("/api/jobs/{job_id:id}", get_job),
 ]
 
 
@@ -2272,7 +2496,8 @@ def refuse_a_weak_secret_key() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create the tables and start this process's end of the event bus; undo it at shutdown."""
+    """Connect, create the tables, start this process's end of the event bus and its job runner;
+    undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
@@ -2282,15 +2507,15 @@ async def lifespan(app: Starlette):
     await create_tables()
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
-    bus = asyncio.create_task(run_event_bus())
+    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs())]
     if threading.current_thread() is threading.main_thread():  # only there can signals be handled
         end_streams_when_stopping()
     try:
         yield
     finally:
-        bus.cancel()
-        with suppress(asyncio.CancelledError):
-            await bus
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # the job runner puts its jobs back first
         await database.disconnect()
 
 

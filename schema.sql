@@ -130,6 +130,31 @@ CREATE TABLE IF NOT EXISTS drafts (
     PRIMARY KEY (user_id)                        -- one draft per user
 );
 
+-- Background work: a writing job drafts a post with a language model, outside the request.
+-- Each process claims pending jobs one at a time with a conditional UPDATE, so each runs once,
+-- and keeps its running jobs' heartbeat fresh; a job whose heartbeat stops (its process died)
+-- is marked failed by whichever process notices.
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,                  -- draft_generation
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'in_progress', 'completed', 'failed')),
+    input        TEXT NOT NULL,                  -- a JSON object: {"title": ..., "notes": ...}
+    result       TEXT,                           -- the Markdown written, once completed
+    filled_draft INTEGER NOT NULL DEFAULT 0,     -- 1 if the result went into the user's draft
+    error        TEXT,                           -- why it failed, in words a person can act on
+    claimed_by   TEXT,                           -- the process running it
+    started_at   TEXT,
+    heartbeat_at TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_user_id ON jobs (user_id, id);
+CREATE INDEX IF NOT EXISTS jobs_status_id ON jobs (status, id);
+-- At most one unfinished job per user: a second is refused by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_unfinished_per_user ON jobs (user_id)
+    WHERE status IN ('pending', 'in_progress');
+
 -- The event log: every change that clients hear of live, written in the same transaction as
 -- the change. Each app process reads the rows after the last one it has seen and hands them to
 -- its own event streams and chat rooms; an event stream's ids are these ids. Rows older than

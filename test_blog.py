@@ -11,6 +11,8 @@ import base64
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -262,6 +264,9 @@ GUARDS = [
     ("GET", "/api/blogs/{blog}/likes", None, 404, 404, 404, 404),
     ("GET", "/api/feed", None, 401, 200, 200, 200),
     ("DELETE", "/api/comments/{comment}", None, 401, 403, 403, 204),
+    ("POST", "/api/session/draft/generate", {"title": "T"}, 401, 503, 503, 503),  # no writer is set up here
+    ("GET", "/api/jobs", None, 401, 200, 200, 200),
+    ("GET", "/api/jobs/999999999", None, 401, 404, 404, 404),
     ("POST", "/api/auth/logout", {"refresh_token": "x"}, 401, 204, 204, 204),
     ("POST", "/api/auth/make-admin/{target}", None, 401, 403, 403, 200),
     ("PATCH", "/api/users/{target}/role", {"role": "approver"}, 401, 403, 403, 200),
@@ -721,7 +726,7 @@ def test_search_finds_posts_holding_every_word_in_any_case(client):
     assert titles(q="100%") == titles(q="margarine") == ["Cooking"]  # "no_margarine" is two words
     assert titles(q="%") == [] and titles(q="pending") == []
     # Case folds for every alphabet, on both databases; accents are letters of their own.
-    for query in ["über", "ÜBER", "école", "Ωmega", "ωMEGA", "STRASSE"]:
+    for query in ["über", "ÜBER", "U\u0308ber", "école", "Ωmega", "ωMEGA", "STRASSE"]:  # U+0308: a combining ¨
         assert titles(q=query) == ["Über die Schule"], query
     assert titles(q="ecole") == []
     assert titles(author="nobody") == []
@@ -1102,6 +1107,207 @@ def test_draft_limits(client, body, field):
     response = client.post("/api/session/draft", json=body, headers=user["headers"])
     assert response.status_code == 422 and response.json()["detail"].startswith(field)
     assert client.get("/api/session/draft", headers=user["headers"]).status_code == 404
+
+
+#### Writing assistant: background jobs against a fake OpenAI-compatible server
+
+
+class FakeWriter:
+    """An OpenAI-compatible chat-completions server on a loopback port (a real HTTP server). What
+    it answers depends on the title it is asked to write for: "hang" waits until released, "slow"
+    outwaits the app's timeout, "broken" answers 500, "garbled" what is no JSON, "endless" far too
+    much, "empty" no choices; any other title gets a short post."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        writer = self
+        self.release, self.requests = threading.Event(), []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                title = body["messages"][1]["content"].split("\n")[0].removeprefix("Title: ")
+                writer.requests.append({"path": self.path, "model": body["model"], "title": title,
+                                        "authorization": self.headers.get("Authorization")})
+                writer.answer(self, title)
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, handler, title: str) -> None:
+        if title.startswith("hang"):
+            self.release.wait(30)
+        elif title.startswith("slow"):
+            self.release.wait(5)  # the app gives up after 1 s
+        status, raw = 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": f"# {title}\n\nBy the fake writer."}}]})
+        if title.startswith("broken"):
+            status, raw = 500, '{"error": "the model fell over"}'
+        elif title.startswith("garbled"):
+            raw = "this is not JSON"
+        elif title.startswith("endless"):
+            raw = json.dumps({"choices": [{"message": {"content": "x" * 2_000_000}}]})
+        elif title.startswith("empty"):
+            raw = '{"choices": []}'
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(raw.encode())))
+        handler.end_headers()
+        with contextlib.suppress(OSError):  # the app may have hung up (a timeout, or too much)
+            handler.wfile.write(raw.encode())
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WRITER_SETTINGS = {"WRITER_MODEL": "fake-model", "WRITER_API_KEY": "fake-key", "WRITER_TIMEOUT_SECONDS": "1",
+                   "JOB_HEARTBEAT_SECONDS": "0.3"}
+
+
+@pytest.fixture(scope="module")
+def writing(new_database):
+    """A server whose writer is a FakeWriter: yields (Live, FakeWriter)."""
+    writer = FakeWriter()
+    try:
+        with running_server(new_database(), env=WRITER_SETTINGS | {"WRITER_URL": writer.url}) as server:
+            yield Live(server), writer
+    finally:
+        writer.stop()
+
+
+def generate(live, user: dict, title: str, notes: str = "") -> httpx.Response:
+    return httpx.post(live.url + "/api/session/draft/generate", json={"title": title, "notes": notes}, headers=user["headers"])
+
+
+def job_when(live, user: dict, job_id: int, condition) -> dict:
+    """Poll a job until `condition(job)` holds (10 s at most)."""
+    return wait_until(lambda: (job := httpx.get(live.url + f"/api/jobs/{job_id}", headers=user["headers"]).json())
+                      and condition(job) and job, what=f"job {job_id}")
+
+
+def test_a_job_answers_at_once_completes_fills_the_draft_and_tells_its_author(writing):
+    live, writer = writing
+    user = live.user()
+    with event_stream(live, params={"ticket": ticket_for(live, user)}) as lines:  # any user has a stream
+        answer = generate(live, user, "Why I like Starlette", "Small and async.")
+        assert answer.status_code == 202
+        job = answer.json()
+        assert {k: job[k] for k in ("kind", "status", "error", "result")} == {
+            "kind": "draft_generation", "status": "pending", "error": None, "result": None}
+        event = read_event(lines)
+    assert event["event"] == "job_finished"
+    assert json.loads(event["data"]) == {"type": "job_finished", "job_id": job["id"], "user_id": user_id_of(live, user),
+                                         "status": "completed", "error": None}
+    done = httpx.get(live.url + f"/api/jobs/{job['id']}", headers=user["headers"]).json()
+    assert (done["status"], done["filled_draft"]) == ("completed", True)
+    draft = httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()
+    assert (draft["title"], draft["content"]) == ("Why I like Starlette", done["result"])
+    asked = [r for r in writer.requests if r["title"] == "Why I like Starlette"]
+    assert asked == [{"path": "/v1/chat/completions", "model": "fake-model", "title": "Why I like Starlette",
+                      "authorization": "Bearer fake-key"}]
+
+
+def user_id_of(live, user: dict) -> int:
+    return httpx.get(live.url + "/api/auth/me", headers=user["headers"]).json()["id"]
+
+
+@pytest.mark.parametrize("title, reason", [
+    ("slow one", "The writer did not answer within 1 s."),
+    ("broken one", "The writer answered 500: {\"error\": \"the model fell over\"}"),
+    ("garbled one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
+    ("empty one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
+    ("endless one", "The writer's answer was longer than 256 KiB."),
+])
+def test_a_writer_that_fails_ends_the_job_failed_with_its_reason(writing, title, reason):
+    live, _ = writing
+    user = live.user()
+    httpx.post(live.url + "/api/session/draft", json={"title": "Mine", "content": "Untouched"}, headers=user["headers"])
+    job = generate(live, user, title).json()
+    failed = job_when(live, user, job["id"], lambda job: job["status"] in ("completed", "failed"))
+    assert (failed["status"], failed["error"], failed["result"]) == ("failed", reason, None)
+    assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["content"] == "Untouched"
+    assert generate(live, user, "A second try").status_code == 202  # a failed job is no longer under way
+
+
+def test_a_draft_saved_while_the_job_runs_is_not_overwritten(writing):
+    live, writer = writing
+    user = live.user()
+    writer.release.clear()
+    job = generate(live, user, "hang then finish").json()
+    job_when(live, user, job["id"], lambda job: job["status"] == "in_progress")
+    assert generate(live, user, "A second one").status_code == 429  # one job under way per user
+    assert generate(live, live.user(), "Someone else's").status_code == 202
+    httpx.post(live.url + "/api/session/draft", json={"title": "Saved meanwhile", "content": "Mine"}, headers=user["headers"])
+    writer.release.set()
+    done = job_when(live, user, job["id"], lambda job: job["status"] == "completed")
+    assert done["filled_draft"] is False and done["result"].startswith("# hang then finish")
+    assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["title"] == "Saved meanwhile"
+
+
+def test_jobs_are_their_owner_s_alone(writing):
+    live, _ = writing
+    owner, other = live.user(), live.user()
+    job = generate(live, owner, "Private").json()
+    assert httpx.get(live.url + f"/api/jobs/{job['id']}", headers=other["headers"]).status_code == 404
+    assert httpx.get(live.url + "/api/jobs", headers=other["headers"]).json()["items"] == []
+    assert [j["id"] for j in httpx.get(live.url + "/api/jobs", headers=owner["headers"]).json()["items"]] == [job["id"]]
+    assert httpx.get(live.url + "/api/jobs/999999999", headers=owner["headers"]).status_code == 404
+
+
+@pytest.mark.parametrize("body, field", [({}, "title"), ({"title": ""}, "title"), ({"title": "T", "notes": "x" * 5001}, "notes")])
+def test_a_bad_job_request_is_a_422_naming_the_field(writing, body, field):
+    live, _ = writing
+    response = httpx.post(live.url + "/api/session/draft/generate", json=body, headers=live.user()["headers"])
+    assert response.status_code == 422 and response.json()["detail"].startswith(field)
+
+
+def test_without_a_writer_generating_is_a_503_that_says_how_to_set_one_up(client):
+    user = make_user(client)
+    response = client.post("/api/session/draft/generate", json={"title": "T"}, headers=user["headers"])
+    assert response.status_code == 503 and "WRITER_URL" in response.json()["detail"]
+    assert client.get("/api/jobs", headers=user["headers"]).json() == {"items": [], "next_cursor": None}
+
+
+def test_a_process_killed_mid_job_leaves_no_job_in_progress(new_database):
+    import signal
+    writer, database_url = FakeWriter(), new_database()
+    settings = WRITER_SETTINGS | {"WRITER_URL": writer.url}
+    try:
+        first = Server(database_url, env=settings)
+        live = Live(first)
+        user = live.user()
+        job = generate(live, user, "hang until killed").json()
+        job_when(live, user, job["id"], lambda job: job["status"] == "in_progress")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        with running_server(database_url, env=settings) as second:
+            again = on_process(live, second)
+            failed = job_when(again, user, job["id"], lambda job: job["status"] != "in_progress")
+            assert (failed["status"], failed["error"]) == ("failed", "The writing was interrupted; try again.")
+            assert generate(again, user, "Try again").status_code == 202
+    finally:
+        writer.stop()
+
+
+def test_with_two_processes_each_job_runs_once(postgres):
+    writer, database_url = FakeWriter(), postgres_database(postgres)
+    settings = WRITER_SETTINGS | {"WRITER_URL": writer.url}
+    try:
+        with running_server(database_url, env=settings) as a_server, running_server(database_url, env=settings) as b_server:
+            a = Live(a_server)
+            b = on_process(a, b_server)
+            users = [a.user() for _ in range(8)]
+            jobs = [generate(a if n % 2 else b, user, f"Post {n}").json() for n, user in enumerate(users)]
+            for user, job in zip(users, jobs):
+                assert job_when(a, user, job["id"], lambda job: job["status"] != "pending" and job["status"] != "in_progress")["status"] == "completed"
+        titles = sorted(request["title"] for request in writer.requests)
+        assert titles == sorted(f"Post {n}" for n in range(8))  # each asked for once
+    finally:
+        writer.stop()
 
 
 #### Bad input: malformed, hostile and oversized bodies never yield a 500 or change anything
@@ -1617,8 +1823,7 @@ def test_sse_announces_a_resubmitted_blog(live):
     assert (json.loads(event["data"])["blog_id"], json.loads(event["data"])["title"]) == (post["id"], "Fixed")
 
 
-@pytest.mark.parametrize("role, token, expected", [
-    (None, None, 401), ("user", "own", 403), (None, "not-a-token", 401)])
+@pytest.mark.parametrize("role, token, expected", [(None, None, 401), (None, "not-a-token", 401)])
 def test_sse_refuses_before_the_stream_starts(live, role, token, expected):
     params = {}
     if token == "own":
@@ -1977,15 +2182,20 @@ def role_of(live, user: dict, role: str) -> None:
                 headers=live.admin["headers"]).raise_for_status()
 
 
-def test_a_demoted_reviewer_s_stream_ends_within_a_second(live):
-    reviewer = live.user("approver")
+def test_a_demoted_reviewer_s_stream_ends_within_a_second_and_hears_no_more_reviews(live):
+    reviewer, author = live.user("approver"), live.user()
     with event_stream(live, params={"ticket": ticket_for(live, reviewer)}) as lines:
         started = time.monotonic()
         role_of(live, reviewer, "user")
         assert comments_until_the_end(lines) == [": Your account has changed; reconnect."]
         assert time.monotonic() - started < 1
-    # What EventSource meets when it reconnects: a 403, so it stops, as REST would refuse.
-    assert httpx.get(live.url + "/api/notifications/sse", headers=reviewer["headers"]).status_code == 403
+    # Reconnected, as EventSource would, it hears what concerns a user: not the blogs waiting for review.
+    own = live.blog(reviewer, "Their own")
+    with event_stream(live, headers=reviewer["headers"]) as lines:
+        live.blog(author, "Waiting for review")
+        httpx.post(live.url + f"/api/blogs/{own['id']}/reject", json={"reason": "No"}, headers=live.admin["headers"])
+        event = read_event(lines)
+    assert (event["event"], json.loads(event["data"])["blog_id"]) == ("blog_reviewed", own["id"])
 
 
 def test_a_chat_socket_closes_once_its_user_may_no_longer_see_the_blog(live):
@@ -2352,6 +2562,92 @@ def test_more_than_one_worker_on_sqlite_is_refused_with_the_reason():
 #### README examples: each one runs, so the docs cannot rot
 
 
+TOUR = ["tour-login", "tour-watch", "tour-submit", "tour-approve", "tour-chat", "tour-history"]
+
+
+class Terminal:
+    """A bash running a script, fed on standard input; everything it prints is kept, as it comes."""
+
+    def __init__(self, script: str, env: dict):
+        self.output = b""
+        self.bash = subprocess.Popen(["bash", "-e", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self) -> None:
+        while chunk := os.read(self.bash.stdout.fileno(), 65536):
+            self.output += chunk
+
+    def wait_for(self, text: str) -> None:
+        wait_until(lambda: text in self.output.decode(errors="replace"), what=repr(text))
+
+    def end(self) -> str:
+        """Wait for the script to end; kill what is left of it whatever happened."""
+        try:
+            self.bash.wait(timeout=30)
+            self.reader.join(timeout=10)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.bash.pid, 9)
+        return self.output.decode(errors="replace")
+
+
+def test_readme_tour_runs_block_by_block_against_the_demo():
+    """The five-minute tour as a newcomer pastes it, on `blog.py --demo`: the review stream hears
+    the new post, it is approved and public, the chat room echoes a typed message, the history has it."""
+    with running_server(f"sqlite:///{TEST_DIR}/tour.db", "--demo") as server:
+        script = "\n".join(readme_example(name) for name in TOUR)
+        script = script.replace("http://127.0.0.1:8000", server.url).replace("ws://127.0.0.1:8000", server.url.replace("http", "ws"))
+        terminal = Terminal(script.replace(".venv/bin/python ", sys.executable + " "),
+                            {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+        try:
+            terminal.wait_for("Connected to ws://")  # the websockets client waits for what we type
+            terminal.bash.stdin.write(b'{"text": "Hello, room!"}\n')
+            terminal.bash.stdin.flush()
+            terminal.wait_for("Hello, room!")  # the room's echo (a pipe, unlike a terminal, echoes nothing)
+        finally:
+            terminal.bash.stdin.close()  # Ctrl-D: the client leaves, and the tour goes on
+            output = terminal.end()
+    assert terminal.bash.returncode == 0, output
+    assert re.search(r'event: blog_pending\ndata: \{"type": "blog_pending", "blog_id": \d+, "title": "My first post"', output)
+    assert "\napproved\n" in output
+    public, history = [json.loads(block) for block in re.findall(r"^\{\n.*?^\}$", output, re.S | re.M)]
+    assert [post["title"] for post in public["items"]] == ["My first post"]
+    assert [(c["text"], c["author"]) for c in history["items"]] == [("Hello, room!", "demo-user")]
+
+
+def test_readme_quick_start_app_command_serves_the_demo():
+    """The quick start's first command, word for word, in the virtualenv the second one made."""
+    if Path(sys.prefix).resolve() != (HERE / ".venv").resolve():
+        pytest.skip("runs in the .venv that the README's test command makes (as in CI)")
+    port = free_port()
+    app = subprocess.Popen(["bash", "-c", readme_example("quick-start-app")], cwd=HERE, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           env={**os.environ, "DATABASE_URL": f"sqlite:///{TEST_DIR}/quick-start.db", "PORT": str(port)})
+    try:
+        def serving() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            except httpx.TransportError:
+                assert app.poll() is None, app.stdout.read()
+                return False
+        wait_until(serving, timeout=120, what="the quick start's app")
+        login = {"username": "demo-approver", "password": "demo-approver-password"}
+        assert httpx.post(f"http://127.0.0.1:{port}/api/auth/login", json=login).status_code == 200
+    finally:
+        os.killpg(app.pid, 15)
+        output = app.communicate(timeout=30)[0]
+    assert "demo-approver" in output and "password demo-approver-password" in output
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word():
+    assert readme_example("quick-start-tests").strip() in (HERE / ".ci" / "run").read_text().splitlines()
+    app_packages = (HERE / "requirements.txt").read_text()
+    assert "pytest" not in app_packages and "schemathesis" not in app_packages  # a server gets no test tools
+    assert "-r requirements.txt" in (HERE / "requirements-test.txt").read_text().splitlines()
+
+
 def test_readme_sse_curl_example(live):
     reviewer = live.user("approver")
     command = readme_example("sse-curl").replace("http://127.0.0.1:8000", live.url)
@@ -2686,19 +2982,52 @@ def test_the_app_believes_x_forwarded_for_from_caddy_only(behind_caddy):
 
 
 
-def test_readme_systemd_unit_and_env_file_start_the_app(new_database):
-    """The unit's ExecStart, run from its WorkingDirectory with its EnvironmentFile, serves the app."""
-    unit = dict(line.split("=", 1) for line in readme_example("systemd-unit").splitlines() if "=" in line)
-    settings = dict(line.split("=", 1) for line in readme_example("env-file").splitlines() if "=" in line)
+def test_readme_env_file_is_written_safe_to_read_and_to_source():
+    """The README's commands write the file with a fresh key, for root only; a shell that sources it
+    runs nothing and gets what systemd gets (an env file once held `-c '...'`, and sourced it ran)."""
+    folder = TEST_DIR / "etc-blog"
+    result = subprocess.run(["bash", "-e", "-c", readme_example("env-file").replace("/etc/blog", str(folder))],
+                            capture_output=True, text=True, env={**os.environ, "PATH": os.path.dirname(sys.executable)
+                                                                 + os.pathsep + os.environ["PATH"]})
+    assert result.returncode == 0 and result.stdout == result.stderr == "", result
+    env_file = folder / "env"
+    assert folder.stat().st_mode & 0o777 == 0o700 and env_file.stat().st_mode & 0o777 == 0o600
+    lines = env_file.read_text().splitlines()
+    assert all(re.fullmatch(r"[A-Z_]+=\S+", line) for line in lines), lines
+    settings = dict(line.split("=", 1) for line in lines)
+    assert len(settings["SECRET_KEY"]) == 64 and len(set(settings["SECRET_KEY"])) > 20
+    sourced = subprocess.run(["bash", "-c", f'set -a; . "{env_file}"; echo "$SECRET_KEY|$DATABASE_URL"'],
+                             capture_output=True, text=True, env={})
+    assert (sourced.stdout, sourced.stderr) == (f"{settings['SECRET_KEY']}|{settings['DATABASE_URL']}\n", "")
     for name in settings:
         assert f'config("{name}"' in (HERE / "blog.py").read_text(), f"blog.py does not read {name}"
-    settings |= {"DATABASE_URL": new_database(), "SECRET_KEY": "a-key-from-the-env-file-" + os.urandom(16).hex()}
+
+
+def test_readme_systemd_unit_with_the_env_file_serves_the_app(postgres):
+    """The unit's ExecStart, run from its WorkingDirectory with the env file's settings, serves the app."""
+    unit = dict(line.split("=", 1) for line in readme_example("systemd-unit").splitlines() if "=" in line)
     command = unit["ExecStart"].replace("/srv/blog/venv/bin/python", sys.executable).split()
-    assert unit["WorkingDirectory"] == "/srv/blog" and command[1] == "blog.py"
-    service = Server(settings.pop("DATABASE_URL"), env=settings, command=command, cwd=HERE)
+    assert unit["WorkingDirectory"] == "/srv/blog" and command[1] == "blog.py" and "--workers" in command
+    settings = {"SECRET_KEY": secrets.token_urlsafe(48), "CORS_ORIGINS": "https://blog.example.com"}
+    service = Server(postgres_database(postgres), env=settings, command=command, cwd=HERE)
     service.stop()
     assert "SECRET_KEY is not set" not in service.log()
 
+
+def test_readme_first_admin_command_makes_an_admin_from_the_env_file(client, database_url):
+    """The systemd-run line: its program and arguments, with the env file's settings, make the admin."""
+    line = " ".join(readme_example("first-admin").replace("\\\n", " ").split())
+    options, program = line.split(" /srv/blog/venv/bin/python ")
+    assert "--property=EnvironmentFile=/etc/blog/env" in options and "--working-directory=/srv/blog" in options
+    assert "--pty" in options  # the password is asked on a terminal, never put in a shell's history
+    username = "first" + os.urandom(3).hex()
+    arguments = program.replace("NAME", username).replace("EMAIL", f"{username}@example.com").split()
+    result = subprocess.run([sys.executable, *arguments], cwd=HERE, input="an admin password\n" * 2, text=True,
+                            capture_output=True, env={**os.environ, "DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    tokens = client.post("/api/auth/login", json={"username": username, "password": "an admin password"}).json()
+    me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}).json()
+    assert me["role"] == "admin"
 
 
 #### API documentation: /openapi.json agrees with the server, and /docs works in a browser
@@ -2717,7 +3046,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 38  # every HTTP route but / and the documents themselves
+    assert len(declared) == 41  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -2725,6 +3054,32 @@ def test_openapi_documents_every_route_with_its_docstring(client):
     assert "WebSocket" in document["paths"]["/api/blogs/{blog_id}/comments"]["get"]["description"]
     title = document["paths"]["/api/blogs/"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["title"]
     assert (title["minLength"], title["maxLength"]) == (1, 200)
+
+
+def test_the_api_reference_lists_exactly_the_apps_routes():
+    """API.md's table of routes: one row per method and path the app answers, and no other."""
+    rows = [line.split("|")[1:3] for line in (HERE / "API.md").read_text().splitlines()
+            if line.startswith("| ") and line.split("|")[2].strip().startswith("`/")]
+    listed = [(method.strip(), path.strip().strip("`")) for method, path in rows]
+    served = set()
+    for route in blog.routes:
+        path = route.path.replace(":id}", "}")
+        if isinstance(route, blog.WebSocketRoute):
+            served.add(("WS", path))
+        elif isinstance(route, blog.Route):
+            served |= {(method, path) for method in route.methods - {"HEAD"}}
+    assert len(listed) == len(set(listed)) and set(listed) == served
+    assert len(served) == 45  # 41 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    """The README and blog.py once sent readers to a SPEC.md that a clone does not have."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=HERE, capture_output=True, text=True).stdout.split()
+    for name in tracked or ["README.md", "API.md", "blog.py"]:
+        if name.endswith((".md", ".py", ".sql", ".txt")) and name != "test_blog.py":
+            assert "SPEC.md" not in (HERE / name).read_text(), name
+    for linked in {"API.md", "schema.sql", "LICENSE", ".env.example", "requirements-test.txt"}:
+        assert (HERE / linked).exists()
 
 
 def test_openapi_document_is_valid_openapi(client):
@@ -2797,9 +3152,13 @@ checks.ensure_resource_availability.enabled = false
 
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(new_database):
     """A property-based run over the whole document, as an admin, against a server of its own
-    (its failed logins trip the per-address throttle)."""
-    with running_server(new_database()) as server:
-        run_schemathesis(Live(server))
+    (its failed logins trip the per-address throttle), with a writer for its writing jobs."""
+    writer = FakeWriter()
+    try:
+        with running_server(new_database(), env=WRITER_SETTINGS | {"WRITER_URL": writer.url}) as server:
+            run_schemathesis(Live(server))
+    finally:
+        writer.stop()
 
 
 def run_schemathesis(live):
@@ -2827,7 +3186,7 @@ def test_swagger_ui_lists_the_operations_and_authorize_logs_in(live):
                                      expression=AUTHORIZE_AND_CALL_ME % (json.dumps(user["username"]), json.dumps(PASSWORD)))
         return operations, status["result"]["value"]
     operations, me = in_browser(live, scenario)
-    assert operations == 38
+    assert operations == 41
     assert me["status"] == 200 and json.loads(me["body"])["username"] == user["username"]
 
 
