@@ -1272,7 +1272,10 @@ def test_without_a_writer_generating_is_a_503_that_says_how_to_set_one_up(client
     assert client.get("/api/jobs", headers=user["headers"]).json() == {"items": [], "next_cursor": None}
 
 
-def test_a_process_killed_mid_job_leaves_no_job_in_progress(new_database):
+@pytest.mark.parametrize("stop, ends, asked", [("SIGKILL", "failed", 1), ("SIGTERM", "completed", 2)])
+def test_a_job_whose_process_stops_never_stays_in_progress(new_database, stop, ends, asked):
+    """Killed, its process leaves the job to the next one, which fails it as interrupted; stopped
+    (SIGTERM), the process puts the job back to pending as it goes, and the next one writes it."""
     import signal
     writer, database_url = FakeWriter(), new_database()
     settings = WRITER_SETTINGS | {"WRITER_URL": writer.url}
@@ -1280,17 +1283,32 @@ def test_a_process_killed_mid_job_leaves_no_job_in_progress(new_database):
         first = Server(database_url, env=settings)
         live = Live(first)
         user = live.user()
-        job = generate(live, user, "hang until killed").json()
+        job = generate(live, user, "hang until stopped").json()
         job_when(live, user, job["id"], lambda job: job["status"] == "in_progress")
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait()
+        first.process.send_signal(getattr(signal, stop))
+        first.process.wait(timeout=10)
+        writer.release.set()
         with running_server(database_url, env=settings) as second:
             again = on_process(live, second)
-            failed = job_when(again, user, job["id"], lambda job: job["status"] != "in_progress")
-            assert (failed["status"], failed["error"]) == ("failed", "The writing was interrupted; try again.")
+            ended = job_when(again, user, job["id"], lambda job: job["status"] in ("completed", "failed"))
             assert generate(again, user, "Try again").status_code == 202
+        assert ended["status"] == ends
+        assert ended["error"] == ("The writing was interrupted; try again." if ends == "failed" else None)
+        assert [request["title"] for request in writer.requests].count("hang until stopped") == asked
     finally:
         writer.stop()
+
+
+def test_a_full_queue_is_a_503_that_queues_nothing(client, monkeypatch):
+    monkeypatch.setattr(blog, "WRITER_URL", "http://127.0.0.1:9/v1")  # never asked: no runner takes a job
+    monkeypatch.setattr(blog, "JOBS_AT_ONCE", 0)
+    monkeypatch.setattr(blog, "JOBS_WAITING_AT_MOST", 2)
+    users = [make_user(client) for _ in range(3)]
+    for user in users[:2]:
+        assert client.post("/api/session/draft/generate", json={"title": "T"}, headers=user["headers"]).status_code == 202
+    refused = client.post("/api/session/draft/generate", json={"title": "T"}, headers=users[2]["headers"])
+    assert refused.status_code == 503 and "try again in a few minutes" in refused.json()["detail"]
+    assert client.get("/api/jobs", headers=users[2]["headers"]).json()["items"] == []
 
 
 def test_with_two_processes_each_job_runs_once(postgres):
