@@ -1307,7 +1307,8 @@ async def follow_user(request: Request) -> Response:
     followed, follower = await user_id_named(request.path_params["username"]), request.state.user["id"]
     if followed == follower:
         raise HTTPException(409, "You cannot follow yourself.")
-    # ... SELECT ... WHERE EXISTS: an account deleted since it was looked up gets no follower.
+    # ... SELECT ... WHERE EXISTS: an account deleted since it was looked up gets no follower (one
+    # deleted at the very same instant fails the foreign key instead: a 404, see deleted_meanwhile).
     await database.execute(
         "INSERT INTO follows (follower_id, followed_id, created_at) SELECT :follower, :followed, :now WHERE EXISTS "
         "(SELECT 1 FROM users WHERE id = :followed) AND EXISTS (SELECT 1 FROM users WHERE id = :follower) "
@@ -1651,7 +1652,8 @@ async def like_blog(request: Request) -> Response:
     """Like an approved blog; liking twice is liking once. The count shows within a second."""
     blog_id = request.path_params["blog_id"]
     await check_approved(blog_id)
-    # ... SELECT ... WHERE EXISTS: a blog deleted since the check takes no like.
+    # ... SELECT ... WHERE EXISTS: a blog deleted since the check takes no like (or, deleted at the
+    # very same instant, fails the foreign key: a 404, see deleted_meanwhile).
     await database.execute(
         "INSERT INTO likes (user_id, blog_id, created_at) SELECT :user_id, :blog_id, :now WHERE EXISTS "
         "(SELECT 1 FROM blogs WHERE id = :blog_id AND status = 'approved') AND EXISTS "
@@ -2044,7 +2046,7 @@ async def run_jobs() -> None:
                 await asyncio.wait_for(woken.wait(), JOB_HEARTBEAT_SECONDS)
             woken.clear()
             try:
-                await beat_and_reap()
+                await beat_and_reap(list(running))
                 while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
                     running[job["id"]] = asyncio.create_task(run_job(job))
                     running[job["id"]].add_done_callback(lambda task, job_id=job["id"]: running.pop(job_id, None))
@@ -2061,11 +2063,13 @@ async def run_jobs() -> None:
 ABANDONED_JOBS = "SELECT id, user_id FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
 
 
-async def beat_and_reap() -> None:
-    """Refresh this process's running jobs' heartbeats; fail jobs whose heartbeat stopped."""
+async def beat_and_reap(running: list[int]) -> None:
+    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
+    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
     now = datetime.now(UTC)
-    await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE claimed_by = :me AND status = 'in_progress'",
-                           {"me": PROCESS_ID, "now": utc_time(now)})
+    for job_id in running:
+        await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
+                               {"id": job_id, "me": PROCESS_ID, "now": utc_time(now)})
     stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
     if await database.fetch_one(ABANDONED_JOBS, stale):
         async with publishing():  # locked, read again: of two processes reaping at once, one does
@@ -2090,7 +2094,12 @@ async def run_job(job: dict) -> None:
         text = await ask_writer(fields["title"], fields.get("notes", ""))
     except WriterFailed as failure:
         async with publishing():
-            await end_job(job, "failed", error=str(failure))
+            await end_job(job, "failed", error=storable(str(failure)))
+        return
+    except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
+        log.exception("Jobs: job %s failed", job["id"])
+        async with publishing():
+            await end_job(job, "failed", error="The writing failed on our side; try again.")
         return
     async with publishing():
         if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
@@ -2139,11 +2148,17 @@ async def ask_writer(title: str, notes: str) -> str:
         raise WriterFailed(f"The writer answered {answer.status_code}: {bytes(raw[:200]).decode(errors='replace')}")
     try:
         text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, LookupError, TypeError):
+    except (ValueError, LookupError, TypeError, RecursionError):
         raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).")
     if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
         raise WriterFailed("The writer's answer held no text, or more than a draft can hold.")
-    return text
+    return storable(text)
+
+
+def storable(text: str) -> str:
+    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
+    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
 #### Health, and where to go from /
@@ -2454,6 +2469,15 @@ def allowed_methods(scope) -> str:
     return ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
 
 
+async def deleted_meanwhile(request: Request, error: Exception) -> Response:
+    """A write that refers to a row another request has just deleted (an account, a blog): the
+    foreign key refuses it, and the client is told so rather than answered 500."""
+    if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" not in str(error):
+        log.error("Exception in ASGI application", exc_info=error)  # no other integrity error is expected
+        return await server_error(request, error)
+    return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
+
+
 async def server_error(request: Request, error: Exception) -> Response:
     """An unexpected failure: logged by Starlette with its traceback; the client learns nothing internal."""
     return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
@@ -2523,7 +2547,8 @@ app = Starlette(
     routes=routes,
     middleware=[Middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
-    exception_handlers={HTTPException: http_error, Exception: server_error},
+    exception_handlers={HTTPException: http_error, asyncpg.ForeignKeyViolationError: deleted_meanwhile,
+                        sqlite3.IntegrityError: deleted_meanwhile, Exception: server_error},
     lifespan=lifespan,
 )
 

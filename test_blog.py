@@ -1151,6 +1151,12 @@ class FakeWriter:
             raw = json.dumps({"choices": [{"message": {"content": "x" * 2_000_000}}]})
         elif title.startswith("empty"):
             raw = '{"choices": []}'
+        elif title.startswith("unstorable"):  # JSON may hold what no database column can: NUL, a lone surrogate
+            raw = json.dumps({"choices": [{"message": {"content": "A\x00B\ud800C"}}]})
+        elif title.startswith("nested"):
+            raw = "[" * 100_000
+        elif title.startswith("nul error"):
+            status, raw = 500, '{"error": "bad\\u0000 \x00byte"}'
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(raw.encode())))
@@ -1221,6 +1227,8 @@ def user_id_of(live, user: dict) -> int:
     ("garbled one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
     ("empty one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
     ("endless one", "The writer's answer was longer than 256 KiB."),
+    ("nested one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
+    ("nul error", "The writer answered 500: {\"error\": \"bad\\u0000 byte\"}"),
 ])
 def test_a_writer_that_fails_ends_the_job_failed_with_its_reason(writing, title, reason):
     live, _ = writing
@@ -1231,6 +1239,40 @@ def test_a_writer_that_fails_ends_the_job_failed_with_its_reason(writing, title,
     assert (failed["status"], failed["error"], failed["result"]) == ("failed", reason, None)
     assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["content"] == "Untouched"
     assert generate(live, user, "A second try").status_code == 202  # a failed job is no longer under way
+
+
+def test_a_writer_answer_no_column_can_hold_is_stored_without_what_it_cannot_hold(writing):
+    """A NUL and a lone surrogate (PostgreSQL refused them, and the job stayed in progress for ever)."""
+    live, _ = writing
+    user = live.user()
+    job = generate(live, user, "unstorable one").json()
+    done = job_when(live, user, job["id"], lambda job: job["status"] in ("completed", "failed"))
+    assert (done["status"], done["result"]) == ("completed", "AB?C")
+    assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["content"] == "AB?C"
+
+
+def test_a_job_whose_task_fails_on_our_side_is_failed_at_once_or_by_its_missed_heartbeat(client, monkeypatch):
+    """A bug in the runner ends the job failed and says so; a task that died without a word stops
+    beating the job's heart, so the job is reaped as interrupted, never kept in progress by its process."""
+    async def a_bug(title, notes):
+        raise RuntimeError("a bug of ours")
+    monkeypatch.setattr(blog, "WRITER_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setattr(blog, "JOB_HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(blog, "ask_writer", a_bug)
+    user, other = make_user(client), make_user(client)
+
+    def ended(owner, job_id):
+        return wait_until(lambda: (job := client.get(f"/api/jobs/{job_id}", headers=owner["headers"]).json())
+                          ["status"] in ("completed", "failed") and job, what=f"job {job_id} to end")
+    job = client.post("/api/session/draft/generate", json={"title": "T"}, headers=user["headers"]).json()
+    assert ended(user, job["id"])["error"] == "The writing failed on our side; try again."
+
+    async def dies_silently(job):
+        raise asyncio.CancelledError  # as if cancelled from outside: nothing of run_job's own runs
+    import asyncio
+    monkeypatch.setattr(blog, "run_job", dies_silently)
+    job = client.post("/api/session/draft/generate", json={"title": "T"}, headers=other["headers"]).json()
+    assert ended(other, job["id"])["error"] == "The writing was interrupted; try again."
 
 
 def test_a_draft_saved_while_the_job_runs_is_not_overwritten(writing):
@@ -1463,6 +1505,34 @@ def test_cors_allows_the_configured_origins_only(client):
 
 
 #### A real server: concurrency and the command line
+
+
+def test_a_like_a_follow_or_a_draft_racing_a_deletion_is_a_404_never_a_500(new_database):
+    """On PostgreSQL a row deleted at the same instant as a write that refers to it fails the
+    foreign key (the helper's attack: 500s). Many rounds at once, each racing its deletion."""
+    import asyncio
+    with running_server(new_database()) as server:
+        live = Live(server)
+
+        async def round_(client, author, post, fans):
+            admin = live.admin["headers"]
+            return await asyncio.gather(
+                *[client.put(f"{live.url}/api/blogs/{post['id']}/like", headers=fan["headers"]) for fan in fans],
+                *[client.put(f"{live.url}/api/users/{author['username']}/follow", headers=fan["headers"]) for fan in fans],
+                *[client.post(f"{live.url}/api/session/draft", json={"title": "T"}, headers=author["headers"]) for _ in fans],
+                client.delete(f"{live.url}/api/blogs/{post['id']}", headers=admin),
+                client.delete(f"{live.url}/api/users/{author['username']}", headers=admin))
+
+        async def rounds():
+            async with httpx.AsyncClient(timeout=30) as client:
+                setups = []
+                for _ in range(12):
+                    author = live.user()
+                    setups.append((author, live.blog(author, status="approved"), [live.user() for _ in range(4)]))
+                return [r.status_code for answers in await asyncio.gather(*[round_(client, *setup) for setup in setups])
+                        for r in answers]
+        statuses = run(rounds())
+    assert set(statuses) <= {200, 204, 401, 404} and "Traceback" not in server.log(), server.log()[-4000:]
 
 
 def test_twenty_simultaneous_writers_lose_nothing(new_database):
