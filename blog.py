@@ -1504,7 +1504,7 @@ async def find_approved_blogs(query: str | None, author: str | None, before: int
         sql, order = BLOG_SELECT + " WHERE (CAST(:before AS INTEGER) IS NULL OR b.id < :before)", "b.id"
     elif words := search_words(query):
         sql, order = BLOG_COLUMNS + " " + database.SEARCH_FROM, database.SEARCH_ORDER
-        values |= {"search": database.search_terms(words), "before": before or ABOVE_EVERY_ID}
+        values |= {"search": database.search_terms(words), "before": ABOVE_EVERY_ID if before is None else before}
     else:
         return []  # only punctuation: no word to find
     return await database.fetch_all(sql + " AND b.status = 'approved' AND (CAST(:author AS TEXT) IS NULL OR "
@@ -1688,7 +1688,7 @@ async def feed(request: Request) -> Response:
     # (Written as IN (SELECT ...), SQLite gathered and sorted every followed author's posts: 60 ms.)
     rows = await database.fetch_all(BLOG_SELECT + """ WHERE b.status = 'approved' AND b.id < :before
         AND (b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me AND f.followed_id = b.author_id))
-        ORDER BY b.id DESC LIMIT :limit""", {"me": request.state.user["id"], "before": before or ABOVE_EVERY_ID,
+        ORDER BY b.id DESC LIMIT :limit""", {"me": request.state.user["id"], "before": ABOVE_EVERY_ID if before is None else before,
                                             "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
@@ -2082,9 +2082,9 @@ async def claim_job() -> dict | None:
     processes claiming the same job, the second finds it no longer pending (and claims none)."""
     now = utc_now()
     return await database.fetch_one(
-        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, started_at = :now, heartbeat_at = :now, "
+        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
         "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
-        "RETURNING id, user_id, input, started_at", {"me": PROCESS_ID, "now": now})
+        "RETURNING id, user_id, input, created_at", {"me": PROCESS_ID, "now": now})
 
 
 async def run_job(job: dict) -> None:
@@ -2105,14 +2105,14 @@ async def run_job(job: dict) -> None:
         if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
                                         "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
             return  # it took so long that another process took it for abandoned, and failed it
-        # The draft takes the post only if it was not saved after the job started (one statement,
+        # The draft takes the post only if it was not saved since the job was asked for (one statement,
         # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
         filled = await database.fetch_one(
             "INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :text, '[]', "
             ":now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at WHERE drafts.updated_at <= :started "
+            "images = excluded.images, updated_at = excluded.updated_at WHERE drafts.updated_at <= :asked "
             "RETURNING user_id", {"user_id": job["user_id"], "title": fields["title"], "text": text,
-                                  "now": utc_now(), "started": job["started_at"]})
+                                  "now": utc_now(), "asked": job["created_at"]})
         await end_job(job, "completed", result=text, filled_draft=filled is not None)
 
 

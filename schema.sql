@@ -144,7 +144,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     filled_draft INTEGER NOT NULL DEFAULT 0,     -- 1 if the result went into the user's draft
     error        TEXT,                           -- why it failed, in words a person can act on
     claimed_by   TEXT,                           -- the process running it
-    started_at   TEXT,
     heartbeat_at TEXT,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL

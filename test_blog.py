@@ -759,6 +759,14 @@ def test_a_cursor_of_zero_is_a_page_and_never_the_cached_front_page(client):
     assert [b["id"] for b in client.get("/api/blogs/", params={"cursor": str(posts[1]["id"])}).json()["items"]] == [
         posts[0]["id"]]
     assert [b["id"] for b in client.get("/api/blogs/").json()["items"]] == [p["id"] for p in reversed(posts)]
+    # Every list that pages: a cursor of 0 is the page below every id, empty (the feed and search once
+    # took 0 for no cursor, and answered the first page again).
+    for path, params in [("/api/feed", {}), ("/api/blogs/", {"q": "post"}), ("/api/blogs/", {"author": author["user"]["username"]}),
+                         ("/api/jobs", {}), (f"/api/users/{author['user']['username']}/followers", {}),
+                         ("/api/feature-requests/", {}), (f"/api/blogs/{posts[0]['id']}/likes", {})]:
+        response = client.get(path, params=params | {"cursor": "0"}, headers=author["headers"])
+        assert response.json() == {"items": [], "next_cursor": None}, (path, params)
+    assert len(client.get("/api/feed", headers=author["headers"]).json()["items"]) == 3
 
 
 def test_pages_walk_every_item_exactly_once_newest_first(client):
@@ -1287,6 +1295,25 @@ def test_a_draft_saved_while_the_job_runs_is_not_overwritten(writing):
     writer.release.set()
     done = job_when(live, user, job["id"], lambda job: job["status"] == "completed")
     assert done["filled_draft"] is False and done["result"].startswith("# hang then finish")
+    assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["title"] == "Saved meanwhile"
+
+
+def test_a_draft_saved_while_the_job_waits_its_turn_is_not_overwritten(writing):
+    """Saved after asking but before a runner took the job (both were busy): the helper's attack
+    found it overwritten, when the rule compared the save with when the job started, not was asked."""
+    live, writer = writing
+    writer.release.clear()
+    busy = [(owner, generate(live, owner, f"hang, keeping a runner busy {n}").json()) for n, owner in
+            enumerate([live.user(), live.user()])]
+    for owner, job in busy:
+        job_when(live, owner, job["id"], lambda job: job["status"] == "in_progress")
+    user = live.user()
+    job = generate(live, user, "Waits its turn").json()
+    httpx.post(live.url + "/api/session/draft", json={"title": "Saved meanwhile", "content": "Mine"}, headers=user["headers"])
+    assert httpx.get(live.url + f"/api/jobs/{job['id']}", headers=user["headers"]).json()["status"] == "pending"
+    writer.release.set()
+    done = job_when(live, user, job["id"], lambda job: job["status"] == "completed")
+    assert done["filled_draft"] is False and done["result"].startswith("# Waits its turn")
     assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["title"] == "Saved meanwhile"
 
 
