@@ -3,9 +3,16 @@
 -- missing and never changes what is there (there are no migrations; see the README).
 -- The one difference in shared lines, how `id INTEGER PRIMARY KEY AUTOINCREMENT` counts up, is
 -- handled in blog.py's create_tables (AUTOINCREMENT: SQLite never hands out a deleted row's id
--- again, so a deleted account's token can never name a new account, nor an event id repeat); a line "-- on sqlite:" or "-- on postgresql:" starts lines for that
--- database only, up to the next "-- on both:".
+-- again, so a deleted account's token can never name a new account, nor an event id repeat).
+-- A line "-- on sqlite:" or "-- on postgresql:" starts lines for that database only, up to the
+-- next "-- on both:".
 -- Timestamps are ISO-8601 UTC text ("2026-11-21T20:17:24.123Z"): it sorts in time order on both.
+
+-- on postgresql:
+-- Two processes starting at once would collide in CREATE ... IF NOT EXISTS: this lock, held to
+-- the end of the script (PostgreSQL runs it as one transaction), makes them take turns.
+SELECT pg_advisory_xact_lock(720002);
+-- on both:
 
 CREATE TABLE IF NOT EXISTS users (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
