@@ -2057,7 +2057,7 @@ async def run_jobs() -> None:
                                "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
 
 
-ABANDONED_JOBS = "SELECT id, user_id FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
+ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
 
 
 async def beat_and_reap(running: list[int]) -> None:
@@ -2081,7 +2081,7 @@ async def claim_job() -> dict | None:
     return await database.fetch_one(
         "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
         "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
-        "RETURNING id, user_id, input, created_at", {"me": PROCESS_ID, "now": now})
+        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
 
 
 async def run_job(job: dict) -> None:
@@ -2101,7 +2101,7 @@ async def run_job(job: dict) -> None:
     async with publishing():
         if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
                                         "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
-            return  # it took so long that another process took it for abandoned, and failed it
+            return  # it took so long that another process took it for abandoned, and failed it: no draft
         # The draft takes the post only if it was not saved since the job was asked for (one statement,
         # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
         filled = await database.fetch_one(
@@ -2115,12 +2115,16 @@ async def run_job(job: dict) -> None:
 
 async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
                   filled_draft: bool = False) -> None:
-    """In a publishing transaction: record how a job ended, and tell its owner's event streams."""
-    await database.execute(
+    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
+    while it is still in progress under the same claim: a job that another process has meanwhile
+    taken for abandoned, and failed, has ended once and is not ended again."""
+    ended = await database.fetch_one(
         "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
-        "claimed_by = NULL, updated_at = :now WHERE id = :id",
-        {"status": status, "result": result, "error": error, "filled": int(filled_draft), "now": utc_now(), "id": job["id"]})
-    await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
+        "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
+        "RETURNING id", {"status": status, "result": result, "error": error, "filled": int(filled_draft),
+                         "now": utc_now(), "id": job["id"], "claimed_by": job["claimed_by"]})
+    if ended:
+        await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
 
 
 async def ask_writer(title: str, notes: str) -> str:

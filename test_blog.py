@@ -1283,6 +1283,42 @@ def test_a_job_whose_task_fails_on_our_side_is_failed_at_once_or_by_its_missed_h
     assert ended(other, job["id"])["error"] == "The writing was interrupted; try again."
 
 
+def test_a_job_failed_as_abandoned_meanwhile_is_not_ended_again_by_its_late_runner(client, monkeypatch):
+    """Another process took the job for abandoned and failed it while its writer was still busy; the
+    late failure neither overwrites that end nor tells the owner a second time."""
+    import asyncio
+    answer, ends, end_job = threading.Event(), [], blog.end_job
+
+    async def a_late_failure(title, notes):
+        await asyncio.get_running_loop().run_in_executor(None, answer.wait, 10)
+        raise blog.WriterFailed("The writer answered 500: too late")
+
+    async def counted_end_job(job, status, **outcome):
+        await end_job(job, status, **outcome)
+        ends.append(outcome["error"])
+    monkeypatch.setattr(blog, "WRITER_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setattr(blog, "ask_writer", a_late_failure)
+    monkeypatch.setattr(blog, "end_job", counted_end_job)
+    user = make_user(client)
+    job = client.post("/api/session/draft/generate", json={"title": "T"}, headers=user["headers"]).json()
+    wait_until(lambda: client.get(f"/api/jobs/{job['id']}", headers=user["headers"]).json()["status"] == "in_progress")
+
+    async def reaped_elsewhere():
+        async with blog.publishing():
+            [abandoned] = await blog.database.fetch_all(
+                "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress'")
+            await blog.end_job(abandoned, "failed", error="The writing was interrupted; try again.")
+    client.portal.call(reaped_elsewhere)
+    answer.set()
+    wait_until(lambda: len(ends) == 2, what="the late runner to try to end the job")
+    assert ends[1] == "The writer answered 500: too late"
+    assert client.get(f"/api/jobs/{job['id']}", headers=user["headers"]).json()["error"] == "The writing was interrupted; try again."
+
+    async def job_finished_events():
+        return await blog.database.fetch_val("SELECT COUNT(*) FROM events WHERE kind = 'job_finished'")
+    assert client.portal.call(job_finished_events) == 1
+
+
 def test_a_draft_saved_while_the_job_runs_is_not_overwritten(writing):
     live, writer = writing
     user = live.user()
