@@ -1222,7 +1222,7 @@ END_SESSION = "UPDATE sessions SET ended_at = :now WHERE id = :id AND user_id = 
 @requires_role(*ROLES)
 async def logout(request: Request) -> Response:
     """End the session of a refresh token of yours: none of its refresh tokens works again.
-    Access tokens run out on their own within minutes."""
+    Its access tokens neither: each names its session, and user_for_claims finds it ended."""
     token = (await read_body(request, REFRESH_BODY))["refresh_token"]
     with suppress(HTTPException):  # a token that is no valid refresh token ends nothing
         claims = read_token(token, "refresh")
