@@ -195,6 +195,8 @@ class SQLiteDatabase(Database):
     SEARCH_FROM = """FROM blog_search s CROSS JOIN blogs b ON b.id = s.rowid JOIN users u ON u.id = b.author_id
         WHERE blog_search MATCH :search AND s.rowid < :before"""
     SEARCH_ORDER = "s.rowid"
+    # The feed's gathering (see feed): without ANALYZE's statistics SQLite would walk instead.
+    BY_AUTHOR = " INDEXED BY blogs_author_id"
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -304,6 +306,7 @@ class PostgresDatabase(Database):
     SEARCH_FROM = """FROM blogs b JOIN users u ON u.id = b.author_id
         WHERE b.search @@ to_tsquery('simple', :search) AND b.id < :before"""
     SEARCH_ORDER = "b.id"
+    BY_AUTHOR = ""  # the feed's gathering: PostgreSQL's planner has statistics (autovacuum keeps them)
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -1676,17 +1679,29 @@ async def list_likes(request: Request) -> Response:
                               {"id": request.path_params["blog_id"]})
 
 
+# Two ways to a feed page, as each is slow where the other is fast (100,000 posts by 10,000 authors):
+# - walk every post newest first, checking each against the follows, until the page is full: 0.3 ms
+#   following 1,000 authors, but 60 ms on SQLite following one, whose posts are few and far between;
+# - gather the followed authors' posts through blogs_author_id, then sort them: 0.2 ms following
+#   one, but on PostgreSQL 26 ms following 1,000.
+FEED_WALKS_FROM = 50  # followed authors from which the walk is the faster way
+FEED_GATHERED = "b.author_id IN (SELECT followed_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me)"
+FEED_WALKED = ("(b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me "
+               "AND f.followed_id = b.author_id))")
+
+
 @requires_role(*ROLES)
 async def feed(request: Request) -> Response:
     """List the approved blogs of the authors you follow, and your own, newest first."""
-    limit, before = page_params(request)
-    # Posts are read newest first, each checked against the follows' primary key, until the page is
-    # full: 0.4 ms when the followed wrote a tenth of the recent posts; the fewer, the longer the walk.
-    # (Written as IN (SELECT ...), SQLite gathered and sorted every followed author's posts: 60 ms.)
-    rows = await database.fetch_all(BLOG_SELECT + """ WHERE b.status = 'approved' AND b.id < :before
-        AND (b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me AND f.followed_id = b.author_id))
-        ORDER BY b.id DESC LIMIT :limit""", {"me": request.state.user["id"], "before": ABOVE_EVERY_ID if before is None else before,
-                                            "limit": limit + 1})
+    (limit, before), me = page_params(request), request.state.user["id"]
+    follows = await database.fetch_val("SELECT COUNT(*) FROM follows WHERE follower_id = :me", {"me": me})
+    if follows >= FEED_WALKS_FROM:
+        source = BLOG_SELECT + " WHERE " + FEED_WALKED
+    else:
+        source = BLOG_COLUMNS + " FROM blogs b" + database.BY_AUTHOR + " JOIN users u ON u.id = b.author_id WHERE " + FEED_GATHERED
+    rows = await database.fetch_all(source + " AND b.status = 'approved' AND b.id < :before ORDER BY b.id DESC "
+                                    "LIMIT :limit", {"me": me, "before": ABOVE_EVERY_ID if before is None else before,
+                                                     "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
 

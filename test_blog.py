@@ -960,7 +960,10 @@ def test_a_deleted_account_or_blog_takes_its_likes_and_follows_along(client):
     assert (client.get("/api/users/author").json()["followers"], client.get("/api/users/author").json()["following"]) == (0, 0)
 
 
-def test_the_feed_is_what_you_follow_and_what_you_wrote_newest_first(client):
+@pytest.mark.parametrize("walks_from", [50, 0], ids=["gathered", "walked"])
+def test_the_feed_is_what_you_follow_and_what_you_wrote_newest_first(client, monkeypatch, walks_from):
+    """Both ways to a page (see blog.feed) answer the same."""
+    monkeypatch.setattr(blog, "FEED_WALKS_FROM", walks_from)
     me, followed, stranger = make_user(client), make_user(client, username="followed"), make_user(client)
     client.put("/api/users/followed/follow", headers=me["headers"])
     mine = make_blog(client, me, "Mine", status="approved")
