@@ -9,8 +9,33 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py --demo                        the same, with one account per role and a few posts
     python blog.py --workers 4                   four processes (PostgreSQL only)
     python blog.py create-admin NAME EMAIL       make the first admin (asks for the password)
-"""
 
+How to read this file. Each section starts with a banner (a line beginning "####"); read them
+in this order, top to bottom, and stop at the appendices:
+
+1. Configuration: every setting, read once from the environment.
+2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
+   `execute` and `async with database.transaction():`, as the `databases` package documents.
+3. Security: passwords, tokens and sessions, stream tickets, guess counting, and the role
+   decorator that guards handlers: `@requires_role("approver", "admin")`, `@login_required`.
+4. Requests and answers, Pages: how a handler reads a JSON body and a page of results.
+5. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
+   change, and `@on_event("blog_pending")` on what a section does when an event arrives.
+6. One section per resource: Auth, Users, Blogs, Likes and the feed, Comments and chat,
+   Notifications, Feature requests, Drafts, Writing assistant; then Health.
+7. The app: the `routes` table (every endpoint on one line), errors, `lifespan`; the command line.
+
+The appendices are the machinery behind those interfaces; a first reading may skip them:
+A. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
+   readers) and on PostgreSQL (a pool, row locks, a listening connection), and schema.sql run.
+B. The event bus: how an event published in one process reaches the @on_event functions of
+   every process, in order, and nothing is lost when a connection drops.
+C. The public cache: why the front page and public blogs are served from memory for a second.
+D. The job runner: how writing jobs are claimed, kept alive and ended once, across processes.
+E. The validator: the few JSON Schema keywords that the body declarations use.
+F. The API document: /openapi.json and /docs, built from the same declarations.
+G. Log redaction: no token or ticket reaches a log line.
+"""
 
 import argparse
 import asyncio
@@ -30,10 +55,11 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from http import HTTPStatus
@@ -115,7 +141,7 @@ EVENT_RETENTION_HOURS = 24  # how far back an event stream can replay what a cli
 EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 EVENT_POLL_SECONDS = 5  # each process reads the log this often even when no notification comes
 LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
-EVENT_LOG_LOCK = 72_0001  # PostgreSQL's advisory lock for publishing (schema.sql takes 720002)
+EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing (schema.sql takes 720_002)
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -128,6 +154,21 @@ def utc_time(moment: datetime) -> str:
 def utc_now() -> str:
     """The current time as stored and sent."""
     return utc_time(datetime.now(UTC))
+
+
+#### The database, as the handlers use it
+#
+# `database` (made at the end of Appendix A, for DATABASE_URL) behaves as the `databases` package
+# documents: `await database.fetch_all(query, values)`, `fetch_one` (a dict or None), `fetch_val`
+# and `execute`, each with :name parameters, and `async with database.transaction():` for
+# statements that must commit together. On PostgreSQL transactions really run at once, so a
+# transaction that reads a row to decide how to change it locks it first: `database.LOCKING` is
+# " FOR UPDATE" there, and "" on SQLite, where a transaction already holds the whole database.
+
+
+class RowDeletedMeanwhile(Exception):
+    """A write referred to a row (an account, a blog) that another request deleted meanwhile:
+    the foreign key refused it, and the client gets a 404 (see deleted_meanwhile)."""
 
 
 #### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
@@ -164,7 +205,7 @@ async def in_bcrypt_thread(function, *args):
     return await asyncio.get_running_loop().run_in_executor(BCRYPT_THREADS, function, *args)
 
 
-# Checked when the username is unknown, so an unknown user costs as much as a wrong password.
+# What login checks a password against when nobody has the name (see login).
 DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(16))
 
 
@@ -309,6 +350,9 @@ def requires_role(*roles: str, for_stream: bool = False):
     return decorator
 
 
+login_required = requires_role(*ROLES)  # any role will do: "logged in"
+
+
 # Guesses are counted in the database, so that every app process counts the same ones:
 # "account:42", "name:nobody" (a login name nobody has), "address:203.0.113.7", "register:203.0.113.7".
 # A guess is counted before the password is checked, so guesses sent at once are counted at once.
@@ -352,35 +396,6 @@ def invalid(field: str, problem: str) -> HTTPException:
     return HTTPException(422, f"{field}: {problem}.")
 
 
-def parse_json(raw: bytes | str):
-    """Parse JSON strictly: NaN, Infinity, 5000-digit numbers and deep nesting are refused."""
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-    try:
-        return json.loads(raw, parse_constant=refuse)
-    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8 and huge ints are ValueErrors
-        raise HTTPException(400, "The body is not valid JSON.")
-
-
-async def read_raw_body(request: Request) -> bytes:
-    """Read the body, refusing with 413 as soon as it passes 1 MiB.
-
-    Starlette's own max_body_size answers in plain text when Content-Length is too large,
-    and every error here is JSON, so the limit is kept here, where bodies are read.
-    """
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, "The body is larger than 1 MiB.")
-    return bytes(body)
-
-
-def body_needed(schema: dict) -> bool:
-    """Whether a request must have a body: one that requires fields. (Reject's reason is optional.)"""
-    return "required" in schema or "anyOf" in schema
-
-
 async def read_body(request: Request, schema: dict) -> dict:
     """Parse the JSON body and validate it against `schema`; a body that needs nothing may be left out."""
     raw = await read_raw_body(request)
@@ -406,6 +421,7 @@ TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.
 
 LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 CURSOR = {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "next_cursor of the previous page"}
+NO_CURSOR = 1_000_000_000  # the first page: above every id, as no id has more than 9 digits
 
 
 def query_param(request: Request, name: str, rule: dict):
@@ -419,11 +435,12 @@ def query_param(request: Request, name: str, rule: dict):
     return check_value(name, int(value), rule)
 
 
-def page_params(request: Request) -> tuple[int, int | None]:
-    """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as an id."""
+def page_params(request: Request) -> tuple[int, int]:
+    """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as the id that every item
+    on the page is below (no cursor: NO_CURSOR, above every id), so each list asks "id < :before"."""
     limit = query_param(request, "limit", LIMIT) or LIMIT["default"]
     cursor = query_param(request, "cursor", CURSOR)
-    return limit, None if cursor is None else int(cursor)
+    return limit, NO_CURSOR if cursor is None else int(cursor)
 
 
 def page_of(rows: list, limit: int, item_out) -> dict:
@@ -443,58 +460,96 @@ class IdConvertor(IntegerConvertor):
 
 
 register_url_convertor("id", IdConvertor())
-ABOVE_EVERY_ID = 1_000_000_000  # a cursor past every id: none has more than 9 digits
 
 
-#### Live events: publish() beside the change, and listeners that hear what concerns them
-
-
+#### Live events: publish() beside the change; each section says what it wants to hear of
+#
 # Every change that clients hear of live is a row of the events table, written by publish() in
 # the same transaction as the change: a change that rolls back publishes nothing, and one that
-# commits cannot be lost. Every app process runs one event bus. Woken by a notification
-# (PostgreSQL's NOTIFY, or SQLite's stand-in in this process), or every few seconds anyway, it
-# reads the rows after the last one it has seen, in id order, and hands each to this process's
-# listeners:
+# commits cannot be lost. Every app process hears every event, in id order, and hands it to the
+# functions that its sections registered with @on_event (how events travel between processes is
+# Appendix B):
 #
 #   async with publishing(): ...; await publish("blog_pending", blog_id=5, ...)
-#     -> events row 17; on commit, NOTIFY "17"
-#     -> every process: SELECT ... FROM events WHERE id > 16 -> deliver(event 17)
+#     -> events row 17, committed with the change
+#     -> in every process: each @on_event("blog_pending") function gets
+#        {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}
 #
-# Each listener (an event stream, a chat socket) has its own bounded queue, and the bus only
-# ever puts into queues without waiting. A queue holds events, or a str: the reason its
-# connection must end. A listener whose queue is full has stopped reading: it is told it fell
-# behind and cut off, so it can never slow the bus or the other listeners.
+# Those functions never wait: each listener (an event stream, a chat socket) has its own bounded
+# queue, and they only offer() to it. A listener whose queue is full has stopped reading: it is
+# cut off, so it can never slow the others.
+
+# Event kind -> the functions that hear it, registered by @on_event in the sections below.
+event_handlers: dict[str, list[Callable[[dict], None]]] = {}
 
 
-# User id -> the queues of that user's streams and sockets, to end them when their rights change.
-user_connections: dict[int, set[asyncio.Queue]] = {}
+def on_event(*kinds: str):
+    """Have the decorated function called with every event of these kinds, in every process."""
+    def register(handler):
+        for kind in kinds:
+            event_handlers.setdefault(kind, []).append(handler)
+        return handler
+    return register
 
-FELL_BEHIND = "You fell behind; reconnect."
-SERVER_STOPPING = "The server is restarting; reconnect."
-TOKEN_EXPIRED = "Your token has expired; reconnect with a new one."
-publishing_now: ContextVar[bool] = ContextVar("publishing_now", default=False)
+
+class Publication:
+    """What the transaction of a publishing() block has published that this process acts on itself."""
+
+    def __init__(self):
+        self.public_pages_changed = False
+
+
+publishing_now: ContextVar[Publication | None] = ContextVar("publishing_now", default=None)
 
 
 @asynccontextmanager
 async def publishing() -> AsyncIterator[None]:
     """A transaction that may publish(): its events go out once it commits, in the order of their ids."""
+    publication = Publication()
     async with database.transaction():
         await database.lock_event_log()
-        token = publishing_now.set(True)
+        token = publishing_now.set(publication)
         try:
             yield
         finally:
             publishing_now.reset(token)
+    if publication.public_pages_changed:
+        # Here at once, after the commit: a client that saw the change cannot then be sent an
+        # older page by this process. (The others empty theirs when the event reaches them.)
+        public_cache.clear()
 
 
 async def publish(kind: str, **data) -> None:
     """Write an event to the log, in the transaction of the change it tells of."""
-    if not publishing_now.get():
+    if publishing_now.get() is None:
         raise RuntimeError("publish() belongs inside `async with publishing():`, beside its change.")
     event_id = await database.fetch_val(
         "INSERT INTO events (kind, data, created_at) VALUES (:kind, :data, :now) RETURNING id",
         {"kind": kind, "data": json.dumps(data), "now": utc_now()})
     await database.notify(str(event_id))  # only the id: NOTIFY's payload is small, the row is not
+
+
+async def public_pages_changed() -> None:
+    """Say, in a publishing() block, that what everyone sees has changed: every process empties its
+    public cache (Appendix C), this one as soon as the block commits."""
+    await publish("public_changed")
+    publishing_now.get().public_pages_changed = True
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Put in a listener's queue to end its connection: why, and the WebSocket close code."""
+
+    reason: str
+    code: int = 1008  # policy violation: the rights it was opened with no longer hold
+
+
+FELL_BEHIND = Closing("You fell behind; reconnect.", code=1013)  # 1013: try again later
+SERVER_STOPPING = Closing("The server is restarting; reconnect.")
+TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
+
+# User id -> the queues of that user's streams and sockets, to end them when their rights change.
+user_connections: dict[int, set[asyncio.Queue]] = {}
 
 
 def offer(queue: asyncio.Queue, item) -> None:
@@ -505,11 +560,11 @@ def offer(queue: asyncio.Queue, item) -> None:
         end(queue, FELL_BEHIND)
 
 
-def end(queue: asyncio.Queue, reason: str) -> None:
+def end(queue: asyncio.Queue, closing: Closing) -> None:
     """Tell a listener to end its connection, at once: what it had not read yet is dropped."""
     while not queue.empty():
         queue.get_nowait()
-    queue.put_nowait(reason)
+    queue.put_nowait(closing)
 
 
 def count_connection(user: dict, queue: asyncio.Queue) -> None:
@@ -527,6 +582,13 @@ def forget_connection(user: dict, queue: asyncio.Queue) -> None:
     queues.discard(queue)
     if not queues:
         user_connections.pop(user["id"], None)
+
+
+@on_event("user_changed")
+def end_connections_of_changed_user(event: dict) -> None:
+    """A new role, or no account: what their streams and sockets were let in for no longer holds."""
+    for queue in user_connections.get(event["data"]["user_id"], set()):
+        end(queue, Closing("Your account has changed; reconnect."))
 
 
 #### Auth: register, login, refresh, logout, me, stream tickets
@@ -626,6 +688,8 @@ async def login(request: Request) -> Response:
     async with database.transaction():  # a guess refused by either key is counted by neither
         await count_guess(account, LOGIN_FAILURES_PER_ACCOUNT)
         await count_guess(address, LOGIN_FAILURES_PER_ADDRESS)
+    # A name nobody has is checked against a dummy hash: it costs one full bcrypt check like a wrong
+    # password, so the time of the answer does not tell whether the account exists.
     password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
     if not await in_bcrypt_thread(check_password, fields["password"], password_hash) or user is None:
         raise unauthorized("Wrong username or password.")  # the same words for both, on purpose
@@ -658,7 +722,7 @@ async def refresh(request: Request) -> Response:
 END_SESSION = "UPDATE sessions SET ended_at = :now WHERE id = :id AND user_id = :user_id AND ended_at IS NULL"
 
 
-@requires_role(*ROLES)
+@login_required
 async def logout(request: Request) -> Response:
     """End the session of a refresh token of yours: none of its refresh tokens works again.
     Its access tokens neither: each names its session, and user_for_claims finds it ended."""
@@ -669,13 +733,13 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@requires_role(*ROLES)
+@login_required
 async def me(request: Request) -> Response:
     """Show the logged-in user."""
     return JSONResponse(user_out(request.state.user))
 
 
-@requires_role(*ROLES)
+@login_required
 async def stream_ticket(request: Request) -> Response:
     """Trade your access token for a ticket that opens event streams and chat sockets for 30 s."""
     user = request.state.user
@@ -683,7 +747,7 @@ async def stream_ticket(request: Request) -> Response:
     return JSONResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
 
 
-@requires_role(*ROLES)
+@login_required
 async def change_password(request: Request) -> Response:
     """Change your password; every other session of yours ends (this one goes on)."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
@@ -747,7 +811,7 @@ async def get_profile(request: Request) -> Response:
     return JSONResponse(await database.fetch_one(PROFILE_BY_ID, {"id": user_id}))
 
 
-@requires_role(*ROLES)
+@login_required
 async def update_profile(request: Request) -> Response:
     """Change your display name, bio or avatar; the fields you leave out stay, null clears one."""
     fields, user_id = await read_body(request, PROFILE_BODY), request.state.user["id"]
@@ -760,12 +824,12 @@ async def update_profile(request: Request) -> Response:
 async def profile_page(request: Request, query: str, values: dict) -> Response:
     """A page of profiles from a PROFILE_SELECT query ending in WHERE ..., newest accounts first."""
     limit, before = page_params(request)
-    rows = await database.fetch_all(query + " AND (CAST(:before AS INTEGER) IS NULL OR u.id < :before) "
+    rows = await database.fetch_all(query + " AND u.id < :before "
                                     "ORDER BY u.id DESC LIMIT :limit", values | {"before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@requires_role(*ROLES)
+@login_required
 async def follow_user(request: Request) -> Response:
     """Follow a user; following twice is following once."""
     followed, follower = await user_id_named(request.path_params["username"]), request.state.user["id"]
@@ -781,7 +845,7 @@ async def follow_user(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@requires_role(*ROLES)
+@login_required
 async def unfollow_user(request: Request) -> Response:
     """Stop following a user; it is no error if you did not."""
     followed = await user_id_named(request.path_params["username"])
@@ -860,8 +924,6 @@ async def delete_user(request: Request) -> Response:
         await publish("user_changed", user_id=user["id"])
         if had_public_blogs:
             await public_pages_changed()
-    if had_public_blogs:
-        public_cache.clear()  # after the commit, here at once
     return Response(status_code=204)
 
 
@@ -911,11 +973,6 @@ async def get_visible_blog(blog_id: int, user: dict | None, locking: bool = Fals
     return blog
 
 
-async def public_pages_changed() -> None:
-    """Publish, in the current transaction, that every process must empty its public cache."""
-    await publish("public_changed")
-
-
 def search_words(text: str) -> list[str]:
     """The words that ?q= matches, in the form both databases index them: "Über-Café 2" -> ["über", "café", "2"].
     Python folds the case (SQLite's LOWER folds ASCII only, PostgreSQL's follows its locale), after
@@ -925,8 +982,7 @@ def search_words(text: str) -> list[str]:
 
 # A search is the heaviest read that anyone, logged in or not, can ask for. In each process
 # searches take turns (see lifespan), so that a flood of them queues behind itself rather than in
-# front of every other request: /health's p99 under 4 clients searching without pause went from
-# 14x its idle p99 to 4x, what 4 clients asking for /health itself cost (bench.py).
+# front of every other request (bench.py measures /health while 4 clients search without pause).
 SEARCH_QUERY = {"type": "string", "maxLength": SEARCH_MAX_CHARACTERS,
                 "description": "words that the title or content must all hold, whole and in any case"}
 AUTHOR_QUERY = {"type": "string", "maxLength": 32, "description": "a username"}
@@ -949,14 +1005,14 @@ async def list_blogs(request: Request) -> Response:
     return response
 
 
-async def find_approved_blogs(query: str | None, author: str | None, before: int | None, limit: int) -> list[dict]:
+async def find_approved_blogs(query: str | None, author: str | None, before: int, limit: int) -> list[dict]:
     """Approved blogs, newest first, below the cursor; with a query, those holding all its words."""
     values = {"before": before, "author": author, "limit": limit}
     if query is None:
-        sql, order = BLOG_SELECT + " WHERE (CAST(:before AS INTEGER) IS NULL OR b.id < :before)", "b.id"
+        sql, order = BLOG_SELECT + " WHERE b.id < :before", "b.id"
     elif words := search_words(query):
         sql, order = BLOG_COLUMNS + " " + database.SEARCH_FROM, database.SEARCH_ORDER
-        values |= {"search": database.search_terms(words), "before": ABOVE_EVERY_ID if before is None else before}
+        values["search"] = database.search_terms(words)
     else:
         return []  # only punctuation: no word to find
     return await database.fetch_all(sql + " AND b.status = 'approved' AND (CAST(:author AS TEXT) IS NULL OR "
@@ -968,7 +1024,7 @@ async def list_pending_blogs(request: Request) -> Response:
     """List the blogs waiting for review, newest first."""
     limit, before = page_params(request)
     rows = await database.fetch_all(
-        BLOG_SELECT + " WHERE b.status = 'pending' AND (CAST(:before AS INTEGER) IS NULL OR b.id < :before) "
+        BLOG_SELECT + " WHERE b.status = 'pending' AND b.id < :before "
         "ORDER BY b.id DESC LIMIT :limit", {"before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
@@ -984,7 +1040,7 @@ def pending_event(blog: dict) -> dict:
     return {"blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
 
 
-@requires_role(*ROLES)
+@login_required
 async def create_blog(request: Request) -> Response:
     """Submit a blog; it waits as pending until an approver or admin reviews it."""
     fields = await read_body(request, BLOG_BODY)
@@ -1011,7 +1067,7 @@ async def get_blog(request: Request) -> Response:
     return response
 
 
-@requires_role(*ROLES)
+@login_required
 async def update_blog(request: Request) -> Response:
     """Rewrite your blog while it is not approved; a rejected blog goes back to pending."""
     user, fields = request.state.user, await read_body(request, BLOG_BODY)
@@ -1034,7 +1090,7 @@ async def update_blog(request: Request) -> Response:
     return JSONResponse(blog_out(blog))
 
 
-@requires_role(*ROLES)
+@login_required
 async def delete_blog(request: Request) -> Response:
     """Delete a blog: your own, or any blog if you are an admin."""
     user = request.state.user
@@ -1049,8 +1105,6 @@ async def delete_blog(request: Request) -> Response:
         await publish("blog_deleted", blog_id=blog["id"])
         if deleted["status"] == "approved":
             await public_pages_changed()
-    if deleted["status"] == "approved":
-        public_cache.clear()  # after the commit, here at once: a reader that saw the blog cannot keep it
     return Response(status_code=204)
 
 
@@ -1072,8 +1126,6 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
         if status == "approved":
             await public_pages_changed()
         blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
-    if status == "approved":
-        public_cache.clear()  # after the commit, here at once: a reader that saw the old list cannot keep it
     return JSONResponse(blog_out(blog))
 
 
@@ -1099,7 +1151,7 @@ async def check_approved(blog_id: int) -> None:
         raise HTTPException(404, f"There is no approved blog {blog_id}.")
 
 
-@requires_role(*ROLES)
+@login_required
 async def like_blog(request: Request) -> Response:
     """Like an approved blog; liking twice is liking once. The count shows within a second."""
     blog_id = request.path_params["blog_id"]
@@ -1114,7 +1166,7 @@ async def like_blog(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@requires_role(*ROLES)
+@login_required
 async def unlike_blog(request: Request) -> Response:
     """Take your like back; it is no error if you had none."""
     blog_id = request.path_params["blog_id"]
@@ -1131,18 +1183,19 @@ async def list_likes(request: Request) -> Response:
                               {"id": request.path_params["blog_id"]})
 
 
-# Two ways to a feed page, as each is slow where the other is fast (100,000 posts by 10,000 authors):
-# - walk every post newest first, checking each against the follows, until the page is full: 0.3 ms
-#   following 1,000 authors, but 60 ms on SQLite following one, whose posts are few and far between;
-# - gather the followed authors' posts through blogs_author_id, then sort them: 0.2 ms following
-#   one, but on PostgreSQL 26 ms following 1,000.
+# Two ways to a feed page, as each is slow where the other is fast (bench.py measures the feed
+# following 10 and 1,000 authors):
+# - walk every post newest first, checking each against the follows, until the page is full:
+#   quick for a reader who follows many, slow for one whose few authors post far between;
+# - gather the followed authors' posts through blogs_author_id, then sort them: quick for a few
+#   authors, slow for a thousand.
 FEED_WALKS_FROM = 50  # followed authors from which the walk is the faster way
 FEED_GATHERED = "b.author_id IN (SELECT followed_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me)"
 FEED_WALKED = ("(b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me "
                "AND f.followed_id = b.author_id))")
 
 
-@requires_role(*ROLES)
+@login_required
 async def feed(request: Request) -> Response:
     """List the approved blogs of the authors you follow, and your own, newest first."""
     (limit, before), me = page_params(request), request.state.user["id"]
@@ -1152,7 +1205,7 @@ async def feed(request: Request) -> Response:
     else:
         source = BLOG_COLUMNS + " FROM blogs b" + database.BY_AUTHOR + " JOIN users u ON u.id = b.author_id WHERE " + FEED_GATHERED
     rows = await database.fetch_all(source + " AND b.status = 'approved' AND b.id < :before ORDER BY b.id DESC "
-                                    "LIMIT :limit", {"me": me, "before": ABOVE_EVERY_ID if before is None else before,
+                                    "LIMIT :limit", {"me": me, "before": before,
                                                      "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
@@ -1176,12 +1229,12 @@ async def list_comments(request: Request) -> Response:
     rows = await database.fetch_all(
         "SELECT c.id, c.blog_id, c.author_id, u.username AS author, c.text, c.created_at "
         "FROM comments c JOIN users u ON u.id = c.author_id "
-        "WHERE c.blog_id = :blog_id AND (CAST(:before AS INTEGER) IS NULL OR c.id < :before) "
+        "WHERE c.blog_id = :blog_id AND c.id < :before "
         "ORDER BY c.id DESC LIMIT :limit", {"blog_id": blog["id"], "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@requires_role(*ROLES)
+@login_required
 async def delete_comment(request: Request) -> Response:
     """Delete a comment: your own, or any if you are an admin; it leaves the history and the room."""
     user = request.state.user
@@ -1252,7 +1305,7 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
             "SELECT COUNT(*) FROM comments WHERE author_id = :author_id AND created_at > :since",
             {"author_id": user["id"], "since": utc_time(now - timedelta(seconds=10))})
         if recent >= CHAT_MESSAGES_PER_10S:
-            end(outbox, "Too many messages; slow down.")
+            end(outbox, Closing("Too many messages; slow down."))
             return
         # INSERT ... SELECT ... WHERE EXISTS: a blog or an account deleted while the room was open
         # stores nothing (its socket is about to be closed by the deletion's event).
@@ -1296,9 +1349,9 @@ async def join_room(blog_id: int, user: dict, websocket: WebSocket, outbox: asyn
 async def send_outbox(websocket: WebSocket, outbox: asyncio.Queue) -> None:
     """Send a member's messages in order; close its socket when told to end (1013: it fell behind)."""
     try:
-        while not isinstance(message := await outbox.get(), str):
+        while not isinstance(message := await outbox.get(), Closing):
             await websocket.send_json(message)
-        await websocket.close(code=1013 if message == FELL_BEHIND else 1008, reason=message)
+        await websocket.close(code=message.code, reason=message.reason)
     except (WebSocketDisconnect, RuntimeError):  # the socket closed first: nobody is left to tell
         pass
 
@@ -1307,6 +1360,25 @@ def room_broadcast(blog_id: int, message: dict) -> None:
     """Queue a message for everyone in a blog's chat room."""
     for outbox in rooms.get(blog_id, set()):
         offer(outbox, message)
+
+
+@on_event("chat_message")
+def send_chat_message(event: dict) -> None:
+    """A message stored as a comment goes to everyone in its room."""
+    room_broadcast(event["data"]["blog_id"], {"type": "message", **event["data"]})
+
+
+@on_event("comment_deleted")
+def send_comment_deleted(event: dict) -> None:
+    """A deleted comment leaves every screen of its room: {"type": "deleted", "id": 7}."""
+    room_broadcast(event["data"]["blog_id"], {"type": "deleted", "id": event["data"]["id"]})
+
+
+@on_event("blog_deleted")
+def close_room_of_deleted_blog(event: dict) -> None:
+    """Nobody chats under a blog that is gone."""
+    for outbox in rooms.get(event["data"]["blog_id"], set()):
+        end(outbox, Closing("This blog has been deleted."))
 
 
 #### Notifications: Server-Sent Events, for reviewers and for authors
@@ -1319,6 +1391,16 @@ streams: dict[asyncio.Queue, dict] = {}
 # Which events an event stream tells its user of: reviewers hear of the blogs waiting for review;
 # everyone hears how their own blogs were reviewed and how their own writing jobs ended.
 STREAM_EVENTS = ("blog_pending", "blog_reviewed", "job_finished")
+
+
+@on_event(*STREAM_EVENTS)
+def send_to_event_streams(event: dict) -> None:
+    """Queue an event for every stream whose user hears of it, as one frame made once for all."""
+    frame = None
+    for queue, user in streams.items():
+        if hears(user, event):
+            frame = frame or sse_frame(event)
+            offer(queue, (event["id"], frame))
 
 
 def hears(user: dict, event: dict) -> bool:
@@ -1408,12 +1490,13 @@ async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | No
             except TimeoutError:
                 yield ": ping\n\n"  # keeps proxies and browsers from closing a quiet connection
                 continue
-            if isinstance(item, str):
-                yield f": {item}\n\n"  # EventSource reconnects with Last-Event-ID and misses nothing
+            if isinstance(item, Closing):
+                yield f": {item.reason}\n\n"  # EventSource reconnects with Last-Event-ID and misses nothing
                 return
-            if item["id"] > seen:  # the replay may have sent it already
-                yield item["frame"]
-        yield f": {TOKEN_EXPIRED}\n\n"
+            event_id, frame = item
+            if event_id > seen:  # the replay may have sent it already
+                yield frame
+        yield f": {TOKEN_EXPIRED.reason}\n\n"
 
 
 class EventStreamResponse(StreamingResponse):
@@ -1461,7 +1544,7 @@ TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status":
 FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
 
 
-@requires_role(*ROLES)
+@login_required
 async def list_feature_requests(request: Request) -> Response:
     """List feature requests, newest first; ?status= keeps one status."""
     limit, before = page_params(request)
@@ -1469,12 +1552,12 @@ async def list_feature_requests(request: Request) -> Response:
     rows = await database.fetch_all(
         "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
         "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
-        "AND (CAST(:before AS INTEGER) IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit",
+        "AND id < :before ORDER BY id DESC LIMIT :limit",
         {"status": status, "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@requires_role(*ROLES)
+@login_required
 async def create_feature_request(request: Request) -> Response:
     """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
     fields = await read_body(request, FEATURE_REQUEST_BODY)
@@ -1520,7 +1603,7 @@ def draft_out(row) -> dict:
             "updated_at": row["updated_at"]}
 
 
-@requires_role(*ROLES)
+@login_required
 async def get_draft(request: Request) -> Response:
     """Show your saved draft."""
     row = await database.fetch_one("SELECT title, content, images, updated_at FROM drafts WHERE user_id = :user_id",
@@ -1530,7 +1613,7 @@ async def get_draft(request: Request) -> Response:
     return JSONResponse(draft_out(row))
 
 
-@requires_role(*ROLES)
+@login_required
 async def save_draft(request: Request) -> Response:
     """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
     fields = await read_body(request, DRAFT_BODY)
@@ -1545,7 +1628,7 @@ async def save_draft(request: Request) -> Response:
     return JSONResponse(draft_out(row))
 
 
-@requires_role(*ROLES)
+@login_required
 async def delete_draft(request: Request) -> Response:
     """Throw away your saved draft."""
     await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
@@ -1575,7 +1658,7 @@ def job_out(row: dict) -> dict:
     return row | {"filled_draft": bool(row["filled_draft"])}
 
 
-@requires_role(*ROLES)
+@login_required
 async def generate_draft(request: Request) -> Response:
     """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
     fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
@@ -1596,7 +1679,7 @@ async def generate_draft(request: Request) -> Response:
     return JSONResponse(job_out(job), 202)
 
 
-@requires_role(*ROLES)
+@login_required
 async def get_job(request: Request) -> Response:
     """Show one of your jobs: its status, and its result or error once it has ended."""
     job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
@@ -1606,13 +1689,13 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(job_out(job))
 
 
-@requires_role(*ROLES)
+@login_required
 async def list_jobs(request: Request) -> Response:
     """List your jobs, newest first."""
     limit, before = page_params(request)
     rows = await database.fetch_all(
-        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND (CAST(:before AS INTEGER) IS NULL OR "
-        "id < :before) ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
+        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
+        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
                                                         "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, job_out))
 
@@ -1729,12 +1812,9 @@ def allowed_methods(scope) -> str:
     return ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
 
 
-async def deleted_meanwhile(request: Request, error: Exception) -> Response:
+async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Response:
     """A write that refers to a row another request has just deleted (an account, a blog): the
     foreign key refuses it, and the client is told so rather than answered 500."""
-    if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" not in str(error):
-        log.error("Exception in ASGI application", exc_info=error)  # no other integrity error is expected
-        return await server_error(request, error)
     return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
 
 
@@ -1779,8 +1859,7 @@ app = Starlette(
     routes=routes,
     middleware=[Middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
-    exception_handlers={HTTPException: http_error, asyncpg.ForeignKeyViolationError: deleted_meanwhile,
-                        sqlite3.IntegrityError: deleted_meanwhile, Exception: server_error},
+    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile, Exception: server_error},
     lifespan=lifespan,
 )
 
@@ -1868,16 +1947,18 @@ def main(argv: list[str]) -> None:
 
 
 #### Appendix A. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
-
-
 #
-# Handlers use what the `databases` package documents: database.fetch_all, fetch_one, fetch_val
-# and execute with :name parameters, and `async with database.transaction():`. The two classes
-# below are the only code that touches `databases` or a driver. They take their connections and
-# PostgreSQL's pool from `databases`, then hand the SQL to the driver as it is written: for each
-# query `databases` would first build and compile it with SQLAlchemy, 0.18 ms of the 0.5 ms that
-# a page of blogs took (the drivers take :name or $1 parameters themselves, and asyncpg keeps the
-# prepared statements). Rows come back as plain dicts.
+# The handlers use `database` as the `databases` package documents it (see "The database, as the
+# handlers use it"). This appendix is the only code that touches `databases` or a driver. It
+# takes the connections and PostgreSQL's pool from `databases`, then hands the SQL to the driver
+# as it is written, rather than have `databases` build and compile each query with SQLAlchemy
+# first, on every call. The drivers take :name
+# or $1 parameters themselves, and asyncpg keeps the prepared statements. Rows come back as
+# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile.
+
+# What a driver raises when its database is out of reach or failing: the background tasks
+# (the event bus, the job runner) log it and try again later.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
 
 
 def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
@@ -1931,8 +2012,8 @@ class SQLiteDatabase(Database):
     listening = True  # every transaction happens in this one process: it hears them all
     # ?q= through the FTS5 index of schema.sql: posts holding every word ("über" "café"). The index
     # is the outer loop, read newest first, so a page stops early even for a common word (ordered
-    # by b.id instead, every match is sorted: 0.7 s at 100,000 posts, against 0.5 ms). Whole words
-    # only: a prefix ("caf"*) merges every word it begins, 15 ms and more for short ones.
+    # by b.id instead, every match would be sorted first). Whole words only: a prefix ("caf"*)
+    # merges every word it begins. bench.py measures the four kinds of search.
     SEARCH_FROM = """FROM blog_search s CROSS JOIN blogs b ON b.id = s.rowid JOIN users u ON u.id = b.author_id
         WHERE blog_search MATCH :search AND s.rowid < :before"""
     SEARCH_ORDER = "s.rowid"
@@ -1977,8 +2058,13 @@ class SQLiteDatabase(Database):
 
     @staticmethod
     async def on(connection: databases.core.Connection, query: str, values: dict) -> list[dict]:
-        async with connection.raw_connection.execute(query, values) as cursor:
-            return await cursor.fetchall()
+        try:
+            async with connection.raw_connection.execute(query, values) as cursor:
+                return await cursor.fetchall()
+        except sqlite3.IntegrityError as error:
+            if "FOREIGN KEY" in str(error):
+                raise RowDeletedMeanwhile() from error
+            raise  # no other integrity error is expected: a bug, answered 500
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -2055,8 +2141,11 @@ class PostgresDatabase(Database):
 
     async def run(self, query: str, values: dict) -> list[dict]:
         query, names = numbered_parameters(query)
-        async with self.connection() as connection:
-            rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
+        try:
+            async with self.connection() as connection:
+                rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
+        except asyncpg.ForeignKeyViolationError as error:
+            raise RowDeletedMeanwhile() from error
         return [dict(row) for row in rows]
 
     async def run_script(self, script: str) -> None:
@@ -2149,6 +2238,13 @@ async def create_tables() -> None:
 
 
 #### Appendix B. The event bus: how each process hears every event, in order
+#
+# Every app process runs one bus (see lifespan). Woken by a notification (PostgreSQL's NOTIFY,
+# sent by publish() and delivered on commit; on SQLite a stand-in in this one process), or every
+# few seconds anyway, it reads the events table after the last id it has seen, in id order, and
+# hands each event to deliver(). Publishing transactions take turns (lock_event_log), so ids
+# commit in order and "id > last seen" never passes over one; a listening connection that drops
+# is made again and the bus reads what it missed (Appendix A).
 
 
 def event_of(row: dict) -> dict:
@@ -2172,7 +2268,7 @@ async def run_event_bus() -> None:
                 if time.monotonic() > tidy_at:
                     await tidy_tables()
                     tidy_at = time.monotonic() + 60
-            except (OSError, asyncpg.PostgresError, sqlite3.Error) as error:  # read again at the next wake-up
+            except DATABASE_ERRORS as error:  # read again at the next wake-up
                 log.warning("Events: could not read the event log (%s)", error)
     finally:
         listener.cancel()
@@ -2198,27 +2294,9 @@ async def tidy_tables() -> None:
 
 
 def deliver(event: dict) -> None:
-    """Hand one event to whatever in this process it concerns."""
-    kind, data = event["type"], event["data"]
-    if kind == "public_changed":
-        public_cache.clear()
-    elif kind == "chat_message":
-        room_broadcast(data["blog_id"], {"type": "message", **data})
-    elif kind == "comment_deleted":
-        room_broadcast(data["blog_id"], {"type": "deleted", "id": data["id"]})
-    elif kind == "blog_deleted":
-        for outbox in rooms.get(data["blog_id"], set()):
-            end(outbox, "This blog has been deleted.")
-    elif kind == "job_queued":
-        for woken in job_runner_wakeups:
-            woken.set()
-    elif kind == "user_changed":  # a new role, or no account: what they were let in for no longer holds
-        for queue in user_connections.get(data["user_id"], set()):
-            end(queue, "Your account has changed; reconnect.")
-    for queue, user in streams.items():
-        if hears(user, event):
-            event["frame"] = event.get("frame") or sse_frame(event)  # the same text for every stream
-            offer(queue, event)
+    """Hand one event to the functions of this process that registered for its kind (@on_event)."""
+    for handler in event_handlers.get(event["type"], []):
+        handler(event)
 
 
 #### Appendix C. The public cache
@@ -2264,10 +2342,23 @@ class PublicCache:
 public_cache = PublicCache()
 
 
+@on_event("public_changed")
+def empty_public_cache(event: dict) -> None:
+    """What everyone sees has changed (a blog approved, or a public one deleted): forget the old pages."""
+    public_cache.clear()
+
+
 #### Appendix D. The job runner: claims, heartbeats, the writer
 
 
 job_runner_wakeups: set[asyncio.Event] = set()
+
+
+@on_event("job_queued")
+def wake_job_runners(event: dict) -> None:
+    """A job is waiting: every process's runner looks for room to take it."""
+    for woken in job_runner_wakeups:
+        woken.set()
 
 
 class WriterFailed(Exception):
@@ -2289,7 +2380,7 @@ async def run_jobs() -> None:
                 while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
                     running[job["id"]] = asyncio.create_task(run_job(job))
                     running[job["id"]].add_done_callback(lambda task, job_id=job["id"]: running.pop(job_id, None))
-            except (OSError, asyncpg.PostgresError, sqlite3.Error) as error:  # try again at the next beat
+            except DATABASE_ERRORS as error:  # try again at the next beat
                 log.warning("Jobs: could not reach the jobs table (%s)", error)
     finally:
         job_runner_wakeups.discard(woken)
@@ -2404,12 +2495,40 @@ def storable(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
-#### Appendix E. The validator: JSON Schema's few keywords that the bodies use
-
-
+#### Appendix E. Reading bodies: strict JSON, the 1 MiB limit, and the validator's few JSON Schema keywords
+#
 # Each body is declared once, as a JSON Schema object; `validate` enforces the few keywords used
 # here (type, also as [type, "null"], required, anyOf of required, minLength, maxLength, pattern,
 # enum, minimum, maximum, maxItems, items). Patterns are anchored and matched whole, so "alice\n" is not a username.
+
+
+def parse_json(raw: bytes | str):
+    """Parse JSON strictly: NaN, Infinity, 5000-digit numbers and deep nesting are refused."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    try:
+        return json.loads(raw, parse_constant=refuse)
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8 and huge ints are ValueErrors
+        raise HTTPException(400, "The body is not valid JSON.")
+
+
+async def read_raw_body(request: Request) -> bytes:
+    """Read the body, refusing with 413 as soon as it passes 1 MiB.
+
+    Starlette's own max_body_size answers in plain text when Content-Length is too large,
+    and every error here is JSON, so the limit is kept here, where bodies are read.
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, "The body is larger than 1 MiB.")
+    return bytes(body)
+
+
+def body_needed(schema: dict) -> bool:
+    """Whether a request must have a body: one that requires fields. (Reject's reason is optional.)"""
+    return "required" in schema or "anyOf" in schema
 
 
 def validate(body, schema: dict) -> dict:
@@ -2477,9 +2596,6 @@ def check_string(name: str, value, rule: dict) -> None:
 
 
 #### Appendix F. API documentation: an OpenAPI 3.1 document built from the same declarations, and Swagger UI
-
-
-#
 # Request bodies and query parameters are documented with the very declarations the handlers
 # validate with, and who may call what comes from the requires_role decorator, so the document
 # cannot drift from what the server enforces.

@@ -2235,7 +2235,7 @@ def test_a_stalled_chat_client_delays_nobody_and_is_cut_off(new_database):
                 return await sender_gets, await listener_gets
         assert run(flood_the_room()) == (count, count)
         stalled.settimeout(10)
-        close_frame = b"\x88" + bytes([2 + len(blog.FELL_BEHIND)]) + (1013).to_bytes(2, "big") + blog.FELL_BEHIND.encode()
+        close_frame = b"\x88" + bytes([2 + len(blog.FELL_BEHIND.reason)]) + (1013).to_bytes(2, "big") + blog.FELL_BEHIND.reason.encode()
         tail = b""
         while close_frame not in tail:  # what was sent before the cut-off, then the close frame
             chunk = stalled.recv(65536)
@@ -2260,7 +2260,7 @@ def test_sigterm_with_100_open_streams_ends_them_and_exits_cleanly(new_database)
                 started = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
                 for lines in open_streams:  # each stream is told, then ends: EventSource would reconnect
-                    assert [line for line in lines if line] == [": " + blog.SERVER_STOPPING]
+                    assert [line for line in lines if line] == [": " + blog.SERVER_STOPPING.reason]
                 server.process.wait(timeout=blog.SHUTDOWN_GRACE_SECONDS + 5)
                 assert time.monotonic() - started < blog.SHUTDOWN_GRACE_SECONDS  # nothing had to be cut off
     # uvicorn shuts down gracefully, then re-raises the signal so that the exit status tells of it.
