@@ -22,7 +22,9 @@ import threading
 import time
 import urllib.parse
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -48,6 +50,7 @@ import blog  # noqa: E402  (configured by the environment above)
 # The team's dependency list names httpx; Starlette 1.x nudges toward its successor httpx2.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
 from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 PASSWORD = "correct horse battery"
 ASYNCPG_CONNECT = asyncpg.connect  # the real one, for the tests' own queries while a test cuts off the app's
@@ -245,9 +248,23 @@ def running_server(database_url: str, *args: str, env: dict | None = None):
 #### Authorization: every protected route, every role, one table
 
 # {blog} is someone else's pending blog, {public} their approved one, {comment} their comment
-# under it, {request} a feature request, {target} another user.
+# under it, {request} a feature request, {target} another user. The chat socket's row ("WS") says
+# 101 for a socket that opens and carries a message, 1008 for one closed before any message; the
+# event stream's 200 is a stream that opens (its token is made to expire at once, so that it ends).
 GUARDS = [
     # method, path, body, anonymous, user, approver, admin
+    ("GET", "/", None, 200, 200, 200, 200),
+    ("GET", "/health", None, 200, 200, 200, 200),
+    ("GET", "/openapi.json", None, 200, 200, 200, 200),
+    ("GET", "/docs", None, 200, 200, 200, 200),
+    ("POST", "/api/auth/register", {"username": "newcomer", "email": "newcomer@example.com", "password": PASSWORD},
+     201, 201, 201, 201),
+    ("POST", "/api/auth/login", {"username": "{target}", "password": PASSWORD}, 200, 200, 200, 200),
+    ("POST", "/api/auth/refresh", {"refresh_token": "not-a-token"}, 401, 401, 401, 401),
+    ("GET", "/api/blogs/", None, 200, 200, 200, 200),
+    ("GET", "/api/notifications/sse", None, 401, 200, 200, 200),
+    ("WS", "/api/blogs/{public}/ws", None, 1008, 101, 101, 101),
+    ("WS", "/api/blogs/{blog}/ws", None, 1008, 1008, 101, 101),
     ("GET", "/api/auth/me", None, 401, 200, 200, 200),
     ("POST", "/api/auth/stream-ticket", None, 401, 200, 200, 200),
     ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "a new password"}, 401, 204, 204, 204),
@@ -301,15 +318,68 @@ def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, method
     feature = client.post("/api/feature-requests/", json={"title": "Dark mode", "description": "Please."},
                           headers=author["headers"]).json()
     comment = add_comment(client, public, author) if "{comment}" in path else 0
-    path = path.format(blog=pending["id"], public=public["id"], comment=comment, request=feature["id"],
-                       target=target["user"]["username"])
+    names = {"blog": pending["id"], "public": public["id"], "comment": comment, "request": feature["id"],
+             "target": target["user"]["username"]}
+    path, body = path.format(**names), body and {key: value.format(**names) if isinstance(value, str) else value
+                                                  for key, value in body.items()}
     headers = {} if role == "anonymous" else make_user(client, role)["headers"]
+    if method == "WS":
+        assert chat_answer(client, path, headers) == expected
+        return
+    if path == "/api/notifications/sse" and headers:
+        headers = {"Authorization": "Bearer " + expiring_at_once(headers)}
     response = client.request(method, path, json=body, headers=headers)
     assert response.status_code == expected, response.text
     if expected == 401:
         assert response.headers["www-authenticate"] == "Bearer"
     if expected >= 400:
         assert set(response.json()) == {"detail"}
+
+
+def chat_answer(client, path: str, headers: dict) -> int:
+    """101 if the chat socket at `path` opens for these credentials and carries a message, else its close code."""
+    token = headers.get("Authorization", "").removeprefix("Bearer ")
+    try:
+        with client.websocket_connect(path + (f"?token={token}" if token else "")) as chat:
+            chat.send_json({"text": "Hello"})
+            return 101 if chat.receive_json()["type"] == "message" else 0
+    except WebSocketDisconnect as closed:
+        return closed.code
+
+
+def expiring_at_once(headers: dict) -> str:
+    """The same session's access token, good for a second or two: an event stream opened with it ends."""
+    claims = jwt.decode(headers["Authorization"].removeprefix("Bearer "), options={"verify_signature": False})
+    return blog.make_token(int(claims["sub"]), "access", timedelta(seconds=2), sid=claims["sid"])
+
+
+def normalised(path: str) -> str:
+    """A route's path with every parameter as {}: "/api/blogs/{blog_id:id}" and "/api/blogs/{blog}" alike."""
+    return re.sub(r"/[0-9]+(?=/|$)", "/{}", re.sub(r"\{[^}]+\}", "{}", path))
+
+
+def test_the_table_names_every_route_and_agrees_with_each_route_s_roles():
+    """Every route of `routes` has its row in GUARDS, and each row keeps out the roles that the
+    route's decorator leaves out (anonymous: 401; a role left out: 403), and lets the others in."""
+    rows = {(method, normalised(path)): statuses for method, path, _, *statuses in GUARDS}
+    for route in blog.routes:
+        if isinstance(route, blog.WebSocketRoute):
+            assert ("WS", normalised(route.path)) in rows, route.path
+            continue
+        if not isinstance(route, blog.Route):
+            continue  # Swagger UI's static files
+        for method in route.methods - {"HEAD"}:
+            assert (method, normalised(route.path)) in rows, f"GUARDS has no row for {method} {route.path}"
+            roles = getattr(route.endpoint, "roles", None)
+            if roles is None:
+                continue
+            for column, status in zip(ROLE_COLUMNS, rows[method, normalised(route.path)]):
+                if column == "anonymous":
+                    assert status == 401, (method, route.path)
+                elif column not in roles:
+                    assert status == 403, (method, route.path, column)
+                else:  # let in by the decorator (the handler may still refuse: not your blog)
+                    assert status != 401, (method, route.path, column)
 
 
 @pytest.mark.parametrize("header", [
@@ -1644,7 +1714,8 @@ def create_admin(database_url: str, username: str, email: str, passwords: str = 
 
 def test_readers_racing_reviewers_never_see_a_stale_public_list(new_database):
     """Approvals and deletions while readers hammer the cached pages: once the writes are done,
-    every reader sees exactly the blogs that are approved."""
+    every reader sees exactly the blogs that are approved. Each thread returns what it saw, and
+    the test asserts on it here: an assertion inside a thread would only be a warning."""
     with running_server(new_database()) as server:
         live = Live(server)
         author = live.user()
@@ -1653,27 +1724,26 @@ def test_readers_racing_reviewers_never_see_a_stale_public_list(new_database):
         reviewers = [live.user("approver") for _ in range(4)]
         done = threading.Event()
 
-        def read():
+        def read() -> list[tuple[int, int]]:
+            seen = []
             with httpx.Client(base_url=live.url) as reader:
                 while not done.is_set():
-                    assert reader.get("/api/blogs/").status_code == 200
-                    assert reader.get(f"/api/blogs/{doomed['id']}").status_code in (200, 404)
+                    seen.append((reader.get("/api/blogs/").status_code, reader.get(f"/api/blogs/{doomed['id']}").status_code))
+            return seen
 
-        def review(reviewer, mine):
+        def review(reviewer, mine) -> list[int]:
             with httpx.Client(base_url=live.url, headers=reviewer["headers"]) as session:
-                for post in mine:
-                    assert session.post(f"/api/blogs/{post['id']}/approve").status_code == 200
-        readers = [threading.Thread(target=read) for _ in range(4)]
-        writers = [threading.Thread(target=review, args=(reviewer, posts[n::4])) for n, reviewer in enumerate(reviewers)]
-        writers.append(threading.Thread(target=lambda: httpx.delete(live.url + f"/api/blogs/{doomed['id']}",
-                                                                    headers=live.admin["headers"])))
-        for thread in readers + writers:
-            thread.start()
-        for thread in writers:
-            thread.join()
-        done.set()
-        for thread in readers:
-            thread.join()
+                return [session.post(f"/api/blogs/{post['id']}/approve").status_code for post in mine]
+        with ThreadPoolExecutor(9) as pool:
+            readers = [pool.submit(read) for _ in range(4)]
+            approvals = [pool.submit(review, reviewer, posts[n::4]) for n, reviewer in enumerate(reviewers)]
+            deletion = pool.submit(lambda: httpx.delete(live.url + f"/api/blogs/{doomed['id']}",
+                                                        headers=live.admin["headers"]).status_code)
+            assert [status for approval in approvals for status in approval.result()] == [200] * len(posts)
+            assert deletion.result() == 204
+            done.set()
+            reads = [pair for reader in readers for pair in reader.result()]
+        assert reads and all(front == 200 and one in (200, 404) for front, one in reads)
         listed = httpx.get(live.url + "/api/blogs/", params={"limit": 100}).json()["items"]
         assert sorted(b["id"] for b in listed) == sorted(p["id"] for p in posts)
         assert [b["id"] for b in httpx.get(live.url + "/api/blogs/").json()["items"]] == sorted(
