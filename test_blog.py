@@ -3548,3 +3548,75 @@ async def chat(sender: Window, text: str, everyone: list) -> None:
     for window in everyone:
         await window.until("text => [...document.querySelectorAll('.chat .text')].some(e => e.textContent === text)",
                            text, what=f"{text!r} in every window")
+
+
+def demo_headers(server, username: str) -> dict:
+    tokens = httpx.post(server.url + "/api/auth/login", json={"username": username, "password": username + "-password"}).json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_the_page_s_streams_come_back_after_a_server_restart_and_miss_nothing(new_database):
+    """The server stops mid-session and starts again; what is sent while the page reconnects
+    reaches it (the page reopens its event stream with a new ticket and ?last_event_id=), and so
+    does what comes after; the chat room reopens too."""
+    import asyncio
+    database = new_database()
+    servers = [Server(database, "--demo")]
+    try:
+        with chromium() as port:
+            async def scenario():
+                author, reviewer = await open_window(port, servers[0].url), await open_window(port, servers[0].url)
+                await sign_in(author, "demo-user")
+                await sign_in(reviewer, "demo-approver")
+                await reviewer.js("location.hash = '#/review'")
+                await write_post(author, "Before the restart", "Text.")
+                await reviewer.until(reviewer.text_seen("Before the restart"), what="the first post")
+                welcome = httpx.get(servers[0].url + "/api/blogs/?q=welcome").json()["items"][0]["id"]
+                await author.js(f"location.hash = '#/post/{welcome}'")
+                await author.until("document.querySelector('.chat + form button:enabled')", what="the chat room")
+                await asyncio.to_thread(servers[0].stop)
+                await reviewer.until("!document.getElementById('live').classList.contains('on')", what="the stream's end")
+                asked_before = len(reviewer.urls)
+                servers.append(await asyncio.to_thread(Server, database, "--demo", port=servers[0].port))
+                httpx.post(servers[1].url + "/api/blogs/", json={"title": "While reconnecting", "content": "Text."},
+                           headers=demo_headers(servers[1], "demo-user"))
+                await reviewer.until(reviewer.text_seen("While reconnecting"), what="the post sent meanwhile")
+                await reviewer.until("document.getElementById('live').classList.contains('on')", what="the stream back")
+                assert any("last_event_id=" in url for url in reviewer.urls[asked_before:] if "/sse?" in url)
+                after = httpx.post(servers[1].url + "/api/blogs/", json={"title": "After the restart", "content": "Text."},
+                                   headers=demo_headers(servers[1], "demo-user")).json()
+                await reviewer.until(reviewer.text_seen("After the restart"), what="the next event")
+                await reviewer.click("Approve", f"#queue article[data-id='{after['id']}']")
+                await author.until(author.text_seen('"After the restart" was approved'), what="the author's stream")
+                await chat(author, "Still here after the restart", [author])
+            asyncio.run(scenario())
+    finally:
+        servers[-1].stop()
+
+
+def test_the_page_fits_a_phone_375_px_wide(new_database):
+    """No sideways scrolling at 375 px, on every view, even with a title of one 200-letter word."""
+    import asyncio
+    with running_server(new_database(), "--demo") as server, chromium() as port:
+        reviewer = demo_headers(server, "demo-approver")
+        post = httpx.post(server.url + "/api/blogs/", json={"title": "W" * 200, "content": "L" * 5000},
+                          headers=demo_headers(server, "demo-user")).json()
+        httpx.post(server.url + f"/api/blogs/{post['id']}/approve", headers=reviewer).raise_for_status()
+        pending = httpx.post(server.url + "/api/blogs/", json={"title": "Q" * 200, "content": "Text."},
+                             headers=demo_headers(server, "demo-admin")).json()
+
+        async def scenario():
+            phone = await open_window(port, server.url, width=375, height=740)
+            widths = {}
+            for view in ["#/", "#/signin", "sign in", "#/", f"#/post/{post['id']}", "#/write", "#/mine", "#/review",
+                         f"#/post/{pending['id']}"]:
+                if view == "sign in":
+                    await sign_in(phone, "demo-approver")
+                    continue
+                await phone.js(f"location.hash = '{view}'")
+                await phone.until("document.querySelector('main h1')")
+                await phone.until("document.readyState === 'complete'")
+                widths[view] = await phone.js("document.documentElement.scrollWidth")
+            return widths
+        widths = asyncio.run(scenario())
+    assert widths == dict.fromkeys(widths, 375), widths
