@@ -3620,3 +3620,35 @@ def test_the_page_fits_a_phone_375_px_wide(new_database):
             return widths
         widths = asyncio.run(scenario())
     assert widths == dict.fromkeys(widths, 375), widths
+
+
+def screenshot(path: str) -> None:
+    """The README's picture: an author's window and a reviewer's, side by side, the moment a
+    post moves between them. Not a test: `python test_blog.py screenshot docs/two-windows.png`."""
+    import asyncio
+    size = {"width": 640, "height": 720}
+
+    async def scenario(port, server):
+        author, reviewer = await open_window(port, server.url, **size), await open_window(port, server.url, **size)
+        await sign_in(author, "demo-user")
+        await sign_in(reviewer, "demo-approver")
+        await reviewer.js("location.hash = '#/review'")
+        await write_post(author, "Two windows, one post", "Written on the left, reviewed on the right.")
+        await reviewer.until(reviewer.text_seen("Two windows, one post"))
+        await reviewer.fill("#queue article input[name=reason]", "Lovely; one more example, please?")
+        shots = [(await window.call("Page.captureScreenshot", format="png"))["data"] for window in (author, reviewer)]
+        both = await open_window(port, "about:blank", width=2 * size["width"] + 48, height=size["height"] + 32)
+        await both.js("""shots => { document.body.style.cssText = 'margin: 0; padding: 16px; display: flex; gap: 16px; background: #c9ced8';
+            for (const shot of shots) document.body.append(Object.assign(new Image(), {src: 'data:image/png;base64,' + shot}));
+            return Promise.all([...document.images].map(image => image.decode())).then(() => true); }""", shots)
+        return base64.b64decode((await both.call("Page.captureScreenshot", format="png"))["data"])
+    try:
+        with running_server(f"sqlite:///{TEST_DIR}/screenshot.db", "--demo") as server, chromium() as port:
+            Path(path).write_bytes(asyncio.run(scenario(port, server)))
+    finally:
+        shutil.rmtree(TEST_DIR, ignore_errors=True)
+    print(f"{path}: {Path(path).stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["screenshot"]:
+    screenshot(sys.argv[2] if len(sys.argv) > 2 else "docs/two-windows.png")
