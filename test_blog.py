@@ -3537,6 +3537,10 @@ def test_two_windows_review_a_post_live_and_chat_under_it(new_database):
                 assert await window.js(NOTHING_RAN) and window.dialogs == [] and window.errors == []
                 assert not tokens_in(window.urls)
             assert any("/ws?ticket=" in url for url in author.urls)
+            asked = len(author.urls)  # a link someone sent, aiming the page's calls elsewhere
+            await author.js("location.hash = '#/edit/..%2F..%2Fauth%2Fme'")
+            await author.until("document.querySelector('main h1').textContent === 'Not found'")
+            assert not [url for url in author.urls[asked:] if "/api/" in url]
         asyncio.run(scenario())
 
 
