@@ -39,6 +39,7 @@ G. Log redaction: no token or ticket reaches a log line.
 
 import argparse
 import asyncio
+import base64
 import functools
 import getpass
 import hashlib
@@ -113,6 +114,7 @@ WRITER_TIMEOUT_SECONDS = config("WRITER_TIMEOUT_SECONDS", cast=float, default=60
 JOB_HEARTBEAT_SECONDS = config("JOB_HEARTBEAT_SECONDS", cast=float, default=5)  # 3 missed: the job is abandoned
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
+DEMO = config("DEMO", cast=bool, default=False)  # set by --demo: the page at / offers its accounts
 # Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
 # else could claim any address and slip past the per-address login throttle.
 FORWARDED_ALLOW_IPS = config("FORWARDED_ALLOW_IPS", default="127.0.0.1")
@@ -1700,13 +1702,41 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, job_out))
 
 
-#### Health, the API's documents, and where to go from /
+#### The page at / for browsers, where to go for everyone else, health, the API's documents
+
+# page.html is a browser client of this API in one file. Its script and its style are inline,
+# and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
+# anywhere but this origin: were some user's text ever to reach the page as HTML, an injected
+# <script> or onerror= would still not run.
+PAGE = Path(__file__).with_name("page.html").read_text()
+DEMO_PLACEHOLDER = '<meta name="demo-accounts" content="">'
+
+
+def inline_hash(tag: str) -> str:
+    """The CSP source that allows page.html's one <tag>...</tag>: "'sha256-3q2+7w...='"."""
+    inline = re.search(f"<{tag}>(.*?)</{tag}>", PAGE, re.S).group(1)
+    return f"'sha256-{base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()}'"
+
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": f"default-src 'self'; script-src {inline_hash('script')}; style-src {inline_hash('style')}; "
+                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the stream tickets in the page's URLs go nowhere else
+    "Cache-Control": "no-cache",
+    "Vary": "Accept",  # the same address answers HTML or JSON: a cache must keep both apart
+}
 
 
 async def home(request: Request) -> Response:
-    """Say where to go: the API's documents and its health check."""
+    """Show a browser the page; tell other clients where to go: the API's documents and its health check."""
+    if "text/html" in request.headers.get("accept", ""):
+        accounts = " ".join(username for username, role in DEMO_ACCOUNTS)
+        page = PAGE.replace(DEMO_PLACEHOLDER, f'<meta name="demo-accounts" content="{accounts}">') if DEMO else PAGE
+        return HTMLResponse(page, headers=PAGE_HEADERS)
     return JSONResponse({"name": "Blog platform API", "docs": "/docs", "openapi": "/openapi.json",
-                         "health": "/health", "api": "/api/blogs/"})
+                         "health": "/health", "api": "/api/blogs/"}, headers={"Vary": "Accept"})
 
 
 async def health(request: Request) -> Response:
@@ -1923,6 +1953,7 @@ async def seed_demo() -> None:
 
 def main(argv: list[str]) -> None:
     """Parse the command line; with no command, serve the API."""
+    global DEMO
     parser = argparse.ArgumentParser(description="The blog platform API.")
     parser.add_argument("--demo", action="store_true", help="seed demo accounts and posts, then serve")
     parser.add_argument("--workers", type=int, default=1, help="app processes to serve with (PostgreSQL only)")
@@ -1939,6 +1970,7 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
+        os.environ["DEMO"] = DEMO = "true"  # the page at / offers the accounts; workers import this file anew
     # Several workers are separate processes, each importing the app by name ("blog:app").
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,

@@ -210,8 +210,8 @@ class Server:
     """`python blog.py ARGS` (or `command`, run in `cwd`) on a free loopback port with its own database."""
 
     def __init__(self, database_url: str, *args: str, env: dict | None = None, command: list | None = None,
-                 cwd: Path = TEST_DIR):
-        self.port = free_port()
+                 cwd: Path = TEST_DIR, port: int | None = None):
+        self.port = port or free_port()  # a port of its own, or one a stopped server had (a restart)
         self.url, self.database_url = f"http://127.0.0.1:{self.port}", database_url
         self.log_path = TEST_DIR / f"server-{self.port}.log"
         with open(self.log_path, "w") as log:
@@ -2901,8 +2901,8 @@ def test_readme_chat_python_example(live):
 
 
 @contextmanager
-def chromium_page():
-    """Debian's headless Chromium with a blank page; yields the page's DevTools WebSocket address."""
+def chromium():
+    """Debian's headless Chromium with a blank page; yields its DevTools port."""
     chromium = require("chromium")
     profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=TEST_DIR))
     browser = subprocess.Popen(
@@ -2912,13 +2912,19 @@ def chromium_page():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(profile)})
     try:
         port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
-        port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], what="Chromium")
-        pages = wait_until(lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                                    if t["type"] == "page"], what="the page")
-        yield pages[0]["webSocketDebuggerUrl"]
+        yield wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], what="Chromium")
     finally:
         browser.terminate()
         browser.wait()
+
+
+@contextmanager
+def chromium_page():
+    """A blank page in headless Chromium; yields the page's DevTools WebSocket address."""
+    with chromium() as port:
+        pages = wait_until(lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                                    if t["type"] == "page"], what="the page")
+        yield pages[0]["webSocketDebuggerUrl"]
 
 
 class DevTools:
@@ -3435,3 +3441,288 @@ AUTHORIZE_AND_CALL_ME = """(async () => {
     return {status: parseInt(status.textContent),
             body: operation.querySelector(".live-responses-table .response-col_description pre").textContent};
 })()"""
+
+
+#### The page at /: two windows in headless Chromium, an author's and a reviewer's
+
+
+def test_the_json_answer_at_slash_is_unchanged_for_clients_that_are_not_browsers(client):
+    expected = {"name": "Blog platform API", "docs": "/docs", "openapi": "/openapi.json", "health": "/health",
+                "api": "/api/blogs/"}
+    for accept in (None, "*/*", "application/json"):
+        response = client.get("/", headers={"Accept": accept} if accept else {})
+        assert (response.status_code, response.json()) == (200, expected), accept
+    assert client.get("/").headers["vary"].startswith("Accept")  # a cache keeps the two answers apart
+
+
+def test_the_page_at_slash_is_served_to_browsers_with_a_strict_policy(client):
+    response = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert response.headers["content-type"].startswith("text/html")
+    policy = dict(rule.strip().split(" ", 1) for rule in response.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'self'" and "'unsafe-inline'" not in response.headers["content-security-policy"]
+    assert re.fullmatch(r"'sha256-[A-Za-z0-9+/]{43}='", policy["script-src"])
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert '<meta name="demo-accounts" content="">' in response.text  # no --demo: no demo buttons
+    assert "innerHTML" not in response.text and "insertAdjacentHTML" not in response.text
+
+
+class Window(DevTools):
+    """A browser window of its own (its own cookies and sessionStorage) on the page at /; it keeps
+    every URL the page asked for, every dialog that opened and every exception its script threw."""
+
+    def __init__(self, connection):
+        super().__init__(connection)
+        self.urls, self.dialogs, self.errors = [], [], []
+
+    async def read(self) -> dict:
+        message = await super().read()
+        params = message.get("params", {})
+        if message.get("method") == "Network.requestWillBeSent":
+            self.urls.append(params["request"]["url"])
+        elif message.get("method") == "Network.webSocketCreated":
+            self.urls.append(params["url"])
+        elif message.get("method") == "Page.javascriptDialogOpening":
+            self.dialogs.append(params["message"])
+        elif message.get("method") == "Runtime.exceptionThrown":
+            self.errors.append(params["exceptionDetails"])
+        return message
+
+    async def js(self, expression: str, *args):
+        """Evaluate `expression` (a function of `args` when they are given), awaiting a promise."""
+        if args:
+            expression = f"({expression})(...{json.dumps(args)})"
+        answer = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        return answer["result"].get("value")
+
+    async def until(self, expression: str, *args, timeout: float = 5, what: str = ""):
+        """Poll `expression` in the page until it is true; its value, or fail after `timeout` seconds."""
+        import asyncio
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (value := await self.js(expression, *args)) not in (None, False, 0, ""):  # an element is {}
+                return value
+            await asyncio.sleep(0.05)
+        shown = await self.js("document.body.innerText")
+        raise AssertionError(f"timed out waiting for {what or expression}; the page shows:\n{shown}")
+
+    async def visit(self, url: str, width: int = 900, height: int = 800) -> None:
+        await self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                        mobile=width < 500)
+        for domain in ("Network", "Page"):
+            await self.call(domain + ".enable")
+        await self.open(url)
+
+    async def fill(self, selector: str, value: str) -> None:
+        await self.js("(selector, value) => { document.querySelector(selector).value = value; }", selector, value)
+
+    async def click(self, text: str, within: str = "body") -> None:
+        """Click the button or link that says `text`, inside the last element that `within` selects."""
+        await self.until("""(text, within) => { const scope = [...document.querySelectorAll(within)].pop();
+            const found = scope && [...scope.querySelectorAll('button, a')].find(e => e.textContent === text);
+            if (found) found.click(); return Boolean(found); }""", text, within, what=f"a button {text!r}")
+
+    def text_seen(self, text: str) -> str:
+        return f"document.body.innerText.includes({json.dumps(text)})"
+
+
+async def open_window(port: int, url: str, **size) -> Window:
+    """A new browser context (nothing shared with the other windows) with one page at `url`."""
+    import websockets
+    browser = httpx.get(f"http://127.0.0.1:{port}/json/version").json()["webSocketDebuggerUrl"]
+    async with websockets.connect(browser, max_size=None) as connection:
+        devtools = DevTools(connection)
+        context = (await devtools.call("Target.createBrowserContext"))["browserContextId"]
+        target = (await devtools.call("Target.createTarget", url="about:blank", browserContextId=context))["targetId"]
+    window = Window(await websockets.connect(f"ws://127.0.0.1:{port}/devtools/page/{target}", max_size=None))
+    await window.call("Runtime.enable")
+    await window.visit(url, **size)
+    return window
+
+
+async def sign_in(window: Window, username: str) -> None:
+    await window.js("location.hash = '#/signin'")
+    await window.click("Sign in as " + username)
+    await window.until(f"document.getElementById('who').textContent.startsWith({json.dumps(username)})")
+    await window.until("document.getElementById('live').classList.contains('on')", what="the event stream")
+
+
+async def write_post(window: Window, title: str, content: str) -> None:
+    await window.js("location.hash = '#/write'")
+    await window.until("document.querySelector('input[name=title]')")
+    await window.fill("input[name=title]", title)
+    await window.fill("textarea[name=content]", content)
+    await window.click("Send for review")
+    await window.until("location.hash === '#/mine'")
+
+
+def tokens_in(urls: list) -> list:
+    """The URLs that carry an access or refresh token (JWTs: base64 JSON, "eyJ..."), a stream
+    ticket aside (signed base64 JSON too, but no token: it is what the ticket param is for)."""
+    without_tickets = [re.sub(r"([?&])ticket=[^&]*", r"\1", url) for url in urls]
+    return [url for url in without_tickets if "eyJ" in url or "token" in url.lower()]
+
+
+HOSTILE = "<img src=x onerror=alert(1)><script>window.ran = 1</script>"
+NOTHING_RAN = """document.querySelectorAll('img, iframe, object').length === 0 && document.scripts.length === 1
+                 && window.ran === undefined"""
+
+
+def test_two_windows_review_a_post_live_and_chat_under_it(new_database):
+    """The workflow in two windows (and a third, anonymous one) against `blog.py --demo`: the
+    queue fills without a reload, a rejection's reason reaches the author, the resubmitted post is
+    approved and public; both chat; hostile text stays text; no token ever goes in a URL."""
+    import asyncio
+    with running_server(new_database(), "--demo") as server, chromium() as port:
+        async def scenario():
+            author, reviewer = await open_window(port, server.url), await open_window(port, server.url)
+            await sign_in(author, "demo-user")
+            await sign_in(reviewer, "demo-approver")
+            await reviewer.js("location.hash = '#/review'")
+            await write_post(author, HOSTILE, HOSTILE + "\nThe text.")
+            post_id = int(await author.js("document.querySelector('main .card h3 a').hash.split('/').pop()"))
+            card = f"#queue article[data-id='{post_id}']"
+            started = time.monotonic()
+            await reviewer.until(f"document.querySelector(\"{card}\")?.innerText.includes({json.dumps(HOSTILE)})",
+                                 timeout=2, what="the post in the queue")
+            assert time.monotonic() - started < 2
+            await reviewer.fill(card + " input[name=reason]", "Say more. " + HOSTILE)
+            await reviewer.click("Reject", card)
+            await author.until(author.text_seen("Reason: Say more. " + HOSTILE), what="the reason")
+            await author.click("Edit and send again")
+            await author.until("document.querySelector('textarea[name=content]')?.value.endsWith('The text.')")
+            await author.fill("textarea[name=content]", HOSTILE + "\nThe text, with more.")
+            await author.click("Send for review again")
+            await reviewer.until(f"document.querySelector(\"{card}\")", what="the resubmitted post")
+            await reviewer.click("Approve", card)
+            await author.until("document.querySelector('main .badge.approved')", what="the approval")
+            reader = await open_window(port, server.url)
+            await reader.until(reader.text_seen(HOSTILE), timeout=3, what="the post in the public list")
+            await reader.click(HOSTILE)
+            await reader.until(reader.text_seen("The text, with more."))
+            for window in (author, reviewer):
+                await window.js(f"location.hash = '#/post/{post_id}'")
+            await chat(author, "Hello from the author " + HOSTILE, [author, reviewer])
+            await chat(reviewer, "Hello from the reviewer", [author, reviewer])
+            for window in (author, reviewer, reader):
+                assert await window.js(NOTHING_RAN) and window.dialogs == [] and window.errors == []
+                assert not tokens_in(window.urls)
+            assert any("/ws?ticket=" in url for url in author.urls)
+            asked = len(author.urls)  # a link someone sent, aiming the page's calls elsewhere
+            await author.js("location.hash = '#/edit/..%2F..%2Fauth%2Fme'")
+            await author.until("document.querySelector('main h1').textContent === 'Not found'")
+            assert not [url for url in author.urls[asked:] if "/api/" in url]
+        asyncio.run(scenario())
+
+
+async def chat(sender: Window, text: str, everyone: list) -> None:
+    for window in everyone:  # Send is enabled while the room's socket is open
+        await window.until("document.querySelector('.chat + form button:enabled')", what="the chat room")
+    await sender.fill("input[name=text]", text)
+    await sender.click("Send")
+    for window in everyone:
+        await window.until("text => [...document.querySelectorAll('.chat .text')].some(e => e.textContent === text)",
+                           text, what=f"{text!r} in every window")
+
+
+def demo_headers(server, username: str) -> dict:
+    tokens = httpx.post(server.url + "/api/auth/login", json={"username": username, "password": username + "-password"}).json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_the_page_s_streams_come_back_after_a_server_restart_and_miss_nothing(new_database):
+    """The server stops mid-session and starts again; what is sent while the page reconnects
+    reaches it (the page reopens its event stream with a new ticket and ?last_event_id=), and so
+    does what comes after; the chat room reopens too."""
+    import asyncio
+    database = new_database()
+    servers = [Server(database, "--demo")]
+    try:
+        with chromium() as port:
+            async def scenario():
+                author, reviewer = await open_window(port, servers[0].url), await open_window(port, servers[0].url)
+                await sign_in(author, "demo-user")
+                await sign_in(reviewer, "demo-approver")
+                await reviewer.js("location.hash = '#/review'")
+                await write_post(author, "Before the restart", "Text.")
+                await reviewer.until(reviewer.text_seen("Before the restart"), what="the first post")
+                welcome = httpx.get(servers[0].url + "/api/blogs/?q=welcome").json()["items"][0]["id"]
+                await author.js(f"location.hash = '#/post/{welcome}'")
+                await author.until("document.querySelector('.chat + form button:enabled')", what="the chat room")
+                await asyncio.to_thread(servers[0].stop)
+                await reviewer.until("!document.getElementById('live').classList.contains('on')", what="the stream's end")
+                asked_before = len(reviewer.urls)
+                servers.append(await asyncio.to_thread(Server, database, "--demo", port=servers[0].port))
+                httpx.post(servers[1].url + "/api/blogs/", json={"title": "While reconnecting", "content": "Text."},
+                           headers=demo_headers(servers[1], "demo-user"))
+                await reviewer.until(reviewer.text_seen("While reconnecting"), what="the post sent meanwhile")
+                await reviewer.until("document.getElementById('live').classList.contains('on')", what="the stream back")
+                assert any("last_event_id=" in url for url in reviewer.urls[asked_before:] if "/sse?" in url)
+                after = httpx.post(servers[1].url + "/api/blogs/", json={"title": "After the restart", "content": "Text."},
+                                   headers=demo_headers(servers[1], "demo-user")).json()
+                await reviewer.until(reviewer.text_seen("After the restart"), what="the next event")
+                await reviewer.click("Approve", f"#queue article[data-id='{after['id']}']")
+                await author.until(author.text_seen('"After the restart" was approved'), what="the author's stream")
+                await chat(author, "Still here after the restart", [author])
+            asyncio.run(scenario())
+    finally:
+        servers[-1].stop()
+
+
+def test_the_page_fits_a_phone_375_px_wide(new_database):
+    """No sideways scrolling at 375 px, on every view, even with a title of one 200-letter word."""
+    import asyncio
+    with running_server(new_database(), "--demo") as server, chromium() as port:
+        reviewer = demo_headers(server, "demo-approver")
+        post = httpx.post(server.url + "/api/blogs/", json={"title": "W" * 200, "content": "L" * 5000},
+                          headers=demo_headers(server, "demo-user")).json()
+        httpx.post(server.url + f"/api/blogs/{post['id']}/approve", headers=reviewer).raise_for_status()
+        pending = httpx.post(server.url + "/api/blogs/", json={"title": "Q" * 200, "content": "Text."},
+                             headers=demo_headers(server, "demo-admin")).json()
+
+        async def scenario():
+            phone = await open_window(port, server.url, width=375, height=740)
+            widths = {}
+            for view in ["#/", "#/signin", "sign in", "#/", f"#/post/{post['id']}", "#/write", "#/mine", "#/review",
+                         f"#/post/{pending['id']}"]:
+                if view == "sign in":
+                    await sign_in(phone, "demo-approver")
+                    continue
+                await phone.js(f"location.hash = '{view}'")
+                await phone.until("document.querySelector('main h1')")
+                await phone.until("document.readyState === 'complete'")
+                widths[view] = await phone.js("document.documentElement.scrollWidth")
+            return widths
+        widths = asyncio.run(scenario())
+    assert widths == dict.fromkeys(widths, 375), widths
+
+
+def screenshot(path: str) -> None:
+    """The README's picture: an author's window and a reviewer's, side by side, the moment a
+    post moves between them. Not a test: `python test_blog.py screenshot docs/two-windows.png`."""
+    import asyncio
+    size = {"width": 640, "height": 720}
+
+    async def scenario(port, server):
+        author, reviewer = await open_window(port, server.url, **size), await open_window(port, server.url, **size)
+        await sign_in(author, "demo-user")
+        await sign_in(reviewer, "demo-approver")
+        await reviewer.js("location.hash = '#/review'")
+        await write_post(author, "Two windows, one post", "Written on the left, reviewed on the right.")
+        await reviewer.until(reviewer.text_seen("Two windows, one post"))
+        await reviewer.fill("#queue article input[name=reason]", "Lovely; one more example, please?")
+        shots = [(await window.call("Page.captureScreenshot", format="png"))["data"] for window in (author, reviewer)]
+        both = await open_window(port, "about:blank", width=2 * size["width"] + 48, height=size["height"] + 32)
+        await both.js("""shots => { document.body.style.cssText = 'margin: 0; padding: 16px; display: flex; gap: 16px; background: #c9ced8';
+            for (const shot of shots) document.body.append(Object.assign(new Image(), {src: 'data:image/png;base64,' + shot}));
+            return Promise.all([...document.images].map(image => image.decode())).then(() => true); }""", shots)
+        return base64.b64decode((await both.call("Page.captureScreenshot", format="png"))["data"])
+    try:
+        with running_server(f"sqlite:///{TEST_DIR}/screenshot.db", "--demo") as server, chromium() as port:
+            Path(path).write_bytes(asyncio.run(scenario(port, server)))
+    finally:
+        shutil.rmtree(TEST_DIR, ignore_errors=True)
+    print(f"{path}: {Path(path).stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["screenshot"]:
+    screenshot(sys.argv[2] if len(sys.argv) > 2 else "docs/two-windows.png")
