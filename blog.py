@@ -2141,7 +2141,7 @@ class PostgresDatabase(Database):
     # that are each slow for half the words (100,000 posts): walk the primary key newest first
     # testing every post (a missing word: 0.7 s) or take every match from the GIN index and sort
     # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn:
-    # 1. `recent` walks the newest 500 posts below the cursor and tests each (at most ~3 ms);
+    # 1. `recent` walks the newest 500 posts below the cursor and tests each (a few ms at most);
     #    a word in 1 post of 25 or more fills the page here, and the LIMIT stops the walk early.
     # 2. Only if the page is not full yet (UNION ALL runs its parts in order, and stops at LIMIT)
     #    the GIN index gives the matches older than `recent`, sorted: a word that fills no page
