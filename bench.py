@@ -23,7 +23,11 @@ scale    PostgreSQL: the uncached list with 2 workers against 1 (expect >= 1.6x 
          chat to 200 clients over 2 processes (p99 <= 100 ms)
 
 Needs wrk (Debian: apt-get install wrk) and, for `scale`, PostgreSQL's server (postgresql).
-`python bench.py rest` (or search, feed, live, scale) runs one part.
+reads    100,000 posts seeded with SQL, on SQLite and on PostgreSQL (fresh, without statistics, and
+         after VACUUM ANALYZE): p50 and p99 of every read anyone can ask for, from the front page
+         to the pending queue (target p99 <= 20 ms each)
+
+`python bench.py rest` (or search, feed, reads, live, scale) runs one part.
 """
 
 import asyncio
@@ -558,7 +562,7 @@ def feed() -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def postgres_cluster():
+def postgres_cluster(settings: str = ""):
     """A throw-away PostgreSQL cluster on a loopback port, in WORK; yields a database URL."""
     initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None) or shutil.which("initdb")
     assert initdb, "scale needs PostgreSQL's server (Debian: apt-get install postgresql)"
@@ -572,7 +576,7 @@ def postgres_cluster():
     subprocess.run([*as_owner, initdb, "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"],
                    check=True, capture_output=True)
     subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "start", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300"],
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300 {settings}"],
                    check=True, capture_output=True)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -625,6 +629,133 @@ def scale() -> list[tuple[str, str]]:
         return rows + asyncio.run(scale_live(database_url))
 
 
+#### Every read anyone can ask for, on both databases: 100,000 posts seeded with SQL
+
+
+READS_NOW = "2026-11-21T20:00:00.000Z"
+# 1,000 authors (user1..user1000) and 10,000 readers who all follow user1; 100,000 posts of about
+# 2.4 KB, one in ten pending, each one of 1,000 bodies of made-up words drawn as in a language
+# (Zipf: "w1" is one word in ten) plus a word of its own ("tag777"); 10,000 comments on the newest
+# post; reader10 follows 10 authors, reader1000 all 1,000. The same SQL on both databases.
+READS_SEED = [
+    """INSERT INTO users (username, email, password_hash, role, created_at)
+       WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 11000)
+       SELECT 'user' || i, 'user' || i || '@x.io', 'x', 'user', '{now}' FROM n""",
+    """INSERT INTO blogs (title, content, images, search_words, status, author_id, created_at, updated_at)
+       WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+       SELECT 'Post ' || i, words || ' tag' || i, '[]', 'post ' || i || ' ' || words || ' tag' || i,
+              CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'approved' END,
+              (SELECT id FROM users WHERE username = 'user1') + i % 1000, '{now}', '{now}'
+       FROM n JOIN bench_bodies ON body = i * 7919 % 1000 ORDER BY i""",
+    """INSERT INTO comments (blog_id, author_id, text, created_at)
+       WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+       SELECT (SELECT MAX(id) FROM blogs WHERE status = 'approved'), (SELECT id FROM users WHERE username = 'user2'),
+              'Comment ' || i, '{now}' FROM n""",
+    """INSERT INTO follows (follower_id, followed_id, created_at)
+       SELECT r.id, u.id, '{now}' FROM users r JOIN users u ON u.username LIKE 'user%'
+       WHERE (r.username = 'reader10' AND u.id < (SELECT id FROM users WHERE username = 'user11'))
+          OR (r.username = 'reader1000' AND u.id <= (SELECT id FROM users WHERE username = 'user1000'))""",
+    """INSERT INTO follows (follower_id, followed_id, created_at)
+       SELECT u.id, (SELECT id FROM users WHERE username = 'user1'), '{now}' FROM users u
+       WHERE u.id > (SELECT id FROM users WHERE username = 'user1000') AND u.username LIKE 'user%'""",
+]
+
+
+def reads_bodies(count: int = 1000, words: int = 400) -> list[tuple[int, str]]:
+    vocabulary, rng = [f"w{rank}" for rank in range(1, 20_001)], random.Random(2)
+    weights = list(itertools.accumulate(1 / rank for rank in range(1, len(vocabulary) + 1)))
+    return [(n, " ".join(rng.choices(vocabulary, cum_weights=weights, k=words))) for n in range(count)]
+
+
+def seed_reads(server: Server) -> None:
+    """Run READS_SEED on the app's database (stopped meanwhile on PostgreSQL: its full-text index is
+    dropped for the load and built again in one go, 3 times faster than entry by entry)."""
+    statements = [statement.format(now=READS_NOW) for statement in READS_SEED]
+    if server.database_url.startswith("sqlite"):
+        with sqlite3.connect(server.database_path, timeout=30) as connection:
+            connection.execute("CREATE TEMP TABLE bench_bodies (body INTEGER, words TEXT)")
+            connection.executemany("INSERT INTO bench_bodies VALUES (?, ?)", reads_bodies())
+            for statement in statements:
+                connection.execute(statement)
+        return
+
+    async def load():
+        connection = await asyncpg.connect(server.database_url)
+        await connection.execute("DROP INDEX blogs_search; CREATE TEMP TABLE bench_bodies (body INTEGER, words TEXT)")
+        await connection.executemany("INSERT INTO bench_bodies VALUES ($1, $2)", reads_bodies())
+        for statement in statements:
+            await connection.execute(statement)
+        schema = (HERE / "schema.sql").read_text()
+        await connection.execute(re.search(r"CREATE INDEX IF NOT EXISTS blogs_search .*;", schema)[0])
+        await connection.close()
+    asyncio.run(load())
+
+
+def read_paths(server: Server) -> list[tuple[str, str, dict]]:
+    """(label, path, headers) of every read measured."""
+    newest = httpx.get(server.url + "/api/blogs/").json()["items"][0]["id"]
+    reader10, reader1000 = server.login("reader10")["headers"], server.login("reader1000")["headers"]
+    return [("front page (cached 1 s)", "/api/blogs/", {}), ("?author= (uncached list)", "/api/blogs/?author=user7", {}),
+            ("?q= missing word", "/api/blogs/?q=qqqzzzq", {}), ("?q= rare word (1 old post)", "/api/blogs/?q=tag777", {}),
+            ("?q= common word (every post)", "/api/blogs/?q=w1", {}), ("?q= two common words", "/api/blogs/?q=w1+w4", {}),
+            ("?q= 1 post in 70 (w3000)", "/api/blogs/?q=w3000", {}), ("a deep cursor", "/api/blogs/?cursor=50000", {}),
+            ("one blog", f"/api/blogs/{newest}", {}), ("comments (10,000 on the blog)", f"/api/blogs/{newest}/comments", {}),
+            ("feed, following 10", "/api/feed", reader10), ("feed, following 1,000", "/api/feed", reader1000),
+            ("followers (10,000)", "/api/users/user1/followers", {}), ("pending (10,000)", "/api/blogs/pending", server.admin["headers"])]
+
+
+def measure_reads(server: Server, paths: list, requests: int = 200) -> dict[str, tuple[float, float]]:
+    """p50 and p99 of each read, asked `requests` times in a row by one client."""
+    figures = {}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for label, path, headers in paths:
+            samples = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                client.get(path, headers=headers).raise_for_status()
+                samples.append(time.perf_counter() - started)
+            figures[label] = percentiles(samples)
+    return figures
+
+
+def reads_on(database_url: str | None, analyze: str | None = None) -> dict[str, dict]:
+    """Seed, then measure every read; on PostgreSQL before and after `analyze`."""
+    server = Server(database_url)
+    for name in ("reader10", "reader1000"):
+        server.user(name)
+    if database_url:
+        server.stop()
+    seed_reads(server)
+    if database_url:
+        server = Server(database_url)
+    try:
+        paths = read_paths(server)
+        results = {"fresh": measure_reads(server, paths)}
+        if analyze:
+            async def run():
+                connection = await asyncpg.connect(database_url)
+                await connection.execute(analyze)
+                await connection.close()
+            asyncio.run(run())
+            results["analyzed"] = measure_reads(server, paths)
+        return results
+    finally:
+        server.stop()
+
+
+def reads() -> list[tuple[str, str]]:
+    started = time.monotonic()
+    sqlite = reads_on(None)["fresh"]
+    with postgres_cluster("-c autovacuum=off") as database_url:  # no statistics until VACUUM ANALYZE
+        postgres = reads_on(database_url, "VACUUM ANALYZE")
+    rows = [("read (p50 / p99 ms; target p99 <= 20)", "SQLite          PostgreSQL, no statistics   PostgreSQL, VACUUM ANALYZE")]
+    for label, (p50, p99) in sqlite.items():
+        cells = [(p50, p99), postgres["fresh"][label], postgres["analyzed"][label]]
+        rows.append((label, "   ".join(f"{a:6.2f} / {b:6.2f}{' !' if b > 20 else '  '}" + " " * 7 for a, b in cells)))
+    rows.append(("the whole part, seeding included", f"{time.monotonic() - started:.0f} s"))
+    return rows
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"\n{title}")
     width = max(len(name) for name, _ in rows)
@@ -648,6 +779,8 @@ def main(argv: list[str]) -> None:
             print_table("Feed (one uvicorn worker, SQLite, 100,000 posts by 10,000 authors, 1,000 followed)", feed())
         if argv[:1] in ([], ["live"]):
             print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
+        if argv[:1] in ([], ["reads"]):
+            print_table("Every read, 100,000 posts, one uvicorn worker, one client in a row", reads())
         if argv[:1] in ([], ["scale"]):
             print_table("Scale-out (PostgreSQL; processes on this one machine)", scale())
     finally:

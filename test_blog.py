@@ -819,6 +819,113 @@ def test_a_search_longer_than_200_characters_is_422_naming_q(client, query):
     assert response.status_code == 422 and response.json()["detail"].startswith("q:")
 
 
+# Posts seeded with SQL, the same on both databases: number i holds "every", "third" if i is a
+# multiple of 3, "tail" if of 97, "early" if it is among the first 700 (so in none of the newest 500
+# when there are more than 1,200), "rare" for two of them; one in ten waits for review.
+SEED_POSTS = """
+    INSERT INTO blogs (title, content, images, search_words, status, author_id, created_at, updated_at)
+    WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
+    SELECT 'Post ' || i, 'Words', '[]', 'post every' || CASE WHEN i % 3 = 0 THEN ' third' ELSE '' END
+           || CASE WHEN i % 97 = 0 THEN ' tail' ELSE '' END || CASE WHEN i <= 700 THEN ' early' ELSE '' END
+           || CASE WHEN i IN (7, :count - 600) THEN ' rare' ELSE '' END,
+           CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'approved' END, :author, :now, :now
+    FROM n"""
+SEARCHES = ["nowhere", "rare", "every", "every third", "tail", "early", "third early"]
+
+
+def seed_posts(client, author: dict, count: int) -> dict[int, set]:
+    """Insert `count` posts as SEED_POSTS says; returns each approved one's words by its id."""
+    async def insert():
+        await blog.database.execute(SEED_POSTS, {"count": count, "author": author["user"]["id"], "now": blog.utc_now()})
+        return await blog.database.fetch_all("SELECT id, search_words FROM blogs WHERE status = 'approved'")
+    return {row["id"]: set(row["search_words"].split()) for row in client.portal.call(insert)}
+
+
+def test_search_pages_are_every_match_newest_first_across_cursors(client):
+    """The same items, pages and cursors on both databases: those the words themselves say."""
+    author = make_user(client, username="seeder")
+    words_of = seed_posts(client, author, 1500)
+    for query in SEARCHES:
+        expected = sorted((i for i, words in words_of.items() if set(query.split()) <= words), reverse=True)
+        for limit in (20, 7):
+            found, params = [], {"q": query, "limit": limit}
+            while True:
+                page = client.get("/api/blogs/", params=params).json()
+                found.append([b["id"] for b in page["items"]])
+                if page["next_cursor"] is None:
+                    break
+                params["cursor"] = page["next_cursor"]
+            pages = [expected[n:n + limit] for n in range(0, len(expected), limit)] or [[]]
+            assert found == pages, (query, limit)
+        mine = client.get("/api/blogs/", params={"q": query, "author": "SEEDER", "limit": 100}).json()["items"]
+        assert [b["id"] for b in mine] == expected[:100], query
+        assert client.get("/api/blogs/", params={"q": query, "author": "nobody"}).json()["items"] == []
+
+
+def blog_rows_examined(plan: dict) -> int:
+    """Rows of the blogs table that a plan's nodes read: those they returned and those they dropped."""
+    examined = 0
+    if plan.get("Relation Name") == "blogs":
+        examined += (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+                     + plan.get("Rows Removed by Index Recheck", 0)) * plan["Actual Loops"]
+    return examined + sum(blog_rows_examined(child) for child in plan.get("Plans", []))
+
+
+def test_search_on_postgresql_reads_a_bounded_part_of_the_posts_with_statistics_or_not(postgres, monkeypatch):
+    """A missing word once walked every post, a common one sorted every match; now neither,
+    on a fresh database (no statistics yet) as after ANALYZE: the work done, from EXPLAIN."""
+    database_url = postgres_database(postgres)
+    monkeypatch.setattr(blog, "database", blog.make_database(database_url))
+    with TestClient(blog.app) as client:
+        run(on_postgres(database_url, "ALTER TABLE blogs SET (autovacuum_enabled = false)"))  # no ANALYZE behind our back
+        seed_posts(client, make_user(client), 20_000)
+        # New entries wait in the GIN index's pending list until a vacuum or 4 MB of them move them
+        # into the index proper; the planner, rightly, avoids an index that is mostly list.
+        run(on_postgres(database_url, "SELECT gin_clean_pending_list('blogs_search')"))
+        searches, fetch_all = [], blog.database.fetch_all
+
+        async def keep_search(query, values=None):
+            searches.append((query, values))
+            return await fetch_all(query, values)
+        monkeypatch.setattr(blog.database, "fetch_all", keep_search)
+        for statistics in ("absent", "present"):
+            if statistics == "present":
+                run(on_postgres(database_url, "ANALYZE blogs"))
+            assert bool(run(on_postgres(database_url, "SELECT 1 FROM pg_stats WHERE tablename = 'blogs'"))) == (statistics == "present")
+            for query in SEARCHES:
+                for cursor in ({}, {"cursor": "15000"}):
+                    assert client.get("/api/blogs/", params={"q": query} | cursor).status_code == 200
+                    sql, names = blog.numbered_parameters(searches[-1][0])
+                    explained = run(on_postgres(database_url, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql,
+                                                *[searches[-1][1][name] for name in names]))
+                    plan = json.loads(explained[0][0])[0]["Plan"]
+                    examined = blog_rows_examined(json.loads(explained[0][0])[0]["Plan"])
+                    # Words in one post of three or more: the page is found among the first posts walked.
+                    # Others: the walk of 500, then each match from the index, never the 20,000 posts.
+                    matches = run(on_postgres(database_url, "SELECT COUNT(*) FROM blogs WHERE search @@ to_tsquery('simple', $1)",
+                                              blog.database.search_terms(query.split())))[0][0]
+                    bound = 100 if query.startswith("every") else 500 + matches + 2 * 21
+                    assert examined <= bound, (statistics, query, cursor, examined)
+
+
+def test_a_statement_past_the_timeout_on_postgresql_is_a_503_and_the_pool_goes_on(postgres, monkeypatch):
+    monkeypatch.setattr(blog, "STATEMENT_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(blog, "database", blog.make_database(postgres_database(postgres)))
+    with TestClient(blog.app) as client:
+        make_blog(client, make_user(client), "Slow words", status="approved")
+        assert client.portal.call(blog.database.fetch_val, "SHOW statement_timeout") == "200ms"
+        assert [b["title"] for b in client.get("/api/blogs/", params={"q": "slow"}).json()["items"]] == ["Slow words"]
+        # A search made pathological: the statement sleeps past the timeout, PostgreSQL cancels it.
+        monkeypatch.setattr(blog.database, "SEARCH", "SELECT id FROM blogs WHERE pg_sleep(2) IS NOT NULL{by_author}")
+        started = time.monotonic()
+        response = client.get("/api/blogs/", params={"q": "slow"})
+        assert response.status_code == 503 and time.monotonic() - started < 1.5
+        assert response.json() == {"detail": "The database took too long to answer; please try again later."}
+        for _ in range(5):  # the pool's connections are all still good
+            assert client.get("/health").status_code == 200
+        assert client.get("/api/blogs/", params={"author": "nobody"}).json()["items"] == []
+
+
 def test_a_cursor_of_zero_is_a_page_and_never_the_cached_front_page(client):
     """`?cursor=0` was taken for the front page (0 is false) and its empty page was cached for all."""
     author = make_user(client)
