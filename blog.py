@@ -1016,10 +1016,13 @@ BY_AUTHOR_NAMED = " AND author_id = (SELECT id FROM users WHERE LOWER(username) 
 async def find_approved_blogs(query: str | None, author: str | None, before: int, limit: int) -> list[dict]:
     """Approved blogs, newest first, below the cursor; with a query, those holding all its words."""
     values = {"before": before, "author": author, "limit": limit}
-    if query is None:
+    if query is None and author is None:
+        return await database.fetch_all(BLOG_SELECT + " WHERE b.id < :before AND b.status = 'approved' "
+                                        "ORDER BY b.id DESC LIMIT :limit", values)
+    if query is None:  # one author's posts, through blogs_author_id (see BY_AUTHOR)
         return await database.fetch_all(
-            BLOG_SELECT + " WHERE b.id < :before AND b.status = 'approved' AND (CAST(:author AS TEXT) IS NULL OR "
-            "LOWER(u.username) = LOWER(:author)) ORDER BY b.id DESC LIMIT :limit", values)
+            BLOG_COLUMNS + " FROM blogs b" + database.BY_AUTHOR + " JOIN users u ON u.id = b.author_id "
+            "WHERE b.id < :before AND b.status = 'approved'" + BY_AUTHOR_NAMED + " ORDER BY b.id DESC LIMIT :limit", values)
     if not (words := search_words(query)):
         return []  # only punctuation: no word to find
     values["search"] = database.search_terms(words)
@@ -2056,7 +2059,7 @@ class SQLiteDatabase(Database):
     SEARCH = """SELECT s.rowid AS id FROM blog_search s CROSS JOIN blogs b ON b.id = s.rowid
         WHERE blog_search MATCH :search AND s.rowid < :before AND b.status = 'approved'{by_author}
         ORDER BY s.rowid DESC LIMIT :limit"""
-    # The feed's gathering (see feed): without ANALYZE's statistics SQLite would walk instead.
+    # The feed's gathering and ?author=: without ANALYZE's statistics SQLite would walk every post instead.
     BY_AUTHOR = " INDEXED BY blogs_author_id"
 
     @staticmethod
@@ -2190,7 +2193,7 @@ class PostgresDatabase(Database):
                          OFFSET 0) AS older
          WHERE id < (SELECT MIN(id) FROM recent) AND status = 'approved' ORDER BY id DESC LIMIT :limit)
         LIMIT :limit"""
-    BY_AUTHOR = ""  # the feed's gathering: PostgreSQL's planner has statistics (autovacuum keeps them)
+    BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
