@@ -9,6 +9,7 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py --demo                        the same, with one account per role and a few posts
     python blog.py --workers 4                   four processes (PostgreSQL only)
     python blog.py create-admin NAME EMAIL       make the first admin (asks for the password)
+    python blog.py migrate [--dry-run]           apply the pending schema upgrades (or list them)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
 in this order, top to bottom, and stop at the appendices:
@@ -35,6 +36,7 @@ D. The job runner: how writing jobs are claimed, kept alive and ended once, acro
 E. The validator: the few JSON Schema keywords that the body declarations use.
 F. The API document: /openapi.json and /docs, built from the same declarations.
 G. Log redaction: no token or ticket reaches a log line.
+H. Schema versions and upgrades: how a database made by an older version is brought up to date.
 """
 
 import argparse
@@ -122,6 +124,7 @@ SECRET_KEY = SECRET_KEY or secrets.token_urlsafe(32)
 # HS256 wants a key of at least 256 bits (RFC 7518, section 3.2): a shorter one is refused at start.
 SECRET_KEY_TOO_SHORT = len(SECRET_KEY.encode()) < 32
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+UPGRADES_DIR = Path(__file__).with_name("upgrades")  # upgrades/N-name.sql brings a database to version N
 MAX_BODY_BYTES = 1024 * 1024
 LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
@@ -141,7 +144,8 @@ EVENT_RETENTION_HOURS = 24  # how far back an event stream can replay what a cli
 EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 EVENT_POLL_SECONDS = 5  # each process reads the log this often even when no notification comes
 LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
-EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing (schema.sql takes 720_002)
+EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
+SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -1832,15 +1836,15 @@ def refuse_a_weak_secret_key() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create the tables, start this process's end of the event bus and its job runner;
-    undo it all at shutdown."""
+    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus
+    and its job runner; undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     await database.connect()
-    await create_tables()
+    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs())]
@@ -1864,7 +1868,31 @@ app = Starlette(
 )
 
 
-#### Command line: create-admin, --demo, and serving
+#### Command line: create-admin, migrate, --demo, and serving
+
+
+async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
+    """Create or upgrade the tables, saying each step; exit with the reason if the database is refused."""
+    try:
+        return await upgrade_schema(dry_run, say=print)
+    except SchemaRefused as error:
+        sys.exit(str(error))
+
+
+async def upgrade_before_serving() -> None:
+    async with database:
+        await upgrade_or_exit()
+
+
+async def migrate(dry_run: bool) -> None:
+    """Apply the pending upgrade steps and exit, for a deploy script; or only list them."""
+    async with database:
+        pending = await upgrade_or_exit(dry_run)
+        version = await schema_version()
+    for step in pending if dry_run else []:
+        print(f"Would apply {step}")
+    if not pending:
+        print(f"Nothing to apply: the database is at version {version}, as this code is.")
 
 
 def read_new_password() -> str:
@@ -1887,7 +1915,7 @@ async def add_user_from_command_line(username: str, email: str, password: str, r
 async def create_admin(username: str, email: str, password: str) -> None:
     """The first admin, from the command line: nobody can make themselves one over HTTP."""
     async with database:
-        await create_tables()
+        await upgrade_or_exit()
         try:
             created = await add_user_from_command_line(username, email, password, "admin")
         except HTTPException as error:
@@ -1905,7 +1933,7 @@ DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", 
 async def seed_demo() -> None:
     """One account per role and a blog in each status, so a walkthrough starts at once."""
     async with database:
-        await create_tables()
+        await upgrade_or_exit()
         for username, role in DEMO_ACCOUNTS:
             await add_user_from_command_line(username, f"{username}@example.com", f"{username}-password", role)
         author = await database.fetch_one(USER_BY_NAME, {"username": "demo-user"})
@@ -1930,7 +1958,11 @@ def main(argv: list[str]) -> None:
     admin = commands.add_parser("create-admin", help="create an admin account (asks for the password)")
     admin.add_argument("username")
     admin.add_argument("email")
+    upgrade = commands.add_parser("migrate", help="apply the pending schema upgrades, then exit")
+    upgrade.add_argument("--dry-run", action="store_true", help="list what would be applied, change nothing")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return asyncio.run(migrate(args.dry_run))
     refuse_a_weak_secret_key()
     if args.command == "create-admin":
         return asyncio.run(create_admin(args.username, args.email, read_new_password()))
@@ -1939,6 +1971,8 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
+    else:  # upgrade once, before any worker starts, and refuse without a traceback
+        asyncio.run(upgrade_before_serving())
     # Several workers are separate processes, each importing the app by name ("blog:app").
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
@@ -1954,7 +1988,8 @@ def main(argv: list[str]) -> None:
 # as it is written, rather than have `databases` build and compile each query with SQLAlchemy
 # first, on every call. The drivers take :name
 # or $1 parameters themselves, and asyncpg keeps the prepared statements. Rows come back as
-# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile.
+# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
+# a step of Appendix H: `async with database.schema_change(): await database.run_script(...)`.
 
 # What a driver raises when its database is out of reach or failing: the background tasks
 # (the event bus, the job runner) log it and try again later.
@@ -2019,6 +2054,7 @@ class SQLiteDatabase(Database):
     SEARCH_ORDER = "s.rowid"
     # The feed's gathering (see feed): without ANALYZE's statistics SQLite would walk instead.
     BY_AUTHOR = " INDEXED BY blogs_author_id"
+    TABLE_NAMED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -2088,9 +2124,38 @@ class SQLiteDatabase(Database):
             for listener in self.listeners:
                 listener(notification)
 
-    async def run_script(self, script: str) -> None:
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction that may rebuild tables the way sqlite.org prescribes:
+        foreign keys off (with them on, dropping a table would delete every row that refers to
+        it), and checked before the commit. BEGIN IMMEDIATE makes other processes wait their turn."""
         async with self.write_lock:
-            await self.writer.raw_connection.executescript(script)
+            self.writer_task = asyncio.current_task()
+            await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})  # a no-op inside a transaction
+            try:
+                await self.on(self.writer, "BEGIN IMMEDIATE", {})
+                try:
+                    yield
+                    if broken := await self.on(self.writer, "PRAGMA foreign_key_check", {}):
+                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
+                    await self.on(self.writer, "COMMIT", {})
+                except BaseException:
+                    await self.on(self.writer, "ROLLBACK", {})
+                    raise
+            finally:
+                await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
+                self.writer_task = None
+
+    async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction, one by one (executescript
+        would commit first). A statement ends at the ";" where SQLite says it is complete, so a
+        trigger's body or a ";" in a comment or a string does not cut one short."""
+        statement = ""
+        for piece in script.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                await self.on(self.writer, statement, {})
+                statement = ""
 
     async def lock_event_log(self) -> None:
         """Nothing to do: transactions here take turns, so their events commit in id order."""
@@ -2134,6 +2199,7 @@ class PostgresDatabase(Database):
         WHERE b.search @@ to_tsquery('simple', :search) AND b.id < :before"""
     SEARCH_ORDER = "b.id"
     BY_AUTHOR = ""  # the feed's gathering: PostgreSQL's planner has statistics (autovacuum keeps them)
+    TABLE_NAMED = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name"
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -2148,9 +2214,18 @@ class PostgresDatabase(Database):
             raise RowDeletedMeanwhile() from error
         return [dict(row) for row in rows]
 
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction (PostgreSQL's DDL is transactional too), holding a lock
+        that makes other processes changing the tables wait their turn."""
+        async with self.transaction():
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": SCHEMA_LOCK})
+            yield
+
     async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction."""
         async with self.connection() as connection:
-            await connection.raw_connection.execute(script)  # several statements, one implicit transaction
+            await connection.raw_connection.execute(script)
 
     async def lock_event_log(self) -> None:
         """Make publishing transactions take turns until they commit, so that events commit in
@@ -2221,10 +2296,10 @@ def make_database(url: str) -> Database:
 database = make_database(DATABASE_URL)
 
 
-async def create_tables() -> None:
-    """Run schema.sql: its lines for both databases, and those marked for this one."""
+def schema_script(path: Path) -> str:
+    """schema.sql or an upgrade step, for this database: its lines for both, and those marked for this one."""
     dialect, keep, script = database.url.dialect, True, []
-    for line in SCHEMA_PATH.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if marker := re.fullmatch(r"-- on (both|sqlite|postgresql):.*", line):
             keep = marker[1] in ("both", dialect)
         elif keep:
@@ -2234,7 +2309,7 @@ async def create_tables() -> None:
         # The one difference in shared lines: SQLite's INTEGER PRIMARY KEY counts up by itself.
         script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT", "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
                         script)
-    await database.run_script(script)
+    return script
 
 
 #### Appendix B. The event bus: how each process hears every event, in order
@@ -2820,6 +2895,103 @@ class RedactTokens(logging.Filter):
 
 redact_tokens = RedactTokens()
 
+
+#### Appendix H. Schema versions and upgrades: upgrades/N-name.sql, each step once, in order
+#
+# The database keeps its schema version in the one row of schema_version; a database made
+# before versions were kept (it has tables, but not that one) is at version 1. The code's
+# version is the highest N of upgrades/N-name.sql (1 while there is none). At start-up, and
+# with `python blog.py migrate`:
+#   - an empty database gets schema.sql whole, stamped with the code's version;
+#   - an older one gets each step it lacks, in order, each in one transaction with its version
+#     bump: a step that fails leaves the database as it was, and the app refuses to start;
+#   - a newer one (the code was rolled back) is refused, untouched.
+# Each transaction re-reads the version once it holds the schema lock (schema_change), so of
+# several processes starting at once on an old database one applies a step and the others see
+# it done.
+
+
+class SchemaRefused(Exception):
+    """The app must not serve this database: its version is newer than the code's, or a step failed."""
+
+
+def upgrade_steps() -> list[tuple[int, Path]]:
+    """The steps in upgrades/, in order: [(2, Path("upgrades/2-accounts-mail.sql")), ...]."""
+    steps = []
+    for path in sorted(UPGRADES_DIR.glob("*.sql")) if UPGRADES_DIR.is_dir() else []:
+        if not (named := re.fullmatch(r"([1-9][0-9]*)-[\w-]+\.sql", path.name)):
+            raise SchemaRefused(f"{path} is not named like upgrades/2-short-name.sql")
+        steps.append((int(named[1]), path))
+    steps.sort()
+    if [number for number, _ in steps] != list(range(2, len(steps) + 2)):  # a gap, or two steps to one version
+        raise SchemaRefused(f"The steps in {UPGRADES_DIR} must bring the database to versions 2, 3, 4, ... "
+                            f"one each; found {', '.join(path.name for _, path in steps)}")
+    return steps
+
+
+async def schema_version() -> int | None:
+    """The database's schema version: 1 if made before versions were kept, None if it is empty."""
+    if await database.fetch_one(database.TABLE_NAMED, {"name": "schema_version"}):
+        return await database.fetch_val("SELECT version FROM schema_version")
+    if await database.fetch_one(database.TABLE_NAMED, {"name": "users"}):
+        return 1
+    return None
+
+
+def refuse_a_newer(version: int | None, newest: int) -> None:
+    if version is not None and version > newest:
+        raise SchemaRefused(f"The database is at schema version {version}, but this code knows versions up to "
+                            f"{newest} only: run the newer code, or restore a backup made for this version.")
+
+
+async def set_schema_version(version: int) -> None:
+    """Stamp the database, inside the step's transaction; a version-1 one gets its schema_version table first."""
+    if not await database.fetch_one(database.TABLE_NAMED, {"name": "schema_version"}):
+        # schema.sql's own definition, the one statement a version-1 database lacks before any step.
+        table = re.search(r"CREATE TABLE IF NOT EXISTS schema_version .*?;", SCHEMA_PATH.read_text(), re.DOTALL)
+        await database.run_script(table[0])
+    await database.execute("DELETE FROM schema_version")
+    await database.execute("INSERT INTO schema_version (version) VALUES (:version)", {"version": version})
+
+
+async def upgrade_schema(dry_run: bool = False, say: Callable[[str], None] = log.info) -> list[str]:
+    """Bring the database to the code's version and say each step; return the steps applied (or,
+    with dry_run, the ones that would be, changing nothing). Raises SchemaRefused."""
+    steps = upgrade_steps()
+    newest, version = len(steps) + 1, await schema_version()
+    refuse_a_newer(version, newest)
+    if version is None:
+        pending = [f"schema.sql (a new database, at version {newest})"]
+    else:
+        pending = [f"{path.name} (to version {number})" for number, path in steps if number > version]
+    if dry_run:
+        return pending
+    if version is None:
+        await apply_step(SCHEMA_PATH, None, newest, say)
+    await apply_step(None, 1, 1, say)  # a version-1 database learns its version, even with no step to take
+    for number, path in steps:
+        await apply_step(path, number - 1, number, say)
+    return pending
+
+
+async def apply_step(path: Path | None, before: int | None, after: int, say: Callable[[str], None]) -> None:
+    """If the database is at version `before` (None: empty), run the step at `path` (schema.sql
+    for an empty one; None: nothing) and stamp version `after`, in one transaction. Otherwise
+    another process got there first, or the step is not for this database: do nothing."""
+    try:
+        async with database.schema_change():
+            version, stamped = await schema_version(), await database.fetch_one(
+                database.TABLE_NAMED, {"name": "schema_version"})
+            if version != before or (path is None and stamped):
+                return
+            if path:
+                await database.run_script(schema_script(path))
+            await set_schema_version(after)
+    except DATABASE_ERRORS as error:
+        raise SchemaRefused(f"The upgrade step {path.name if path else 'stamping version 1'} failed, and the "
+                            f"database is left as it was: {type(error).__name__}: {error}") from error
+    if path:
+        say(f"Schema: applied {path.name}; the database is at version {after}.")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
