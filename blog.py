@@ -175,6 +175,12 @@ class RowDeletedMeanwhile(Exception):
     the foreign key refused it, and the client gets a 404 (see deleted_meanwhile)."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or cannot write just now (PostgreSQL restarting, the network
+    down, a full disk, a read-only file): what the request was doing rolled back, and the client
+    gets a 503 with Retry-After (see database_unavailable)."""
+
+
 #### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
 
 
@@ -550,6 +556,7 @@ class Closing:
 
 FELL_BEHIND = Closing("You fell behind; reconnect.", code=1013)  # 1013: try again later
 SERVER_STOPPING = Closing("The server is restarting; reconnect.")
+DATABASE_DOWN = Closing("The database is unavailable for a moment; reconnect shortly.", code=1013)
 TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
 
 # User id -> the queues of that user's streams and sockets, to end them when their rights change.
@@ -1281,10 +1288,13 @@ async def chat(websocket: WebSocket) -> None:
             raise unauthorized("Connect with ?ticket=<a stream ticket> or ?token=<your access token>.")
         blog = await get_visible_blog(websocket.path_params["blog_id"], user)
         count_connection(user, outbox)
-    except HTTPException as refusal:
+    except (HTTPException, DatabaseUnavailable) as refusal:
         # Accept, then close: a browser only sees the code and reason after a completed handshake.
         await websocket.accept()
-        await websocket.close(code=1008, reason=refusal.detail)
+        if isinstance(refusal, DatabaseUnavailable):
+            await websocket.close(code=DATABASE_DOWN.code, reason=DATABASE_DOWN.reason)
+        else:
+            await websocket.close(code=1008, reason=refusal.detail)
         return
     try:
         async with join_room(blog["id"], user, websocket, outbox):
@@ -1301,6 +1311,15 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
     except HTTPException as refusal:
         offer(outbox, {"type": "error", "detail": refusal.detail})
         return
+    try:
+        await store_chat_message(fields["text"], blog_id, user, outbox)
+    except DatabaseUnavailable:  # the socket stays open: the sender may send it again
+        offer(outbox, {"type": "error", "detail": "The database is unavailable for a moment; your message was "
+                                                  "not stored. Please send it again shortly."})
+
+
+async def store_chat_message(text: str, blog_id: int, user: dict, outbox: asyncio.Queue) -> None:
+    """Store a chat message under the flood limit, and publish it."""
     now = datetime.now(UTC)
     async with publishing():
         # The flood limit counts the user's messages from every socket and every process. It
@@ -1317,7 +1336,7 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
             "INSERT INTO comments (blog_id, author_id, text, created_at) SELECT :blog_id, :author_id, :text, :now "
             "WHERE EXISTS (SELECT 1 FROM blogs WHERE id = :blog_id) AND EXISTS (SELECT 1 FROM users WHERE id = :author_id) "
             "RETURNING id, blog_id, author_id, text, created_at",
-            {"blog_id": blog_id, "author_id": user["id"], "text": fields["text"], "now": utc_time(now)})
+            {"blog_id": blog_id, "author_id": user["id"], "text": text, "now": utc_time(now)})
         if comment is None:
             offer(outbox, {"type": "error", "detail": "This blog or your account has been deleted."})
             return
@@ -1485,7 +1504,11 @@ async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | No
     It ends when the token it was opened with expires, or when the user's rights change."""
     with subscribe(user, queue):  # before the replay, so that nothing published meanwhile is lost
         yield ": connected\n\n"
-        missed, seen = await missed_events(user, last_event_id) if last_event_id is not None else ([], 0)
+        try:
+            missed, seen = await missed_events(user, last_event_id) if last_event_id is not None else ([], 0)
+        except DatabaseUnavailable:  # EventSource reconnects by itself, with the same Last-Event-ID
+            yield f": {DATABASE_DOWN.reason}\n\n"
+            return
         for event in missed:
             yield sse_frame(event)
         while (wait := min(SSE_PING_SECONDS, user["credential_expires"] - time.time())) > 0:
@@ -1717,8 +1740,8 @@ async def health(request: Request) -> Response:
     """Say whether this process can reach its database and hears the event log's notifications."""
     try:
         await database.fetch_val("SELECT 1")
-    except Exception:
-        log.exception("Health check: the database did not answer")
+    except DATABASE_ERRORS as error:
+        log.warning("Health check: the database did not answer (%s)", error)
         return JSONResponse({"detail": "The database is not answering."}, 503)
     if not database.listening:  # its streams, rooms and cache would fall behind the other processes'
         return JSONResponse({"detail": "This process is not listening for events; it is reconnecting."}, 503)
@@ -1822,6 +1845,13 @@ async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Res
     return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
 
 
+async def database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
+    """The database is out of reach or cannot write for now: a 503 to retry, not a 500 and a traceback."""
+    log.warning("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": "The database is unavailable for a moment, and nothing was changed; "
+                                   "please try again shortly."}, 503, headers={"Retry-After": "5"})
+
+
 async def server_error(request: Request, error: Exception) -> Response:
     """An unexpected failure: logged by Starlette with its traceback; the client learns nothing internal."""
     return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
@@ -1863,7 +1893,8 @@ app = Starlette(
     routes=routes,
     middleware=[Middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
-    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile, Exception: server_error},
+    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
+                        DatabaseUnavailable: database_unavailable, Exception: server_error},
     lifespan=lifespan,
 )
 
@@ -1993,7 +2024,35 @@ def main(argv: list[str]) -> None:
 
 # What a driver raises when its database is out of reach or failing: the background tasks
 # (the event bus, the job runner) log it and try again later.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
+DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
+# The errors that say the database is out of reach or cannot write, rather than that a query is
+# wrong; the drivers raise them as DatabaseUnavailable, a 503. PostgreSQL: stopped or restarting
+# (its connection errors, "shutting down", "starting up"), out of connections or disk, the
+# network down. SQLite: another process holding the write lock past busy_timeout, a read-only
+# file, a failing disk, a full one, a file that cannot be opened.
+POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
+SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                      sqlite3.SQLITE_CANTOPEN}
+
+
+@contextmanager
+def unavailable_as_such() -> Iterator[None]:
+    """Raise a driver's error that says the database is out of reach as DatabaseUnavailable."""
+    try:
+        yield
+    except (sqlite3.Error, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, *POSTGRES_UNAVAILABLE) as error:
+        if isinstance(error, sqlite3.Error):
+            out_of_reach = error.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE  # the low byte: the primary code
+        elif isinstance(error, asyncpg.InterfaceError):  # "connection is closed", not a misused driver
+            out_of_reach = "closed" in str(error)
+        elif isinstance(error, asyncpg.exceptions.InternalClientError):  # a connection lost mid-BEGIN
+            out_of_reach = "another operation" in str(error)
+        else:
+            out_of_reach = True
+        if out_of_reach:
+            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
+        raise
 
 
 def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
@@ -2095,8 +2154,9 @@ class SQLiteDatabase(Database):
     @staticmethod
     async def on(connection: databases.core.Connection, query: str, values: dict) -> list[dict]:
         try:
-            async with connection.raw_connection.execute(query, values) as cursor:
-                return await cursor.fetchall()
+            with unavailable_as_such():
+                async with connection.raw_connection.execute(query, values) as cursor:
+                    return await cursor.fetchall()
         except sqlite3.IntegrityError as error:
             if "FOREIGN KEY" in str(error):
                 raise RowDeletedMeanwhile() from error
@@ -2115,7 +2175,7 @@ class SQLiteDatabase(Database):
                     yield
                     await self.on(self.writer, "COMMIT", {})
                 except BaseException:
-                    await self.on(self.writer, "ROLLBACK", {})
+                    await self.roll_back()
                     raise
             finally:
                 self.writer_task = None
@@ -2123,6 +2183,12 @@ class SQLiteDatabase(Database):
         for notification in committed:
             for listener in self.listeners:
                 listener(notification)
+
+    async def roll_back(self) -> None:
+        """Roll the writer's transaction back, unless SQLite already has (it does on a full disk or
+        an I/O error): nothing of it stays written either way."""
+        if self.writer.raw_connection.in_transaction:
+            await self.on(self.writer, "ROLLBACK", {})
 
     @asynccontextmanager
     async def schema_change(self) -> AsyncIterator[None]:
@@ -2140,7 +2206,7 @@ class SQLiteDatabase(Database):
                         raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
                     await self.on(self.writer, "COMMIT", {})
                 except BaseException:
-                    await self.on(self.writer, "ROLLBACK", {})
+                    await self.roll_back()
                     raise
             finally:
                 await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
@@ -2208,11 +2274,21 @@ class PostgresDatabase(Database):
     async def run(self, query: str, values: dict) -> list[dict]:
         query, names = numbered_parameters(query)
         try:
-            async with self.connection() as connection:
-                rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
+            with unavailable_as_such():
+                async with self.connection() as connection:
+                    rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
         except asyncpg.ForeignKeyViolationError as error:
             raise RowDeletedMeanwhile() from error
         return [dict(row) for row in rows]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Run the block as one transaction on this task's connection, which its queries use too.
+        asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
+        for ever when BEGIN fails (as it does while PostgreSQL restarts)."""
+        with unavailable_as_such():
+            async with self.connection() as connection, connection.raw_connection.transaction():
+                yield
 
     @asynccontextmanager
     async def schema_change(self) -> AsyncIterator[None]:
@@ -2290,7 +2366,9 @@ def make_database(url: str) -> Database:
     """The database for a URL: sqlite:///blog.db or postgresql://user:password@host/name."""
     if url.startswith("sqlite"):
         return SQLiteDatabase(url, factory=SQLiteConnection)
-    return PostgresDatabase(url, reset=keep_session)
+    # min_size=0: connections are made as requests need them. With a floor, asyncpg's pool would
+    # remake the lost ones on its own while PostgreSQL restarts, logging a traceback each time.
+    return PostgresDatabase(url, reset=keep_session, min_size=0)
 
 
 database = make_database(DATABASE_URL)

@@ -83,9 +83,16 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres():
     """A throw-away PostgreSQL cluster on a loopback port, from Debian's packages; yields its base URL."""
+    with postgres_cluster("postgres") as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def postgres_cluster(name: str):
+    """Start a PostgreSQL cluster in TEST_DIR/name; yields its base URL and its pg_ctl command."""
     initdb = require("PostgreSQL's initdb", next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
                      or shutil.which("initdb"))
-    folder = TEST_DIR / "postgres"
+    folder = TEST_DIR / name
     folder.mkdir()
     as_owner = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -99,7 +106,7 @@ def postgres():
                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=500"],
                    check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield f"postgresql://postgres@127.0.0.1:{port}", [*pg_ctl, "-l", str(folder / "log")]
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
 
@@ -2711,6 +2718,111 @@ def test_more_than_one_worker_on_sqlite_is_refused_with_the_reason():
     result = subprocess.run([sys.executable, str(HERE / "blog.py"), "--workers", "2"], capture_output=True, text=True,
                             env={**os.environ, "DATABASE_URL": f"sqlite:///{TEST_DIR}/refused.db"}, timeout=30)
     assert result.returncode != 0 and "More than one worker needs PostgreSQL" in result.stderr
+
+
+def keep_writing(server, writer: dict, stop: threading.Event, outcomes: list, acknowledged: list) -> None:
+    """Create blogs through `server` until `stop`; note each answer's status, and each created id."""
+    with httpx.Client(timeout=30) as http:
+        while not stop.is_set():
+            try:
+                response = http.post(server.url + "/api/blogs/", json={"title": "Written on", "content": "x"},
+                                     headers=writer["headers"])
+            except httpx.TransportError as error:
+                outcomes.append(repr(error))
+                continue
+            outcomes.append(response.status_code)
+            if response.status_code == 201:
+                acknowledged.append(response.json()["id"])
+            elif response.status_code == 503:  # the one refusal allowed: clear, and saying when to retry
+                assert "database" in response.json()["detail"] and response.headers["Retry-After"]
+
+
+def hear_blogs(server, reviewer: dict, heard: list, opened: threading.Event) -> None:
+    """Keep an event stream open on `server`; append the blog id of each event it hears."""
+    with httpx.stream("GET", server.url + "/api/notifications/sse", headers=reviewer["headers"],
+                      timeout=httpx.Timeout(10, read=60)) as response:
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        opened.set()
+        with contextlib.suppress(AssertionError, httpx.TransportError):
+            while True:
+                heard.append(json.loads(read_event(lines, timeout=60)["data"])["blog_id"])
+
+
+def test_postgres_restarting_under_load_is_a_503_at_worst_and_everything_comes_back():
+    with postgres_cluster("restarting") as (base_url, pg_ctl):
+        database_url = postgres_database(base_url)
+        with running_server(database_url) as a_server, running_server(database_url) as b_server:
+            a = Live(a_server)
+            b = on_process(a, b_server)
+            reviewer, writers = a.user("approver"), [a.user() for _ in range(4)]
+            stop, outcomes, acknowledged, heard = threading.Event(), [], [], {"a": [], "b": []}
+            threads = []
+            for name, live in (("a", a), ("b", b)):
+                opened = threading.Event()
+                threads.append(threading.Thread(target=hear_blogs, args=(live, reviewer, heard[name], opened), daemon=True))
+                threads[-1].start()
+                assert opened.wait(10)
+            for number, writer in enumerate(writers):
+                threads.append(threading.Thread(target=keep_writing, daemon=True,
+                                                args=((a, b)[number % 2], writer, stop, outcomes, acknowledged)))
+                threads[-1].start()
+            wait_until(lambda: len(acknowledged) > 20, what="writes before the restart")
+            subprocess.run([*pg_ctl, "-m", "fast", "-w", "restart"], check=True, capture_output=True)
+            accepting = time.monotonic()  # pg_ctl -w returns once PostgreSQL accepts connections
+            for live in (a, b):
+                wait_until(lambda: httpx.get(live.url + "/health").status_code == 200, timeout=10,
+                           what="/health to answer 200 again")
+            recovered = time.monotonic() - accepting
+            acknowledged_then = len(acknowledged)
+            wait_until(lambda: len(acknowledged) > acknowledged_then + 20, what="writes after the restart")
+            stop.set()
+            after = a.blog(writers[0], "Written after the restart")
+            wait_until(lambda: after["id"] in heard["a"] and after["id"] in heard["b"], timeout=15,
+                       what="both streams to hear a blog written after the restart")
+            for thread in threads[2:]:
+                thread.join(timeout=30)
+            stored = {row["id"] for row in run(on_postgres(database_url, "SELECT id FROM blogs"))}
+            logs = a_server.log() + b_server.log()
+    print(f"/health back {recovered:.2f} s after PostgreSQL accepted connections; answers: "
+          f"{ {outcome: outcomes.count(outcome) for outcome in set(outcomes)} }")
+    assert set(outcomes) <= {201, 503}, [outcome for outcome in outcomes if outcome not in (201, 503)][:5]
+    assert set(acknowledged) <= stored  # no acknowledged write lost
+    assert "Traceback" not in logs and "Exception in ASGI application" not in logs, logs[-3000:]
+
+
+async def on_sqlite_writer(pragma: str) -> None:
+    await blog.database.writer.raw_connection.execute(f"PRAGMA {pragma}")  # test-controlled text
+
+
+async def rows_in_every_table() -> dict:
+    return {table: await blog.database.fetch_val(f"SELECT COUNT(*) FROM {table}") for table in TABLES}
+
+
+# A read-only file (PRAGMA query_only answers as a read-only file does, even to root) and a full
+# disk (max_page_count: the file may not grow, SQLite's "database or disk is full").
+@pytest.mark.parametrize("pragma, undo", [("query_only = ON", "query_only = OFF"),
+                                          ("max_page_count = 1", "max_page_count = 1073741823")])
+def test_a_read_only_or_full_sqlite_database_is_a_503_that_writes_nothing(monkeypatch, pragma, undo):
+    monkeypatch.setattr(blog, "database", blog.make_database(f"sqlite:///{TEST_DIR}/{os.urandom(4).hex()}.db"))
+    with TestClient(blog.app) as client:
+        author = make_user(client)
+        post = make_blog(client, author, "Before", status="approved")
+        before = client.portal.call(rows_in_every_table)
+        client.portal.call(on_sqlite_writer, pragma)
+        body = {"title": "Too much", "content": "x" * 60_000}  # pages the file would have to grow by
+        for response in (client.post("/api/blogs/", json=body, headers=author["headers"]),
+                         client.post("/api/session/draft", json=body, headers=author["headers"])):
+            assert response.status_code == 503, response.text
+            assert "database is unavailable" in response.json()["detail"] and response.headers["Retry-After"]
+        if "query_only" in pragma:  # a chat message small enough to fit a page the file already has
+            with client.websocket_connect(f"/api/blogs/{post['id']}/ws?token={author['tokens']['access_token']}") as chat:
+                chat.send_json({"text": "Hello"})
+                assert "not stored" in chat.receive_json()["detail"]  # and the socket stays open
+        assert client.get("/api/blogs/").status_code == 200  # reads go on
+        assert client.portal.call(rows_in_every_table) == before  # nothing half-written
+        client.portal.call(on_sqlite_writer, undo)
+        assert client.post("/api/blogs/", json=body, headers=author["headers"]).status_code == 201
 
 
 #### Upgrades: schema versions, the version-1 database, steps applied once, refusals
