@@ -9,6 +9,7 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py --demo                        the same, with one account per role and a few posts
     python blog.py --workers 4                   four processes (PostgreSQL only)
     python blog.py create-admin NAME EMAIL       make the first admin (asks for the password)
+    python blog.py migrate [--dry-run]           apply the pending schema upgrades (or list them)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
 in this order, top to bottom, and stop at the appendices:
@@ -35,6 +36,7 @@ D. The job runner: how writing jobs are claimed, kept alive and ended once, acro
 E. The validator: the few JSON Schema keywords that the body declarations use.
 F. The API document: /openapi.json and /docs, built from the same declarations.
 G. Log redaction: no token or ticket reaches a log line.
+H. Schema versions and upgrades: how a database made by an older version is brought up to date.
 """
 
 import argparse
@@ -125,6 +127,7 @@ SECRET_KEY = SECRET_KEY or secrets.token_urlsafe(32)
 # HS256 wants a key of at least 256 bits (RFC 7518, section 3.2): a shorter one is refused at start.
 SECRET_KEY_TOO_SHORT = len(SECRET_KEY.encode()) < 32
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+UPGRADES_DIR = Path(__file__).with_name("upgrades")  # upgrades/N-name.sql brings a database to version N
 MAX_BODY_BYTES = 1024 * 1024
 LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
@@ -144,7 +147,8 @@ EVENT_RETENTION_HOURS = 24  # how far back an event stream can replay what a cli
 EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 EVENT_POLL_SECONDS = 5  # each process reads the log this often even when no notification comes
 LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
-EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing (schema.sql takes 720_002)
+EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
+SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -172,6 +176,12 @@ def utc_now() -> str:
 class RowDeletedMeanwhile(Exception):
     """A write referred to a row (an account, a blog) that another request deleted meanwhile:
     the foreign key refused it, and the client gets a 404 (see deleted_meanwhile)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or cannot write just now (PostgreSQL restarting, the network
+    down, a full disk, a read-only file): what the request was doing rolled back, and the client
+    gets a 503 with Retry-After (see database_unavailable)."""
 
 
 #### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
@@ -549,6 +559,7 @@ class Closing:
 
 FELL_BEHIND = Closing("You fell behind; reconnect.", code=1013)  # 1013: try again later
 SERVER_STOPPING = Closing("The server is restarting; reconnect.")
+DATABASE_DOWN = Closing("The database is unavailable for a moment; reconnect shortly.", code=1013)
 TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
 
 # User id -> the queues of that user's streams and sockets, to end them when their rights change.
@@ -1289,10 +1300,13 @@ async def chat(websocket: WebSocket) -> None:
             raise unauthorized("Connect with ?ticket=<a stream ticket> or ?token=<your access token>.")
         blog = await get_visible_blog(websocket.path_params["blog_id"], user)
         count_connection(user, outbox)
-    except HTTPException as refusal:
+    except (HTTPException, DatabaseUnavailable) as refusal:
         # Accept, then close: a browser only sees the code and reason after a completed handshake.
         await websocket.accept()
-        await websocket.close(code=1008, reason=refusal.detail)
+        if isinstance(refusal, DatabaseUnavailable):
+            await websocket.close(code=DATABASE_DOWN.code, reason=DATABASE_DOWN.reason)
+        else:
+            await websocket.close(code=1008, reason=refusal.detail)
         return
     try:
         async with join_room(blog["id"], user, websocket, outbox):
@@ -1309,6 +1323,15 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
     except HTTPException as refusal:
         offer(outbox, {"type": "error", "detail": refusal.detail})
         return
+    try:
+        await store_chat_message(fields["text"], blog_id, user, outbox)
+    except DatabaseUnavailable:  # the socket stays open: the sender may send it again
+        offer(outbox, {"type": "error", "detail": "The database is unavailable for a moment; your message was "
+                                                  "not stored. Please send it again shortly."})
+
+
+async def store_chat_message(text: str, blog_id: int, user: dict, outbox: asyncio.Queue) -> None:
+    """Store a chat message under the flood limit, and publish it."""
     now = datetime.now(UTC)
     async with publishing():
         # The flood limit counts the user's messages from every socket and every process. It
@@ -1325,7 +1348,7 @@ async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: 
             "INSERT INTO comments (blog_id, author_id, text, created_at) SELECT :blog_id, :author_id, :text, :now "
             "WHERE EXISTS (SELECT 1 FROM blogs WHERE id = :blog_id) AND EXISTS (SELECT 1 FROM users WHERE id = :author_id) "
             "RETURNING id, blog_id, author_id, text, created_at",
-            {"blog_id": blog_id, "author_id": user["id"], "text": fields["text"], "now": utc_time(now)})
+            {"blog_id": blog_id, "author_id": user["id"], "text": text, "now": utc_time(now)})
         if comment is None:
             offer(outbox, {"type": "error", "detail": "This blog or your account has been deleted."})
             return
@@ -1493,7 +1516,11 @@ async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | No
     It ends when the token it was opened with expires, or when the user's rights change."""
     with subscribe(user, queue):  # before the replay, so that nothing published meanwhile is lost
         yield ": connected\n\n"
-        missed, seen = await missed_events(user, last_event_id) if last_event_id is not None else ([], 0)
+        try:
+            missed, seen = await missed_events(user, last_event_id) if last_event_id is not None else ([], 0)
+        except DatabaseUnavailable:  # EventSource reconnects by itself, with the same Last-Event-ID
+            yield f": {DATABASE_DOWN.reason}\n\n"
+            return
         for event in missed:
             yield sse_frame(event)
         while (wait := min(SSE_PING_SECONDS, user["credential_expires"] - time.time())) > 0:
@@ -1753,8 +1780,8 @@ async def health(request: Request) -> Response:
     """Say whether this process can reach its database and hears the event log's notifications."""
     try:
         await database.fetch_val("SELECT 1")
-    except Exception:
-        log.exception("Health check: the database did not answer")
+    except DATABASE_ERRORS as error:
+        log.warning("Health check: the database did not answer (%s)", error)
         return JSONResponse({"detail": "The database is not answering."}, 503)
     if not database.listening:  # its streams, rooms and cache would fall behind the other processes'
         return JSONResponse({"detail": "This process is not listening for events; it is reconnecting."}, 503)
@@ -1858,6 +1885,13 @@ async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Res
     return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
 
 
+async def database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
+    """The database is out of reach or cannot write for now: a 503 to retry, not a 500 and a traceback."""
+    log.warning("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": "The database is unavailable for a moment, and nothing was changed; "
+                                   "please try again shortly."}, 503, headers={"Retry-After": "5"})
+
+
 async def server_error(request: Request, error: Exception) -> Response:
     """An unexpected failure: logged by Starlette with its traceback; the client learns nothing internal."""
     return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
@@ -1872,15 +1906,15 @@ def refuse_a_weak_secret_key() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create the tables, start this process's end of the event bus and its job runner;
-    undo it all at shutdown."""
+    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus
+    and its job runner; undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     await database.connect()
-    await create_tables()
+    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs())]
@@ -1899,12 +1933,37 @@ app = Starlette(
     routes=routes,
     middleware=[Middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
-    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile, Exception: server_error},
+    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
+                        DatabaseUnavailable: database_unavailable, Exception: server_error},
     lifespan=lifespan,
 )
 
 
-#### Command line: create-admin, --demo, and serving
+#### Command line: create-admin, migrate, --demo, and serving
+
+
+async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
+    """Create or upgrade the tables, saying each step; exit with the reason if the database is refused."""
+    try:
+        return await upgrade_schema(dry_run, say=print)
+    except SchemaRefused as error:
+        sys.exit(str(error))
+
+
+async def upgrade_before_serving() -> None:
+    async with database:
+        await upgrade_or_exit()
+
+
+async def migrate(dry_run: bool) -> None:
+    """Apply the pending upgrade steps and exit, for a deploy script; or only list them."""
+    async with database:
+        pending = await upgrade_or_exit(dry_run)
+        version = await schema_version()
+    for step in pending if dry_run else []:
+        print(f"Would apply {step}")
+    if not pending:
+        print(f"Nothing to apply: the database is at version {version}, as this code is.")
 
 
 def read_new_password() -> str:
@@ -1927,7 +1986,7 @@ async def add_user_from_command_line(username: str, email: str, password: str, r
 async def create_admin(username: str, email: str, password: str) -> None:
     """The first admin, from the command line: nobody can make themselves one over HTTP."""
     async with database:
-        await create_tables()
+        await upgrade_or_exit()
         try:
             created = await add_user_from_command_line(username, email, password, "admin")
         except HTTPException as error:
@@ -1945,7 +2004,7 @@ DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", 
 async def seed_demo() -> None:
     """One account per role and a blog in each status, so a walkthrough starts at once."""
     async with database:
-        await create_tables()
+        await upgrade_or_exit()
         for username, role in DEMO_ACCOUNTS:
             await add_user_from_command_line(username, f"{username}@example.com", f"{username}-password", role)
         author = await database.fetch_one(USER_BY_NAME, {"username": "demo-user"})
@@ -1971,7 +2030,11 @@ def main(argv: list[str]) -> None:
     admin = commands.add_parser("create-admin", help="create an admin account (asks for the password)")
     admin.add_argument("username")
     admin.add_argument("email")
+    upgrade = commands.add_parser("migrate", help="apply the pending schema upgrades, then exit")
+    upgrade.add_argument("--dry-run", action="store_true", help="list what would be applied, change nothing")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return asyncio.run(migrate(args.dry_run))
     refuse_a_weak_secret_key()
     if args.command == "create-admin":
         return asyncio.run(create_admin(args.username, args.email, read_new_password()))
@@ -1981,6 +2044,8 @@ def main(argv: list[str]) -> None:
     if args.demo:
         asyncio.run(seed_demo())
         os.environ["DEMO"] = DEMO = "true"  # the page at / offers the accounts; workers import this file anew
+    else:  # upgrade once, before any worker starts, and refuse without a traceback
+        asyncio.run(upgrade_before_serving())
     # Several workers are separate processes, each importing the app by name ("blog:app").
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
@@ -1996,11 +2061,40 @@ def main(argv: list[str]) -> None:
 # as it is written, rather than have `databases` build and compile each query with SQLAlchemy
 # first, on every call. The drivers take :name
 # or $1 parameters themselves, and asyncpg keeps the prepared statements. Rows come back as
-# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile.
+# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
+# a step of Appendix H: `async with database.schema_change(): await database.run_script(...)`.
 
 # What a driver raises when its database is out of reach or failing: the background tasks
 # (the event bus, the job runner) log it and try again later.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
+DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
+# The errors that say the database is out of reach or cannot write, rather than that a query is
+# wrong; the drivers raise them as DatabaseUnavailable, a 503. PostgreSQL: stopped or restarting
+# (its connection errors, "shutting down", "starting up"), out of connections or disk, the
+# network down. SQLite: another process holding the write lock past busy_timeout, a read-only
+# file, a failing disk, a full one, a file that cannot be opened.
+POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
+SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                      sqlite3.SQLITE_CANTOPEN}
+
+
+@contextmanager
+def unavailable_as_such() -> Iterator[None]:
+    """Raise a driver's error that says the database is out of reach as DatabaseUnavailable."""
+    try:
+        yield
+    except (sqlite3.Error, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, *POSTGRES_UNAVAILABLE) as error:
+        if isinstance(error, sqlite3.Error):
+            out_of_reach = error.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE  # the low byte: the primary code
+        elif isinstance(error, asyncpg.InterfaceError):  # "connection is closed", not a misused driver
+            out_of_reach = "closed" in str(error)
+        elif isinstance(error, asyncpg.exceptions.InternalClientError):  # a connection lost mid-BEGIN
+            out_of_reach = "another operation" in str(error)
+        else:
+            out_of_reach = True
+        if out_of_reach:
+            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
+        raise
 
 
 def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
@@ -2061,6 +2155,7 @@ class SQLiteDatabase(Database):
         ORDER BY s.rowid DESC LIMIT :limit"""
     # The feed's gathering and ?author=: without ANALYZE's statistics SQLite would walk every post instead.
     BY_AUTHOR = " INDEXED BY blogs_author_id"
+    TABLE_NAMED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -2101,8 +2196,9 @@ class SQLiteDatabase(Database):
     @staticmethod
     async def on(connection: databases.core.Connection, query: str, values: dict) -> list[dict]:
         try:
-            async with connection.raw_connection.execute(query, values) as cursor:
-                return await cursor.fetchall()
+            with unavailable_as_such():
+                async with connection.raw_connection.execute(query, values) as cursor:
+                    return await cursor.fetchall()
         except sqlite3.IntegrityError as error:
             if "FOREIGN KEY" in str(error):
                 raise RowDeletedMeanwhile() from error
@@ -2121,7 +2217,7 @@ class SQLiteDatabase(Database):
                     yield
                     await self.on(self.writer, "COMMIT", {})
                 except BaseException:
-                    await self.on(self.writer, "ROLLBACK", {})
+                    await self.roll_back()
                     raise
             finally:
                 self.writer_task = None
@@ -2130,9 +2226,44 @@ class SQLiteDatabase(Database):
             for listener in self.listeners:
                 listener(notification)
 
-    async def run_script(self, script: str) -> None:
+    async def roll_back(self) -> None:
+        """Roll the writer's transaction back, unless SQLite already has (it does on a full disk or
+        an I/O error): nothing of it stays written either way."""
+        if self.writer.raw_connection.in_transaction:
+            await self.on(self.writer, "ROLLBACK", {})
+
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction that may rebuild tables the way sqlite.org prescribes:
+        foreign keys off (with them on, dropping a table would delete every row that refers to
+        it), and checked before the commit. BEGIN IMMEDIATE makes other processes wait their turn."""
         async with self.write_lock:
-            await self.writer.raw_connection.executescript(script)
+            self.writer_task = asyncio.current_task()
+            await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})  # a no-op inside a transaction
+            try:
+                await self.on(self.writer, "BEGIN IMMEDIATE", {})
+                try:
+                    yield
+                    if broken := await self.on(self.writer, "PRAGMA foreign_key_check", {}):
+                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
+                    await self.on(self.writer, "COMMIT", {})
+                except BaseException:
+                    await self.roll_back()
+                    raise
+            finally:
+                await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
+                self.writer_task = None
+
+    async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction, one by one (executescript
+        would commit first). A statement ends at the ";" where SQLite says it is complete, so a
+        trigger's body or a ";" in a comment or a string does not cut one short."""
+        statement = ""
+        for piece in script.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                await self.on(self.writer, statement, {})
+                statement = ""
 
     async def lock_event_log(self) -> None:
         """Nothing to do: transactions here take turns, so their events commit in id order."""
@@ -2194,6 +2325,7 @@ class PostgresDatabase(Database):
          WHERE id < (SELECT MIN(id) FROM recent) AND status = 'approved' ORDER BY id DESC LIMIT :limit)
         LIMIT :limit"""
     BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
+    TABLE_NAMED = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name"
 
     @staticmethod
     def search_terms(words: list[str]) -> str:
@@ -2202,8 +2334,9 @@ class PostgresDatabase(Database):
     async def run(self, query: str, values: dict) -> list[dict]:
         query, names = numbered_parameters(query)
         try:
-            async with self.connection() as connection:
-                rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
+            with unavailable_as_such():
+                async with self.connection() as connection:
+                    rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
         except asyncpg.ForeignKeyViolationError as error:
             raise RowDeletedMeanwhile() from error
         except asyncpg.QueryCanceledError as error:  # past STATEMENT_TIMEOUT_SECONDS (see make_database)
@@ -2211,7 +2344,25 @@ class PostgresDatabase(Database):
             raise HTTPException(503, "The database took too long to answer; please try again later.") from error
         return [dict(row) for row in rows]
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Run the block as one transaction on this task's connection, which its queries use too.
+        asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
+        for ever when BEGIN fails (as it does while PostgreSQL restarts)."""
+        with unavailable_as_such():
+            async with self.connection() as connection, connection.raw_connection.transaction():
+                yield
+
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction (PostgreSQL's DDL is transactional too), holding a lock
+        that makes other processes changing the tables wait their turn."""
+        async with self.transaction():
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": SCHEMA_LOCK})
+            yield
+
     async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction."""
         async with self.connection() as connection:
             # Several statements, one implicit transaction, that may build an index on a big table:
             # the timeout for requests does not apply.
@@ -2282,17 +2433,19 @@ def make_database(url: str) -> Database:
         return SQLiteDatabase(url, factory=SQLiteConnection)
     # No request holds a connection for long: a statement still running after STATEMENT_TIMEOUT_SECONDS
     # is cancelled by PostgreSQL itself, and the client gets a 503 (see PostgresDatabase.run).
+    # min_size=0: connections are made as requests need them. With a floor, asyncpg's pool would
+    # remake the lost ones on its own while PostgreSQL restarts, logging a traceback each time.
     timeout = {"statement_timeout": str(round(STATEMENT_TIMEOUT_SECONDS * 1000))}  # milliseconds
-    return PostgresDatabase(url, reset=keep_session, server_settings=timeout)
+    return PostgresDatabase(url, reset=keep_session, server_settings=timeout, min_size=0)
 
 
 database = make_database(DATABASE_URL)
 
 
-async def create_tables() -> None:
-    """Run schema.sql: its lines for both databases, and those marked for this one."""
+def schema_script(path: Path) -> str:
+    """schema.sql or an upgrade step, for this database: its lines for both, and those marked for this one."""
     dialect, keep, script = database.url.dialect, True, []
-    for line in SCHEMA_PATH.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if marker := re.fullmatch(r"-- on (both|sqlite|postgresql):.*", line):
             keep = marker[1] in ("both", dialect)
         elif keep:
@@ -2302,7 +2455,7 @@ async def create_tables() -> None:
         # The one difference in shared lines: SQLite's INTEGER PRIMARY KEY counts up by itself.
         script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT", "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
                         script)
-    await database.run_script(script)
+    return script
 
 
 #### Appendix B. The event bus: how each process hears every event, in order
@@ -2888,6 +3041,103 @@ class RedactTokens(logging.Filter):
 
 redact_tokens = RedactTokens()
 
+
+#### Appendix H. Schema versions and upgrades: upgrades/N-name.sql, each step once, in order
+#
+# The database keeps its schema version in the one row of schema_version; a database made
+# before versions were kept (it has tables, but not that one) is at version 1. The code's
+# version is the highest N of upgrades/N-name.sql (1 while there is none). At start-up, and
+# with `python blog.py migrate`:
+#   - an empty database gets schema.sql whole, stamped with the code's version;
+#   - an older one gets each step it lacks, in order, each in one transaction with its version
+#     bump: a step that fails leaves the database as it was, and the app refuses to start;
+#   - a newer one (the code was rolled back) is refused, untouched.
+# Each transaction re-reads the version once it holds the schema lock (schema_change), so of
+# several processes starting at once on an old database one applies a step and the others see
+# it done.
+
+
+class SchemaRefused(Exception):
+    """The app must not serve this database: its version is newer than the code's, or a step failed."""
+
+
+def upgrade_steps() -> list[tuple[int, Path]]:
+    """The steps in upgrades/, in order: [(2, Path("upgrades/2-accounts-mail.sql")), ...]."""
+    steps = []
+    for path in sorted(UPGRADES_DIR.glob("*.sql")) if UPGRADES_DIR.is_dir() else []:
+        if not (named := re.fullmatch(r"([1-9][0-9]*)-[\w-]+\.sql", path.name)):
+            raise SchemaRefused(f"{path} is not named like upgrades/2-short-name.sql")
+        steps.append((int(named[1]), path))
+    steps.sort()
+    if [number for number, _ in steps] != list(range(2, len(steps) + 2)):  # a gap, or two steps to one version
+        raise SchemaRefused(f"The steps in {UPGRADES_DIR} must bring the database to versions 2, 3, 4, ... "
+                            f"one each; found {', '.join(path.name for _, path in steps)}")
+    return steps
+
+
+async def schema_version() -> int | None:
+    """The database's schema version: 1 if made before versions were kept, None if it is empty."""
+    if await database.fetch_one(database.TABLE_NAMED, {"name": "schema_version"}):
+        return await database.fetch_val("SELECT version FROM schema_version")
+    if await database.fetch_one(database.TABLE_NAMED, {"name": "users"}):
+        return 1
+    return None
+
+
+def refuse_a_newer(version: int | None, newest: int) -> None:
+    if version is not None and version > newest:
+        raise SchemaRefused(f"The database is at schema version {version}, but this code knows versions up to "
+                            f"{newest} only: run the newer code, or restore a backup made for this version.")
+
+
+async def set_schema_version(version: int) -> None:
+    """Stamp the database, inside the step's transaction; a version-1 one gets its schema_version table first."""
+    if not await database.fetch_one(database.TABLE_NAMED, {"name": "schema_version"}):
+        # schema.sql's own definition, the one statement a version-1 database lacks before any step.
+        table = re.search(r"CREATE TABLE IF NOT EXISTS schema_version .*?;", SCHEMA_PATH.read_text(), re.DOTALL)
+        await database.run_script(table[0])
+    await database.execute("DELETE FROM schema_version")
+    await database.execute("INSERT INTO schema_version (version) VALUES (:version)", {"version": version})
+
+
+async def upgrade_schema(dry_run: bool = False, say: Callable[[str], None] = log.info) -> list[str]:
+    """Bring the database to the code's version and say each step; return the steps applied (or,
+    with dry_run, the ones that would be, changing nothing). Raises SchemaRefused."""
+    steps = upgrade_steps()
+    newest, version = len(steps) + 1, await schema_version()
+    refuse_a_newer(version, newest)
+    if version is None:
+        pending = [f"schema.sql (a new database, at version {newest})"]
+    else:
+        pending = [f"{path.name} (to version {number})" for number, path in steps if number > version]
+    if dry_run:
+        return pending
+    if version is None:
+        await apply_step(SCHEMA_PATH, None, newest, say)
+    await apply_step(None, 1, 1, say)  # a version-1 database learns its version, even with no step to take
+    for number, path in steps:
+        await apply_step(path, number - 1, number, say)
+    return pending
+
+
+async def apply_step(path: Path | None, before: int | None, after: int, say: Callable[[str], None]) -> None:
+    """If the database is at version `before` (None: empty), run the step at `path` (schema.sql
+    for an empty one; None: nothing) and stamp version `after`, in one transaction. Otherwise
+    another process got there first, or the step is not for this database: do nothing."""
+    try:
+        async with database.schema_change():
+            version, stamped = await schema_version(), await database.fetch_one(
+                database.TABLE_NAMED, {"name": "schema_version"})
+            if version != before or (path is None and stamped):
+                return
+            if path:
+                await database.run_script(schema_script(path))
+            await set_schema_version(after)
+    except DATABASE_ERRORS as error:
+        raise SchemaRefused(f"The upgrade step {path.name if path else 'stamping version 1'} failed, and the "
+                            f"database is left as it was: {type(error).__name__}: {error}") from error
+    if path:
+        say(f"Schema: applied {path.name}; the database is at version {after}.")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -1,18 +1,22 @@
--- The tables of blog.py, for SQLite and PostgreSQL alike.
--- blog.py runs this file at start-up, so every statement is IF NOT EXISTS: it creates what is
--- missing and never changes what is there (there are no migrations; see the README).
+-- The tables of blog.py, for SQLite and PostgreSQL alike, as they are now (version: the highest N
+-- of upgrades/N-name.sql, or 1 when there is none).
+-- A new database gets this whole file at once and is stamped with the newest version. A database
+-- made by an older version gets the steps it lacks instead, each upgrades/N-name.sql in one
+-- transaction with its version bump (blog.py's Appendix H; `python blog.py migrate`), while
+-- other processes starting at once wait their turn. So a change to the tables is written twice:
+-- here, and as the next numbered step.
 -- The one difference in shared lines, how `id INTEGER PRIMARY KEY AUTOINCREMENT` counts up, is
--- handled in blog.py's create_tables (AUTOINCREMENT: SQLite never hands out a deleted row's id
+-- handled in blog.py's schema_script (AUTOINCREMENT: SQLite never hands out a deleted row's id
 -- again, so a deleted account's token can never name a new account, nor an event id repeat).
 -- A line "-- on sqlite:" or "-- on postgresql:" starts lines for that database only, up to the
--- next "-- on both:".
+-- next "-- on both:". Steps use the same markers, and hold no BEGIN or COMMIT.
 -- Timestamps are ISO-8601 UTC text ("2026-11-21T20:17:24.123Z"): it sorts in time order on both.
 
--- on postgresql:
--- Two processes starting at once would collide in CREATE ... IF NOT EXISTS: this lock, held to
--- the end of the script (PostgreSQL runs it as one transaction), makes them take turns.
-SELECT pg_advisory_xact_lock(720002);
--- on both:
+-- The schema's version, in one row. Version 1 had no such table: a database with tables but
+-- without this one is at version 1.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS users (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,

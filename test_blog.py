@@ -86,9 +86,16 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres():
     """A throw-away PostgreSQL cluster on a loopback port, from Debian's packages; yields its base URL."""
+    with postgres_cluster("postgres") as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def postgres_cluster(name: str):
+    """Start a PostgreSQL cluster in TEST_DIR/name; yields its base URL and its pg_ctl command."""
     initdb = require("PostgreSQL's initdb", next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
                      or shutil.which("initdb"))
-    folder = TEST_DIR / "postgres"
+    folder = TEST_DIR / name
     folder.mkdir()
     as_owner = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -102,7 +109,7 @@ def postgres():
                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=500"],
                    check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield f"postgresql://postgres@127.0.0.1:{port}", [*pg_ctl, "-l", str(folder / "log")]
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
 
@@ -2888,6 +2895,407 @@ def test_more_than_one_worker_on_sqlite_is_refused_with_the_reason():
     result = subprocess.run([sys.executable, str(HERE / "blog.py"), "--workers", "2"], capture_output=True, text=True,
                             env={**os.environ, "DATABASE_URL": f"sqlite:///{TEST_DIR}/refused.db"}, timeout=30)
     assert result.returncode != 0 and "More than one worker needs PostgreSQL" in result.stderr
+
+
+def keep_writing(server, writer: dict, stop: threading.Event, outcomes: list, acknowledged: list) -> None:
+    """Create blogs through `server` until `stop`; note each answer's status, and each created id."""
+    with httpx.Client(timeout=30) as http:
+        while not stop.is_set():
+            try:
+                response = http.post(server.url + "/api/blogs/", json={"title": "Written on", "content": "x"},
+                                     headers=writer["headers"])
+            except httpx.TransportError as error:
+                outcomes.append(repr(error))
+                continue
+            outcomes.append(response.status_code)
+            if response.status_code == 201:
+                acknowledged.append(response.json()["id"])
+            elif response.status_code == 503:  # the one refusal allowed: clear, and saying when to retry
+                assert "database" in response.json()["detail"] and response.headers["Retry-After"]
+
+
+def hear_blogs(server, reviewer: dict, heard: list, opened: threading.Event) -> None:
+    """Keep an event stream open on `server`; append the blog id of each event it hears."""
+    with httpx.stream("GET", server.url + "/api/notifications/sse", headers=reviewer["headers"],
+                      timeout=httpx.Timeout(10, read=60)) as response:
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        opened.set()
+        with contextlib.suppress(AssertionError, httpx.TransportError):
+            while True:
+                heard.append(json.loads(read_event(lines, timeout=60)["data"])["blog_id"])
+
+
+def test_postgres_restarting_under_load_is_a_503_at_worst_and_everything_comes_back():
+    with postgres_cluster("restarting") as (base_url, pg_ctl):
+        database_url = postgres_database(base_url)
+        with running_server(database_url) as a_server, running_server(database_url) as b_server:
+            a = Live(a_server)
+            b = on_process(a, b_server)
+            reviewer, writers = a.user("approver"), [a.user() for _ in range(4)]
+            stop, outcomes, acknowledged, heard = threading.Event(), [], [], {"a": [], "b": []}
+            threads = []
+            for name, live in (("a", a), ("b", b)):
+                opened = threading.Event()
+                threads.append(threading.Thread(target=hear_blogs, args=(live, reviewer, heard[name], opened), daemon=True))
+                threads[-1].start()
+                assert opened.wait(10)
+            for number, writer in enumerate(writers):
+                threads.append(threading.Thread(target=keep_writing, daemon=True,
+                                                args=((a, b)[number % 2], writer, stop, outcomes, acknowledged)))
+                threads[-1].start()
+            wait_until(lambda: len(acknowledged) > 20, what="writes before the restart")
+            subprocess.run([*pg_ctl, "-m", "fast", "-w", "restart"], check=True, capture_output=True)
+            accepting = time.monotonic()  # pg_ctl -w returns once PostgreSQL accepts connections
+            for live in (a, b):
+                wait_until(lambda: httpx.get(live.url + "/health").status_code == 200, timeout=10,
+                           what="/health to answer 200 again")
+            recovered = time.monotonic() - accepting
+            acknowledged_then = len(acknowledged)
+            wait_until(lambda: len(acknowledged) > acknowledged_then + 20, what="writes after the restart")
+            stop.set()
+            after = a.blog(writers[0], "Written after the restart")
+            wait_until(lambda: after["id"] in heard["a"] and after["id"] in heard["b"], timeout=15,
+                       what="both streams to hear a blog written after the restart")
+            for thread in threads[2:]:
+                thread.join(timeout=30)
+            stored = {row["id"] for row in run(on_postgres(database_url, "SELECT id FROM blogs"))}
+            logs = a_server.log() + b_server.log()
+    print(f"/health back {recovered:.2f} s after PostgreSQL accepted connections; answers: "
+          f"{ {outcome: outcomes.count(outcome) for outcome in set(outcomes)} }")
+    assert set(outcomes) <= {201, 503}, [outcome for outcome in outcomes if outcome not in (201, 503)][:5]
+    assert set(acknowledged) <= stored  # no acknowledged write lost
+    assert "Traceback" not in logs and "Exception in ASGI application" not in logs, logs[-3000:]
+
+
+async def on_sqlite_writer(pragma: str) -> None:
+    await blog.database.writer.raw_connection.execute(f"PRAGMA {pragma}")  # test-controlled text
+
+
+async def rows_in_every_table() -> dict:
+    return {table: await blog.database.fetch_val(f"SELECT COUNT(*) FROM {table}") for table in TABLES}
+
+
+# A read-only file (PRAGMA query_only answers as a read-only file does, even to root) and a full
+# disk (max_page_count: the file may not grow, SQLite's "database or disk is full").
+@pytest.mark.parametrize("pragma, undo", [("query_only = ON", "query_only = OFF"),
+                                          ("max_page_count = 1", "max_page_count = 1073741823")])
+def test_a_read_only_or_full_sqlite_database_is_a_503_that_writes_nothing(monkeypatch, pragma, undo):
+    monkeypatch.setattr(blog, "database", blog.make_database(f"sqlite:///{TEST_DIR}/{os.urandom(4).hex()}.db"))
+    with TestClient(blog.app) as client:
+        author = make_user(client)
+        post = make_blog(client, author, "Before", status="approved")
+        before = client.portal.call(rows_in_every_table)
+        client.portal.call(on_sqlite_writer, pragma)
+        body = {"title": "Too much", "content": "x" * 60_000}  # pages the file would have to grow by
+        for response in (client.post("/api/blogs/", json=body, headers=author["headers"]),
+                         client.post("/api/session/draft", json=body, headers=author["headers"])):
+            assert response.status_code == 503, response.text
+            assert "database is unavailable" in response.json()["detail"] and response.headers["Retry-After"]
+        if "query_only" in pragma:  # a chat message small enough to fit a page the file already has
+            with client.websocket_connect(f"/api/blogs/{post['id']}/ws?token={author['tokens']['access_token']}") as chat:
+                chat.send_json({"text": "Hello"})
+                assert "not stored" in chat.receive_json()["detail"]  # and the socket stays open
+        assert client.get("/api/blogs/").status_code == 200  # reads go on
+        assert client.portal.call(rows_in_every_table) == before  # nothing half-written
+        client.portal.call(on_sqlite_writer, undo)
+        assert client.post("/api/blogs/", json=body, headers=author["headers"]).status_code == 201
+
+
+#### Upgrades: schema versions, the version-1 database, steps applied once, refusals
+
+
+def version_1_script(dialect: str) -> str:
+    """test_schema_v1.sql (schema.sql at commit 120f086, frozen) as version 1's create_tables ran it."""
+    keep, lines = True, []
+    for line in (HERE / "test_schema_v1.sql").read_text().splitlines():
+        if marker := re.fullmatch(r"-- on (both|sqlite|postgresql):.*", line):
+            keep = marker[1] in ("both", dialect)
+        elif keep:
+            lines.append(line)
+    script = "\n".join(lines)
+    if dialect == "postgresql":
+        script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT",
+                        "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", script)
+    return script
+
+
+def on_database(database_url: str, *statements: tuple[str, dict]) -> list[list[dict]]:
+    """Run statements (:name parameters) on a database through a driver of its own; their rows."""
+    import asyncio
+
+    async def run():
+        database = blog.make_database(database_url)
+        async with database:
+            return [await database.fetch_all(query, values) for query, values in statements]
+    return asyncio.run(run())
+
+
+def version_1_database(database_url: str) -> str:
+    """Make the tables the way version 1 did (its executescript on SQLite, one script on PostgreSQL)."""
+    import asyncio
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(__import__("sqlite3").connect(database_url.removeprefix("sqlite:///"))) as db:
+            db.executescript(version_1_script("sqlite"))
+    else:
+        async def create():
+            connection = await ASYNCPG_CONNECT(database_url)
+            await connection.execute(version_1_script("postgresql"))
+            await connection.close()
+        asyncio.run(create())
+    return database_url
+
+
+V1_TABLES = ["users", "sessions", "guesses", "blogs", "comments", "follows", "likes", "feature_requests",
+             "drafts", "jobs", "events"]
+
+
+def fill_version_1(database_url: str) -> dict:
+    """Rows of every kind, as version 1 stored them: users of each role with a live and an ended
+    session, blogs in every state, comments, likes, follows, drafts, jobs in every state, events,
+    feature requests, a guess. Returns what a test needs: a live refresh token, a login."""
+    now, later = blog.utc_now(), blog.utc_time(blog.datetime.now(blog.UTC) + blog.timedelta(days=7))
+    password_hash = __import__("bcrypt").hashpw(PASSWORD.encode(), __import__("bcrypt").gensalt(4)).decode()
+    refresh_token = jwt.encode({"sub": "1", "type": "refresh", "sid": "v1-session-1", "jti": "v1", "iat": int(time.time()),
+                                "exp": int(time.time()) + 3600}, os.environ["SECRET_KEY"], algorithm="HS256")
+    statements = []
+    for number, role in enumerate(["admin", "approver", "user", "user"], 1):
+        statements.append(("INSERT INTO users (username, email, password_hash, role, created_at, display_name, bio) "
+                           "VALUES (:name, :email, :hash, :role, :now, :display, 'Wrote in version 1')",
+                           {"name": f"v1-{role}-{number}", "email": f"v1-{number}@example.com", "hash": password_hash,
+                            "role": role, "now": now, "display": f"Ünïcode {number}"}))
+    for number, ended in [(1, None), (2, now)]:
+        statements.append(("INSERT INTO sessions (id, user_id, refresh_hash, expires_at, ended_at) "
+                           "VALUES (:id, 1, :hash, :later, :ended)",
+                           {"id": f"v1-session-{number}", "hash": blog.token_hash(refresh_token), "later": later,
+                            "ended": ended}))
+    for number, (status, reason) in enumerate([("approved", None), ("pending", None), ("rejected", "Too short")], 1):
+        text = f"Version one post {status} zebrafish"
+        statements.append(("INSERT INTO blogs (title, content, images, status, reject_reason, author_id, created_at, "
+                           "updated_at, search_words) VALUES (:title, :content, '[\"https://example.com/a.png\"]', "
+                           ":status, :reason, 3, :now, :now, :words)",
+                           {"title": text, "content": "Body *Markdown*", "status": status, "reason": reason, "now": now,
+                            "words": " ".join(blog.search_words(text + "\nBody *Markdown*"))}))
+    statements += [
+        ("INSERT INTO comments (blog_id, author_id, text, created_at) VALUES (1, 4, 'A v1 comment', :now)", {"now": now}),
+        ("INSERT INTO follows (follower_id, followed_id, created_at) VALUES (4, 3, :now)", {"now": now}),
+        ("INSERT INTO likes (user_id, blog_id, created_at) VALUES (4, 1, :now)", {"now": now}),
+        ("INSERT INTO guesses (key, count, window_ends) VALUES ('name:nobody', 2, :later)", {"later": later}),
+        ("INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (3, 'Draft', 'Half', '[]', :now)",
+         {"now": now}),
+        ("INSERT INTO events (kind, data, created_at) VALUES ('blog_pending', '{\"blog_id\": 2}', :now)", {"now": now}),
+    ]
+    for number, status in enumerate(["pending", "accepted", "declined"], 1):
+        statements.append(("INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, "
+                           "updated_at) VALUES (:title, 'Please', :status, :priority, 4, :now, :now)",
+                           {"title": f"Request {status}", "status": status, "priority": number, "now": now}))
+    for user_id, status in [(1, "completed"), (2, "failed"), (3, "in_progress"), (4, "pending")]:
+        statements.append(("INSERT INTO jobs (user_id, kind, status, input, result, error, created_at, updated_at) "
+                           "VALUES (:user_id, 'draft_generation', :status, '{\"title\": \"T\", \"notes\": \"\"}', "
+                           ":result, :error, :now, :now)",
+                           {"user_id": user_id, "status": status, "now": now,
+                            "result": "# Written" if status == "completed" else None,
+                            "error": "The writer failed" if status == "failed" else None}))
+    on_database(database_url, *statements)
+    return {"refresh_token": refresh_token, "username": "v1-user-3"}
+
+
+# What fill_version_1 stores, table by table. A later step that changes these tables adds its own
+# fill_version_N (rows of the tables it adds) and says here what the upgrade keeps.
+V1_ROWS = {"users": 4, "sessions": 2, "guesses": 1, "blogs": 3, "comments": 1, "follows": 1, "likes": 1,
+           "feature_requests": 3, "drafts": 1, "jobs": 4, "events": 1}
+
+
+def every_row(database_url: str, tables=V1_TABLES) -> dict:
+    """Each table's rows, in a stable order."""
+    queries = [(f"SELECT * FROM {table}", {}) for table in tables]  # test-controlled names
+    return {table: sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str))
+            for table, rows in zip(tables, on_database(database_url, *queries))}
+
+
+def schema_version_of(database_url: str):
+    return on_database(database_url, ("SELECT version FROM schema_version", {}))[0][0]["version"]
+
+
+def test_a_version_1_database_is_upgraded_and_serves_every_row(new_database):
+    database_url = version_1_database(new_database())
+    made = fill_version_1(database_url)
+    before = every_row(database_url)
+    assert {table: len(rows) for table, rows in before.items()} == V1_ROWS
+    with running_server(database_url) as server:
+        after = every_row(database_url)
+        for table, rows in before.items():  # every row, every version-1 column, unchanged
+            assert [{column: row[column] for column in rows[0]} for row in after[table]] == rows, table
+        assert schema_version_of(database_url) == len(blog.upgrade_steps()) + 1
+        refreshed = httpx.post(server.url + "/api/auth/refresh", json={"refresh_token": made["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        login = httpx.post(server.url + "/api/auth/login", json={"username": made["username"], "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        assert httpx.get(server.url + "/api/auth/me", headers=headers).json()["role"] == "user"
+        found = httpx.get(server.url + "/api/blogs/", params={"q": "ZEBRAFISH approved"}).json()["items"]
+        assert [item["title"] for item in found] == ["Version one post approved zebrafish"]
+        assert httpx.get(server.url + "/api/session/draft", headers=headers).json()["title"] == "Draft"
+
+
+def app_with_steps(steps: dict[str, str]) -> Path:
+    """A copy of the app (blog.py, schema.sql) whose upgrades/ folder holds `steps` ({"2-x.sql": "..."})."""
+    folder = TEST_DIR / f"app-{os.urandom(4).hex()}"
+    (folder / "upgrades").mkdir(parents=True)
+    for name in ("blog.py", "schema.sql"):
+        shutil.copy(HERE / name, folder / name)
+    for name, text in steps.items():
+        (folder / "upgrades" / name).write_text(text)
+    return folder
+
+
+def blog_command(folder: Path, database_url: str, *args: str, wait: bool = True):
+    """`python blog.py ARGS` of the app in `folder`; its CompletedProcess, or with wait=False its Popen."""
+    command = [sys.executable, str(folder / "blog.py"), *args]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    if wait:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# A step that cannot run twice (CREATE TABLE without IF NOT EXISTS), slow enough that two
+# starters overlap, and one that rebuilds users on SQLite the way sqlite.org prescribes.
+SLOW_STEP = """-- on postgresql:
+SELECT pg_sleep(0.5);
+-- on sqlite:
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) SELECT COUNT(*) FROM n;
+-- on both:
+CREATE TABLE step_runs (version INTEGER NOT NULL);
+INSERT INTO step_runs (version) VALUES (2);
+"""
+REBUILD_USERS_STEP = """-- on both:
+INSERT INTO step_runs (version) VALUES (3);  -- a ";" in a comment; and one in a 'string;'
+-- on sqlite:
+CREATE TABLE new_users (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    username      TEXT NOT NULL,
+    email         TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('user', 'approver', 'admin')),
+    created_at    TEXT NOT NULL,
+    display_name  TEXT CHECK (LENGTH(display_name) <= 100),
+    bio           TEXT,
+    avatar_url    TEXT
+);
+INSERT INTO new_users SELECT * FROM users;
+DROP TABLE users;
+ALTER TABLE new_users RENAME TO users;
+CREATE UNIQUE INDEX users_username ON users (LOWER(username));
+CREATE INDEX users_role ON users (role);
+-- on postgresql:
+ALTER TABLE users ADD CONSTRAINT users_display_name_length CHECK (LENGTH(display_name) <= 100);
+-- on both:
+"""
+
+
+def test_steps_apply_in_order_and_a_rebuilt_table_loses_no_row(new_database):
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    before = every_row(database_url)
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
+    done = blog_command(app, database_url, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert re.findall(r"applied (\S+);", done.stdout) == ["2-slow.sql", "3-rebuild-users.sql"]
+    assert every_row(database_url) == before | {}  # no row lost, none changed, in any table
+    assert every_row(database_url, ["step_runs"])["step_runs"] == [{"version": 2}, {"version": 3}]
+    assert schema_version_of(database_url) == 3
+    # The rebuilt users table still has its foreign keys' cascade, and its new rule holds.
+    on_database(database_url, ("DELETE FROM users WHERE id = 3", {}))
+    assert [len(rows) for rows in every_row(database_url, ["blogs", "drafts"]).values()] == [0, 0]
+    with pytest.raises(Exception, match="(?i)check"):
+        on_database(database_url, ("UPDATE users SET display_name = :long WHERE id = 4", {"long": "x" * 101}))
+
+
+def test_processes_starting_at_once_on_an_old_database_apply_each_step_once(new_database):
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
+    starters = [blog_command(app, database_url, "migrate", wait=False) for _ in range(3)]
+    results = [(process.wait(timeout=60), *process.communicate()) for process in starters]
+    assert [status for status, _, _ in results] == [0, 0, 0], results
+    applied = re.findall(r"applied (\S+);", "".join(out for _, out, _ in results))
+    assert sorted(applied) == ["2-slow.sql", "3-rebuild-users.sql"]  # each once, by whichever got there first
+    assert every_row(database_url, ["step_runs"])["step_runs"] == [{"version": 2}, {"version": 3}]
+
+
+def test_a_failing_step_leaves_the_database_as_it_was_and_the_app_says_which(new_database):
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    before = every_row(database_url)
+    broken = "-- on both:\nCREATE TABLE half_done (id INTEGER);\nDELETE FROM comments;\nINSERT INTO no_such_table VALUES (1);\n"
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-broken.sql": broken})
+    for command in (["migrate"], []):  # the deploy script's migrate, and plain serving
+        done = blog_command(app, database_url, *command)
+        assert done.returncode != 0
+        assert "3-broken.sql failed" in done.stderr and "no_such_table" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+    assert schema_version_of(database_url) == 2  # step 2 was committed alone; step 3 left nothing behind
+    assert every_row(database_url) == before
+    assert not on_database(database_url, (blog.make_database(database_url).TABLE_NAMED, {"name": "half_done"}))[0]
+
+
+def test_a_step_leaving_rows_that_refer_to_nothing_is_rolled_back(new_database, monkeypatch):
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    before = every_row(database_url)
+    # Foreign keys are off during a step on SQLite (so that a table can be rebuilt): the check before commit catches this.
+    orphan = "INSERT INTO comments (blog_id, author_id, text, created_at) VALUES (999, 1, 'Under nothing', 'now');"
+    app = app_with_steps({"2-orphans.sql": "-- on both:\nDELETE FROM comments;\n" + orphan})
+    done = blog_command(app, database_url, "migrate")
+    assert done.returncode != 0 and "2-orphans.sql failed" in done.stderr, done.stderr
+    assert every_row(database_url) == before
+
+
+def test_a_database_newer_than_the_code_is_refused_and_left_untouched(new_database):
+    database_url = version_1_database(new_database())
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
+    assert blog_command(app, database_url, "migrate").returncode == 0  # version 3
+    before = every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"])
+    for command in (["migrate"], ["migrate", "--dry-run"], []):
+        done = blog_command(HERE, database_url, *command)  # this code: version 1
+        assert done.returncode != 0
+        assert "schema version 3" in done.stderr and "up to 1" in done.stderr, done.stderr
+    assert every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"]) == before
+
+
+def test_migrate_dry_run_lists_the_steps_and_changes_nothing(new_database):
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    before = every_row(database_url)
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
+    done = blog_command(app, database_url, "migrate", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Would apply 2-slow.sql (to version 2)",
+                                        "Would apply 3-rebuild-users.sql (to version 3)"]
+    assert every_row(database_url) == before
+    assert not on_database(database_url, (blog.make_database(database_url).TABLE_NAMED, {"name": "schema_version"}))[0]
+
+
+def test_a_new_database_gets_the_whole_schema_at_the_newest_version(new_database, monkeypatch):
+    database_url = new_database()
+    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
+    (app / "schema.sql").write_text((app / "schema.sql").read_text() + "\nCREATE TABLE step_runs (version INTEGER);\n")
+    done = blog_command(app, database_url, "migrate")
+    assert done.stdout.splitlines() == ["Schema: applied schema.sql; the database is at version 3."], done.stderr
+    assert schema_version_of(database_url) == 3
+    assert every_row(database_url, ["step_runs"])["step_runs"] == []  # no step ran on top of schema.sql
+
+
+@pytest.mark.parametrize("names", [["3-gap.sql"], ["2-a.sql", "2-b.sql"], ["2 spaces.sql"], ["two-words.sql"]])
+def test_badly_numbered_steps_are_refused_before_anything_runs(client, monkeypatch, names):
+    folder = TEST_DIR / f"steps-{os.urandom(4).hex()}"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("-- on both:\nCREATE TABLE never_made (id INTEGER);\n")
+    monkeypatch.setattr(blog, "UPGRADES_DIR", folder)
+    with pytest.raises(blog.SchemaRefused):
+        client.portal.call(blog.upgrade_schema)
+    assert not client.portal.call(blog.database.fetch_one, blog.database.TABLE_NAMED, {"name": "never_made"})
 
 
 #### README examples: each one runs, so the docs cannot rot

@@ -1,0 +1,174 @@
+-- The tables of blog.py, for SQLite and PostgreSQL alike.
+-- blog.py runs this file at start-up, so every statement is IF NOT EXISTS: it creates what is
+-- missing and never changes what is there (there are no migrations; see the README).
+-- The one difference in shared lines, how `id INTEGER PRIMARY KEY AUTOINCREMENT` counts up, is
+-- handled in blog.py's create_tables (AUTOINCREMENT: SQLite never hands out a deleted row's id
+-- again, so a deleted account's token can never name a new account, nor an event id repeat).
+-- A line "-- on sqlite:" or "-- on postgresql:" starts lines for that database only, up to the
+-- next "-- on both:".
+-- Timestamps are ISO-8601 UTC text ("2026-11-21T20:17:24.123Z"): it sorts in time order on both.
+
+-- on postgresql:
+-- Two processes starting at once would collide in CREATE ... IF NOT EXISTS: this lock, held to
+-- the end of the script (PostgreSQL runs it as one transaction), makes them take turns.
+SELECT pg_advisory_xact_lock(720002);
+-- on both:
+
+CREATE TABLE IF NOT EXISTS users (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    username      TEXT NOT NULL,
+    email         TEXT NOT NULL UNIQUE,          -- stored lower-case
+    password_hash TEXT NOT NULL,                 -- bcrypt, never sent to a client
+    role          TEXT NOT NULL CHECK (role IN ('user', 'approver', 'admin')),
+    created_at    TEXT NOT NULL,
+    display_name  TEXT,                          -- the profile: each optional, each public
+    bio           TEXT,
+    avatar_url    TEXT
+);
+-- "Alice" may not register beside "alice": one person, one name, whatever the case.
+CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));
+CREATE INDEX IF NOT EXISTS users_role ON users (role);
+
+-- One row per login. Its refresh token is rotated on every refresh: only the newest one works,
+-- and presenting an older one (it was stolen, or its owner's copy was) ends the session.
+CREATE TABLE IF NOT EXISTS sessions (
+    id           TEXT PRIMARY KEY,               -- the "sid" claim of the session's tokens
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    refresh_hash TEXT NOT NULL,                  -- SHA-256 of the current refresh token, never the token
+    expires_at   TEXT NOT NULL,
+    ended_at     TEXT                            -- logout, a reused refresh token, a password change
+);
+CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+
+-- Guesses counted per key ("account:42", "name:nobody", "address:203.0.113.7",
+-- "register:203.0.113.7") within a window that starts with the first one. A table, not a dict
+-- in memory, so that every app process counts the same guesses.
+CREATE TABLE IF NOT EXISTS guesses (
+    key         TEXT PRIMARY KEY,
+    count       INTEGER NOT NULL,
+    window_ends TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS guesses_window_ends ON guesses (window_ends);
+
+CREATE TABLE IF NOT EXISTS blogs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    title         TEXT NOT NULL,
+    content       TEXT NOT NULL,                 -- Markdown
+    images        TEXT NOT NULL,                 -- a JSON list of http(s) URLs
+    status        TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+    reject_reason TEXT,
+    author_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    search_words  TEXT NOT NULL DEFAULT ''       -- title and content, case-folded by blog.py, for ?q=
+);
+-- Every list is "newest first within a status" or "newest first by one author".
+CREATE INDEX IF NOT EXISTS blogs_status_id ON blogs (status, id);
+CREATE INDEX IF NOT EXISTS blogs_author_id ON blogs (author_id, id);
+
+-- on sqlite:
+-- ?q= searches an FTS5 index of search_words, kept in step with the blogs table by triggers.
+CREATE VIRTUAL TABLE IF NOT EXISTS blog_search USING fts5 (
+    search_words, content = 'blogs', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER IF NOT EXISTS blog_search_insert AFTER INSERT ON blogs BEGIN
+    INSERT INTO blog_search (rowid, search_words) VALUES (new.id, new.search_words);
+END;
+CREATE TRIGGER IF NOT EXISTS blog_search_delete AFTER DELETE ON blogs BEGIN
+    INSERT INTO blog_search (blog_search, rowid, search_words) VALUES ('delete', old.id, old.search_words);
+END;
+CREATE TRIGGER IF NOT EXISTS blog_search_update AFTER UPDATE OF search_words ON blogs BEGIN
+    INSERT INTO blog_search (blog_search, rowid, search_words) VALUES ('delete', old.id, old.search_words);
+    INSERT INTO blog_search (rowid, search_words) VALUES (new.id, new.search_words);
+END;
+-- on postgresql:
+-- ?q= searches a full-text index of search_words ('simple': every word as it is, no stemming).
+ALTER TABLE blogs ADD COLUMN IF NOT EXISTS search tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple', search_words)) STORED;
+CREATE INDEX IF NOT EXISTS blogs_search ON blogs USING GIN (search);
+-- on both:
+
+CREATE TABLE IF NOT EXISTS comments (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    blog_id    INTEGER NOT NULL REFERENCES blogs (id) ON DELETE CASCADE,
+    author_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    text       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_blog_id ON comments (blog_id, id);
+CREATE INDEX IF NOT EXISTS comments_author_id ON comments (author_id, created_at);  -- the chat flood limit
+
+CREATE TABLE IF NOT EXISTS follows (
+    follower_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    followed_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (follower_id, followed_id),      -- following twice is following once
+    CHECK (follower_id <> followed_id)
+);
+CREATE INDEX IF NOT EXISTS follows_followed_id ON follows (followed_id, follower_id);
+
+CREATE TABLE IF NOT EXISTS likes (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    blog_id    INTEGER NOT NULL REFERENCES blogs (id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (blog_id, user_id)               -- liking twice is liking once; counted per blog
+);
+CREATE INDEX IF NOT EXISTS likes_user_id ON likes (user_id);
+
+CREATE TABLE IF NOT EXISTS feature_requests (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    title       TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'declined')),
+    priority    INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    author_id   INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feature_requests_status_id ON feature_requests (status, id);
+
+CREATE TABLE IF NOT EXISTS drafts (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title      TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    images     TEXT NOT NULL,                    -- a JSON list of http(s) URLs
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (user_id)                        -- one draft per user
+);
+
+-- Background work: a writing job drafts a post with a language model, outside the request.
+-- Each process claims pending jobs one at a time with a conditional UPDATE, so each runs once,
+-- and keeps its running jobs' heartbeat fresh; a job whose heartbeat stops (its process died)
+-- is marked failed by whichever process notices.
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,                  -- draft_generation
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'in_progress', 'completed', 'failed')),
+    input        TEXT NOT NULL,                  -- a JSON object: {"title": ..., "notes": ...}
+    result       TEXT,                           -- the Markdown written, once completed
+    filled_draft INTEGER NOT NULL DEFAULT 0,     -- 1 if the result went into the user's draft
+    error        TEXT,                           -- why it failed, in words a person can act on
+    claimed_by   TEXT,                           -- the process running it
+    heartbeat_at TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_user_id ON jobs (user_id, id);
+CREATE INDEX IF NOT EXISTS jobs_status_id ON jobs (status, id);
+-- At most one unfinished job per user: a second is refused by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_unfinished_per_user ON jobs (user_id)
+    WHERE status IN ('pending', 'in_progress');
+
+-- The event log: every change that clients hear of live, written in the same transaction as
+-- the change. Each app process reads the rows after the last one it has seen and hands them to
+-- its own event streams and chat rooms; an event stream's ids are these ids. Rows older than
+-- the retention period (blog.py's EVENT_RETENTION_HOURS) are deleted, all but the newest.
+CREATE TABLE IF NOT EXISTS events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT NOT NULL,                    -- blog_pending, chat_message, public_changed, ...
+    data       TEXT NOT NULL,                    -- a JSON object
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at);
