@@ -19,7 +19,7 @@ in this order, top to bottom, and stop at the appendices:
    `execute` and `async with database.transaction():`, as the `databases` package documents.
 3. Security: passwords, tokens and sessions, stream tickets, guess counting, and the role
    decorator that guards handlers: `@requires_role("approver", "admin")`, `@login_required`.
-4. Requests and answers, Pages: how a handler reads a JSON body and a page of results.
+4. Requests, Pages and ids: how a handler reads a JSON body and a page of results.
 5. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
    change, and `@on_event("blog_pending")` on what a section does when an event arrives.
 6. One section per resource: Auth, Users, Blogs, Likes and the feed, Comments and chat,
@@ -171,6 +171,8 @@ def utc_now() -> str:
 # statements that must commit together. On PostgreSQL transactions really run at once, so a
 # transaction that reads a row to decide how to change it locks it first: `database.LOCKING` is
 # " FOR UPDATE" there, and "" on SQLite, where a transaction already holds the whole database.
+# A few more attributes of `database` say where the two databases differ (SEARCH, BY_AUTHOR,
+# listening); each is explained where its driver defines it, in Appendix A.
 
 
 class RowDeletedMeanwhile(Exception):
@@ -401,7 +403,7 @@ def client_address(request: Request) -> str:
         return "unknown"
 
 
-#### Requests and answers: JSON bodies, pages of results, ids in paths
+#### Requests: a JSON body, read and checked against its declaration
 
 
 def invalid(field: str, problem: str) -> HTTPException:
@@ -425,7 +427,7 @@ URL_LIST = {"type": "array", "maxItems": 10, "items": URL}
 TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.*$"}
 
 
-#### Pages: ?limit= and ?cursor= for every list, newest first
+#### Pages and ids: ?limit= and ?cursor= for every list, newest first; {blog_id:id} in paths
 #
 # A cursor is the id of the last item on the previous page: after a page ending with id 42,
 # "?cursor=42" gives the items with ids below 42. Clients should pass it back untouched, so
@@ -539,7 +541,7 @@ async def publish(kind: str, **data) -> None:
     event_id = await database.fetch_val(
         "INSERT INTO events (kind, data, created_at) VALUES (:kind, :data, :now) RETURNING id",
         {"kind": kind, "data": json.dumps(data), "now": utc_now()})
-    await database.notify(str(event_id))  # only the id: NOTIFY's payload is small, the row is not
+    await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
 
 
 async def public_pages_changed() -> None:
@@ -713,6 +715,9 @@ async def login(request: Request) -> Response:
     return JSONResponse(await start_session(user["id"]))
 
 
+END_SESSION = "UPDATE sessions SET ended_at = :now WHERE id = :id AND user_id = :user_id AND ended_at IS NULL"
+
+
 async def refresh(request: Request) -> Response:
     """Trade a refresh token for new tokens; each refresh token works once."""
     old_token = (await read_body(request, REFRESH_BODY))["refresh_token"]
@@ -727,13 +732,12 @@ async def refresh(request: Request) -> Response:
         "AND refresh_hash = :old_hash AND ended_at IS NULL RETURNING id",
         {"new_hash": token_hash(new_token), "expires_at": expires_at, "id": session_id, "old_hash": token_hash(old_token)})
     if rotated is None:
-        # An old token again: it was stolen, or its owner's copy was. End the session, for both.
+        # An old token again: it was stolen, or its owner's copy was; the session cannot tell the
+        # thief from the owner, so it ends for both (a client that sends one token twice, say from
+        # two tabs, is logged out too: it must keep one refresh in flight at a time).
         await database.execute(END_SESSION, {"now": utc_now(), "id": session_id, "user_id": user_id})
         raise unauthorized("This refresh token is no longer valid; log in again.")
     return JSONResponse(tokens_out(user_id, session_id, new_token))
-
-
-END_SESSION = "UPDATE sessions SET ended_at = :now WHERE id = :id AND user_id = :user_id AND ended_at IS NULL"
 
 
 @login_required
@@ -810,6 +814,13 @@ PROFILE_BODY = {"type": "object", "examples": [{"display_name": "Alice", "bio": 
 }}
 
 
+def check_username(username: str) -> str:
+    """A username from a path; one that no user could have is unknown (404), whatever its bytes."""
+    if not re.fullmatch(USERNAME["pattern"], username):
+        raise HTTPException(404, f"There is no user {username!r}.")
+    return username
+
+
 async def user_id_named(username: str) -> int:
     """The id of the user with this name (in any case); 404 if there is none."""
     user_id = await database.fetch_val("SELECT id FROM users WHERE LOWER(username) = LOWER(:username)",
@@ -880,15 +891,6 @@ async def list_following(request: Request) -> Response:
     user_id = await user_id_named(request.path_params["username"])
     return await profile_page(request, PROFILE_SELECT + " JOIN follows f ON f.followed_id = u.id "
                                        "WHERE f.follower_id = :id", {"id": user_id})
-
-
-
-
-def check_username(username: str) -> str:
-    """A username from a path; one that no user could have is unknown (404), whatever its bytes."""
-    if not re.fullmatch(USERNAME["pattern"], username):
-        raise HTTPException(404, f"There is no user {username!r}.")
-    return username
 
 
 async def user_leaving_a_role(username: str, role: str | None) -> dict:
@@ -1498,8 +1500,9 @@ async def missed_events(user: dict, last_event_id: int) -> tuple[list[dict], int
     if not span["oldest"] - 1 <= last_event_id <= span["newest"]:
         return await pending_now(user, span["newest"]), span["newest"]
     rows = await database.fetch_all(
-        "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN "
-        "('blog_pending', 'blog_reviewed', 'job_finished') ORDER BY id", {"after": last_event_id, "newest": span["newest"]})
+        "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN "  # STREAM_EVENTS:
+        "('blog_pending', 'blog_reviewed', 'job_finished') ORDER BY id",  # the log holds chat messages too
+        {"after": last_event_id, "newest": span["newest"]})
     return [event for event in map(event_of, rows) if hears(user, event)], span["newest"]
 
 
@@ -2043,7 +2046,8 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
-        os.environ["DEMO"] = DEMO = "true"  # the page at / offers the accounts; workers import this file anew
+        DEMO = True  # the page at / offers the accounts
+        os.environ["DEMO"] = "true"  # and so does each worker, which imports this file anew
     else:  # upgrade once, before any worker starts, and refuse without a traceback
         asyncio.run(upgrade_before_serving())
     # Several workers are separate processes, each importing the app by name ("blog:app").
@@ -2059,9 +2063,8 @@ def main(argv: list[str]) -> None:
 # handlers use it"). This appendix is the only code that touches `databases` or a driver. It
 # takes the connections and PostgreSQL's pool from `databases`, then hands the SQL to the driver
 # as it is written, rather than have `databases` build and compile each query with SQLAlchemy
-# first, on every call. The drivers take :name
-# or $1 parameters themselves, and asyncpg keeps the prepared statements. Rows come back as
-# plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
+# first, on every call: the drivers take :name or $1 parameters themselves, and asyncpg keeps
+# the prepared statements. Rows come back as plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
 # a step of Appendix H: `async with database.schema_change(): await database.run_script(...)`.
 
 # What a driver raises when its database is out of reach or failing: the background tasks
@@ -2506,7 +2509,7 @@ async def deliver_events_after(last_id: int) -> int:
 
 
 async def tidy_tables() -> None:
-    """Forget what has aged out: old events (all but the newest), ended sessions, stale guesses."""
+    """Forget what has aged out: old events (all but the newest), expired sessions, stale guesses."""
     now = datetime.now(UTC)
     await database.execute("DELETE FROM events WHERE created_at < :before AND id < (SELECT MAX(id) FROM events)",
                            {"before": utc_time(now - timedelta(hours=EVENT_RETENTION_HOURS))})

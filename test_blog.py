@@ -3139,10 +3139,10 @@ def test_a_version_1_database_is_upgraded_and_serves_every_row(new_database):
 
 
 def app_with_steps(steps: dict[str, str]) -> Path:
-    """A copy of the app (blog.py, schema.sql) whose upgrades/ folder holds `steps` ({"2-x.sql": "..."})."""
+    """A copy of the app (blog.py, schema.sql, page.html) whose upgrades/ folder holds `steps` ({"2-x.sql": "..."})."""
     folder = TEST_DIR / f"app-{os.urandom(4).hex()}"
     (folder / "upgrades").mkdir(parents=True)
-    for name in ("blog.py", "schema.sql"):
+    for name in ("blog.py", "schema.sql", "page.html"):
         shutil.copy(HERE / name, folder / name)
     for name, text in steps.items():
         (folder / "upgrades" / name).write_text(text)
