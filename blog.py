@@ -10,6 +10,8 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py --workers 4                   four processes (PostgreSQL only)
     python blog.py create-admin NAME EMAIL       make the first admin (asks for the password)
     python blog.py migrate [--dry-run]           apply the pending schema upgrades (or list them)
+    python blog.py backup FILE                   write a consistent copy while the app serves
+    python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
 in this order, top to bottom, and stop at the appendices:
@@ -36,7 +38,8 @@ D. The job runner: how writing jobs are claimed, kept alive and ended once, acro
 E. The validator: the few JSON Schema keywords that the body declarations use.
 F. The API document: /openapi.json and /docs, built from the same declarations.
 G. Log redaction: no token or ticket reaches a log line.
-H. Schema versions and upgrades: how a database made by an older version is brought up to date.
+H. Schema versions, upgrades and backups: how a database made by an older version is brought up
+   to date, and how `backup` and `restore` check what they copy.
 """
 
 import argparse
@@ -52,22 +55,24 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
+from contextlib import asynccontextmanager, closing, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 import asyncpg
 import bcrypt
@@ -1953,6 +1958,21 @@ async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
         sys.exit(str(error))
 
 
+async def restore(file: str, replace: bool) -> None:
+    """Bring a backup back, after checking it; then upgrade it to this code's version."""
+    path = Path(file).resolve()  # absolute: a name like "-x" is never taken for an option
+    version = check_backup(path)
+    refuse_or_exit(version)
+    async with database:
+        if not replace and await holds_data():
+            sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
+                     "Back it up first, then run restore again with --replace.")
+    copy_back(path)
+    async with database:
+        await upgrade_or_exit()
+    print(f"Restored {path} (schema version {version}).")
+
+
 async def upgrade_before_serving() -> None:
     async with database:
         await upgrade_or_exit()
@@ -2035,9 +2055,17 @@ def main(argv: list[str]) -> None:
     admin.add_argument("email")
     upgrade = commands.add_parser("migrate", help="apply the pending schema upgrades, then exit")
     upgrade.add_argument("--dry-run", action="store_true", help="list what would be applied, change nothing")
+    commands.add_parser("backup", help="write a consistent copy of the database to FILE").add_argument("file")
+    back = commands.add_parser("restore", help="bring a backup back, upgraded to this version")
+    back.add_argument("file")
+    back.add_argument("--replace", action="store_true", help="replace a database that holds data")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return asyncio.run(migrate(args.dry_run))
+    if args.command == "backup":
+        return back_up(Path(args.file).resolve())
+    if args.command == "restore":
+        return asyncio.run(restore(args.file, args.replace))
     refuse_a_weak_secret_key()
     if args.command == "create-admin":
         return asyncio.run(create_admin(args.username, args.email, read_new_password()))
@@ -3045,7 +3073,7 @@ class RedactTokens(logging.Filter):
 redact_tokens = RedactTokens()
 
 
-#### Appendix H. Schema versions and upgrades: upgrades/N-name.sql, each step once, in order
+#### Appendix H. Schema versions, upgrades and backups: upgrades/N-name.sql, each step once, in order
 #
 # The database keeps its schema version in the one row of schema_version; a database made
 # before versions were kept (it has tables, but not that one) is at version 1. The code's
@@ -3141,6 +3169,104 @@ async def apply_step(path: Path | None, before: int | None, after: int, say: Cal
                             f"database is left as it was: {type(error).__name__}: {error}") from error
     if path:
         say(f"Schema: applied {path.name}; the database is at version {after}.")
+
+
+def refuse_or_exit(version: int) -> None:
+    """Exit with the reason if a backup's schema is newer than this code's."""
+    try:
+        refuse_a_newer(version, len(upgrade_steps()) + 1)
+    except SchemaRefused as error:
+        sys.exit(f"The backup is refused: {error}")
+
+
+async def holds_data() -> bool:
+    return await schema_version() is not None and await database.fetch_val("SELECT COUNT(*) FROM users") > 0
+
+
+# Backups. SQLite: its online backup API copies a consistent snapshot while the app keeps
+# writing (a plain copy of a live WAL database can miss commits still in the -wal file, or tear
+# pages). PostgreSQL: pg_dump's custom format, a consistent snapshot that blocks no writer.
+# Either is written beside FILE first and renamed once whole, so FILE is never half a backup.
+
+
+def sqlite_path() -> Path:
+    return Path(database.url.database)  # sqlite:///blog.db -> blog.db
+
+
+def postgres_tool(name: str, *args: str, failed: str) -> str:
+    """Run pg_dump or pg_restore; its output, or exit saying what failed (`failed`) and why."""
+    if not (program := shutil.which(name)):
+        sys.exit(f"{name} is not installed: it comes with PostgreSQL's client programs "
+                 "(on Debian and Ubuntu: apt-get install postgresql-client).")
+    done = subprocess.run([program, *args], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{failed}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def back_up(file: Path) -> None:
+    """Write a consistent copy of the database to `file`, while the app serves."""
+    partial = file.with_name(file.name + ".partial")
+    if database.url.dialect == "postgresql":
+        postgres_tool("pg_dump", "--format=custom", f"--file={partial}", f"--dbname={database.url}",
+                      failed="pg_dump could not back up the database")
+    elif not sqlite_path().is_file():
+        sys.exit(f"There is no database at {sqlite_path()} to back up.")
+    else:
+        try:
+            with closing(sqlite3.connect(sqlite_path())) as source, closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)  # every page, as of one moment
+                copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+        except (sqlite3.Error, OSError) as error:
+            partial.unlink(missing_ok=True)
+            sys.exit(f"Could not write the backup {file}: {error}")
+    partial.replace(file)
+    print(f"Backed up to {file}.")
+
+
+def check_backup(path: Path) -> int:
+    """The schema version of a backup, once it is found sound; otherwise exit saying what is wrong."""
+    if not path.is_file():
+        sys.exit(f"There is no file {path}.")
+    if database.url.dialect == "postgresql":
+        return postgres_backup_version(path)
+    try:  # read-only: checking a file never changes it
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as copy:
+            if (verdict := copy.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+                sys.exit(f"{path} fails SQLite's integrity check: {verdict}")
+            tables = {row[0] for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = copy.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] \
+                if "schema_version" in tables else 1
+    except sqlite3.DatabaseError as error:
+        sys.exit(f"{path} is not an SQLite database made by `python blog.py backup` ({error}).")
+    if "users" not in tables:
+        sys.exit(f"{path} is an SQLite database, but not one of this app: it has no users table.")
+    return version
+
+
+def postgres_backup_version(path: Path) -> int:
+    """A pg_dump file's schema version, read from its table of contents and its schema_version data."""
+    contents = postgres_tool("pg_restore", "--list", str(path),
+                             failed=f"{path} is not a backup made by `python blog.py backup` on PostgreSQL")
+    if not re.search(r" TABLE public users ", contents):
+        sys.exit(f"{path} is a PostgreSQL backup, but not one of this app: it has no users table.")
+    if not re.search(r" TABLE DATA public schema_version ", contents):
+        return 1
+    data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
+                         failed=f"{path} could not be read")
+    return int(re.search(r"FROM stdin;\n(\d+)\n", data)[1])
+
+
+def copy_back(path: Path) -> None:
+    """Replace the database's contents with the backup's, all or nothing."""
+    if database.url.dialect == "sqlite":
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as copy, \
+                closing(sqlite3.connect(sqlite_path())) as target:
+            copy.backup(target)  # the whole file, page by page, in one transaction on the target
+    else:  # --clean: what the backup holds replaces what is there; one transaction, stopped at any error
+        postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                      "--exit-on-error", f"--dbname={database.url}", str(path), failed="pg_restore failed, and "
+                      "changed nothing")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -3298,6 +3298,90 @@ def test_badly_numbered_steps_are_refused_before_anything_runs(client, monkeypat
     assert not client.portal.call(blog.database.fetch_one, blog.database.TABLE_NAMED, {"name": "never_made"})
 
 
+#### Backups: a consistent copy under load, and a restore that checks first
+
+
+def backup_is_sound(database_url: str, file: Path) -> bool:
+    """SQLite's integrity check, or pg_restore's reading of the table of contents."""
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(__import__("sqlite3").connect(file)) as copy:
+            return copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return subprocess.run(["pg_restore", "--list", str(file)], capture_output=True).returncode == 0
+
+
+def test_a_backup_taken_under_8_writers_holds_every_acknowledged_write_and_serves_them(new_database):
+    database_url, file = new_database(), TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    if "postgresql" in database_url:
+        require("pg_dump")
+    with running_server(database_url) as server:
+        live = Live(server)
+        writers = [live.user() for _ in range(8)]
+        stop, outcomes, acknowledged = threading.Event(), [], []
+        threads = [threading.Thread(target=keep_writing, args=(live, writer, stop, outcomes, acknowledged), daemon=True)
+                   for writer in writers]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(acknowledged) > 50, what="writes before the backup")
+        before_backup = set(acknowledged)
+        done = blog_command(HERE, database_url, "backup", str(file))
+        during = len(acknowledged) - len(before_backup)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert set(outcomes) == {201} and during > 0  # the writers kept writing while the backup ran
+    assert backup_is_sound(database_url, file)
+    restored_url = new_database()
+    done = blog_command(HERE, restored_url, "restore", str(file))
+    assert done.returncode == 0, done.stderr
+    with running_server(restored_url) as server:
+        stored = {row["id"] for row in on_database(restored_url, ("SELECT id FROM blogs", {}))[0]}
+        assert before_backup <= stored
+        assert httpx.get(server.url + f"/api/blogs/{max(before_backup)}", headers=live.admin["headers"]).status_code == 200
+
+
+def test_restore_refuses_a_database_with_data_a_file_that_is_no_backup_and_a_newer_schema(new_database):
+    database_url, file = new_database(), TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    if "postgresql" in database_url:
+        require("pg_dump")
+    fill_version_1(version_1_database(database_url))
+    assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0
+    # Into a database that holds data: refused without --replace, and nothing changed.
+    target = version_1_database(new_database())
+    on_database(target, ("INSERT INTO users (username, email, password_hash, role, created_at) "
+                         "VALUES ('mine', 'mine@example.com', 'x', 'admin', 'now')", {}))
+    done = blog_command(HERE, target, "restore", str(file))
+    assert done.returncode != 0 and "holds data" in done.stderr and "--replace" in done.stderr, done.stderr
+    assert [row["username"] for row in every_row(target, ["users"])["users"]] == ["mine"]
+    done = blog_command(HERE, target, "restore", str(file), "--replace")
+    assert done.returncode == 0, done.stderr
+    assert {table: len(rows) for table, rows in every_row(target).items()} == V1_ROWS  # the backup's, upgraded
+    assert schema_version_of(target) == len(blog.upgrade_steps()) + 1
+    # Not a backup: random bytes, a truncated backup, a text file.
+    junk, truncated = TEST_DIR / "junk.backup", TEST_DIR / "truncated.backup"
+    junk.write_bytes(os.urandom(20_000))
+    truncated.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    for bad in (junk, truncated, HERE / "README.md"):
+        done = blog_command(HERE, new_database(), "restore", str(bad))
+        assert done.returncode != 0 and str(bad) in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # A backup from a newer schema than this code's.
+    on_database(database_url, ("CREATE TABLE schema_version (version INTEGER NOT NULL)", {}),
+                ("INSERT INTO schema_version (version) VALUES (99)", {}))
+    assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0
+    empty = new_database()
+    done = blog_command(HERE, empty, "restore", str(file))
+    assert done.returncode != 0 and "schema version 99" in done.stderr, done.stderr
+    assert on_database(empty, ("SELECT 1 AS x", {}))  # still reachable, and still empty:
+    assert not on_database(empty, (blog.make_database(empty).TABLE_NAMED, {"name": "users"}))[0]
+
+
+def test_backup_without_pg_dump_names_the_package_to_install(postgres, tmp_path):
+    env = {**os.environ, "DATABASE_URL": postgres_database(postgres), "PATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(HERE / "blog.py"), "backup", str(tmp_path / "x")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "postgresql-client" in done.stderr, done.stderr
+
+
 #### README examples: each one runs, so the docs cannot rot
 
 
