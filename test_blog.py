@@ -3859,6 +3859,36 @@ def test_readme_first_admin_command_makes_an_admin_from_the_env_file(client, dat
     assert me["role"] == "admin"
 
 
+def blog_commands_in(listing: str) -> list[str]:
+    """Each `blog.py ...` that a README listing runs through the venv's python, as shell text."""
+    lines = listing.replace("\\\n", " ").replace("\\%", "%").splitlines()  # cron reads "\%" as "%"
+    return [line.split(" /srv/blog/venv/bin/python ", 1)[1] for line in lines if "/srv/blog/venv/bin/python" in line]
+
+
+def test_readme_upgrade_backup_and_restore_listings_run(new_database):
+    """Upgrade a version-1 database as the README says, back it up with the cron line, restore it elsewhere."""
+    database_url = version_1_database(new_database())
+    fill_version_1(database_url)
+    cron = readme_example("nightly-backup").strip()
+    assert re.fullmatch(r"17 3 \* \* \* root systemd-run .*--uid=blog --property=EnvironmentFile=/etc/blog/env .*", cron)
+    backups = TEST_DIR / f"backups-{os.urandom(4).hex()}"
+    backups.mkdir()
+    restored = new_database()
+    steps = [(database_url, command) for command in blog_commands_in(readme_example("upgrade")) + blog_commands_in(cron)]
+    steps += [(restored, command) for command in blog_commands_in(readme_example("restore"))]
+    assert [command.split()[:2] for _, command in steps] == [
+        ["blog.py", "migrate"], ["blog.py", "migrate"], ["blog.py", "backup"], ["blog.py", "restore"]]
+    for url, command in steps:
+        if "restore" in command:  # the backup the cron line just wrote, by its weekday's name
+            (backup,) = backups.glob("blog-*.backup")
+            assert re.fullmatch(r"blog-(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\.backup", backup.name)
+            command = command.replace("/var/backups/blog/blog-Mon.backup", str(backup))
+        done = subprocess.run(["bash", "-c", f"{sys.executable} {command.replace('/var/backups/blog', str(backups))}"],
+                              cwd=HERE, capture_output=True, text=True, env={**os.environ, "DATABASE_URL": url})
+        assert done.returncode == 0, (command, done.stderr)
+    assert {table: len(rows) for table, rows in every_row(restored).items()} == V1_ROWS
+    assert schema_version_of(restored) == len(blog.upgrade_steps()) + 1
+
 #### API documentation: /openapi.json agrees with the server, and /docs works in a browser
 
 
