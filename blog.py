@@ -3204,9 +3204,19 @@ def postgres_tool(name: str, *args: str, failed: str) -> str:
     return done.stdout
 
 
+def refuse_the_database_itself(file: Path) -> None:
+    """Exit if `file` is the SQLite database (or its -wal): replacing it under the app would lose writes."""
+    named = file.with_name(file.name.removesuffix("-wal").removesuffix("-shm"))
+    if database.url.dialect == "sqlite" and named == sqlite_path().resolve():
+        sys.exit(f"{file} is the database itself: name another file.")
+
+
 def back_up(file: Path) -> None:
     """Write a consistent copy of the database to `file`, while the app serves."""
     partial = file.with_name(file.name + ".partial")
+    refuse_the_database_itself(file)
+    if file.is_dir():
+        sys.exit(f"{file} is a folder: name the file to write the backup to.")
     if database.url.dialect == "postgresql":
         postgres_tool("pg_dump", "--format=custom", f"--file={partial}", f"--dbname={database.url}",
                       failed="pg_dump could not back up the database")
@@ -3228,6 +3238,7 @@ def check_backup(path: Path) -> int:
     """The schema version of a backup, once it is found sound; otherwise exit saying what is wrong."""
     if not path.is_file():
         sys.exit(f"There is no file {path}.")
+    refuse_the_database_itself(path)
     if database.url.dialect == "postgresql":
         return postgres_backup_version(path)
     try:  # read-only: checking a file never changes it

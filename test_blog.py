@@ -3364,6 +3364,10 @@ def test_restore_refuses_a_database_with_data_a_file_that_is_no_backup_and_a_new
     for bad in (junk, truncated, HERE / "README.md"):
         done = blog_command(HERE, new_database(), "restore", str(bad))
         assert done.returncode != 0 and str(bad) in done.stderr and "Traceback" not in done.stderr, done.stderr
+    if database_url.startswith("sqlite"):  # the database itself, as backup or as the file to restore
+        for command in ("backup", "restore"):
+            done = blog_command(HERE, database_url, command, database_url.removeprefix("sqlite:///"))
+            assert done.returncode != 0 and "the database itself" in done.stderr, done.stderr
     # A backup from a newer schema than this code's.
     on_database(database_url, ("CREATE TABLE schema_version (version INTEGER NOT NULL)", {}),
                 ("INSERT INTO schema_version (version) VALUES (99)", {}))
