@@ -2631,15 +2631,26 @@ async def run_jobs() -> None:
                 await beat_and_reap(list(running))
                 while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
                     running[job["id"]] = asyncio.create_task(run_job(job))
-                    running[job["id"]].add_done_callback(lambda task, job_id=job["id"]: running.pop(job_id, None))
+                    running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
             except DATABASE_ERRORS as error:  # try again at the next beat
                 log.warning("Jobs: could not reach the jobs table (%s)", error)
     finally:
         job_runner_wakeups.discard(woken)
         for task in running.values():
             task.cancel()
-        await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
-                               "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+        with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
+            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
+                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+
+
+def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
+    """Forget a job's task once it ends. One that could not reach the database to end its job
+    leaves it in progress without a heartbeat: some process fails it as abandoned."""
+    running.pop(job_id, None)
+    if not task.cancelled() and isinstance(error := task.exception(), DatabaseUnavailable):
+        log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
+    elif not task.cancelled() and error:
+        log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
 
 
 ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
