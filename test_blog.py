@@ -3002,6 +3002,40 @@ def test_a_read_only_or_full_sqlite_database_is_a_503_that_writes_nothing(monkey
         assert client.post("/api/blogs/", json=body, headers=author["headers"]).status_code == 201
 
 
+@contextmanager
+def tiny_filesystem(megabytes: int):
+    """A tmpfs of a few megabytes (root only); skipped where it cannot be mounted."""
+    folder = TEST_DIR / f"tiny-{os.urandom(4).hex()}"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_really_full_disk_is_a_503_and_every_acknowledged_post_is_stored():
+    with tiny_filesystem(3) as folder:
+        database_url = f"sqlite:///{folder}/blog.db"
+        with running_server(database_url) as server:
+            live = Live(server)
+            author, outcomes = live.user(), []
+            while outcomes.count(503) < 3 and len(outcomes) < 500:  # until the disk is full, and stays so
+                response = httpx.post(server.url + "/api/blogs/", headers=author["headers"], timeout=30,
+                                      json={"title": "Filling", "content": os.urandom(40_000).hex()})
+                outcomes.append(response.status_code)
+                if response.status_code == 503:
+                    assert "database is unavailable" in response.json()["detail"] and response.headers["Retry-After"]
+            assert httpx.get(server.url + "/api/blogs/pending", headers=live.admin["headers"]).status_code == 200
+            log = server.log()
+        stored = on_database(database_url, ("SELECT COUNT(*) AS n FROM blogs", {}))[0][0]["n"]
+    assert set(outcomes) == {201, 503} and outcomes.index(503) > 0, outcomes
+    assert stored == outcomes.count(201)  # nothing half-written, nothing acknowledged lost
+    assert "Traceback" not in log and "database or disk is full" in log
+
+
 #### Upgrades: schema versions, the version-1 database, steps applied once, refusals
 
 
