@@ -187,8 +187,9 @@ class RowDeletedMeanwhile(Exception):
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or cannot write just now (PostgreSQL restarting, the network
-    down, a full disk, a read-only file): what the request was doing rolled back, and the client
-    gets a 503 with Retry-After (see database_unavailable)."""
+    down, a full disk, a read-only file): the client gets a 503 with Retry-After (see
+    database_unavailable). Its transaction rolled back, unless the connection was lost after
+    PostgreSQL received the COMMIT: then the change may stand, as with any lost answer."""
 
 
 #### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
@@ -1896,8 +1897,8 @@ async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Res
 async def database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
     """The database is out of reach or cannot write for now: a 503 to retry, not a 500 and a traceback."""
     log.warning("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": "The database is unavailable for a moment, and nothing was changed; "
-                                   "please try again shortly."}, 503, headers={"Retry-After": "5"})
+    return JSONResponse({"detail": "The database is unavailable for a moment; please try again shortly."}, 503,
+                        headers={"Retry-After": "5"})
 
 
 async def server_error(request: Request, error: Exception) -> Response:
