@@ -3036,6 +3036,22 @@ def test_a_really_full_disk_is_a_503_and_every_acknowledged_post_is_stored():
     assert "Traceback" not in log and "database or disk is full" in log
 
 
+def test_a_chat_socket_or_a_stream_replay_that_cannot_reach_the_database_ends_telling_why(client, monkeypatch):
+    author, reviewer = make_user(client), make_user(client, "approver")
+    post = make_blog(client, author, status="approved")
+
+    async def out_of_reach(*args, **kwargs):
+        raise blog.DatabaseUnavailable("ConnectionRefusedError: [Errno 111] Connection refused")
+    monkeypatch.setattr(blog, "get_visible_blog", out_of_reach)
+    monkeypatch.setattr(blog, "missed_events", out_of_reach)
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with client.websocket_connect(f"/api/blogs/{post['id']}/ws?token={author['tokens']['access_token']}") as chat:
+            chat.receive_json()
+    assert closed.value.code == 1013 and "database is unavailable" in closed.value.reason
+    with client.stream("GET", "/api/notifications/sse", headers=reviewer["headers"] | {"Last-Event-ID": "1"}) as stream:
+        assert list(stream.iter_lines()) == [": connected", "", ": " + blog.DATABASE_DOWN.reason, ""]
+
+
 #### Upgrades: schema versions, the version-1 database, steps applied once, refusals
 
 
