@@ -1968,6 +1968,8 @@ async def restore(file: str, replace: bool) -> None:
         if not replace and await holds_data():
             sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
                      "Back it up first, then run restore again with --replace.")
+        if database.url.dialect == "postgresql" and await schema_version() not in (None, version):
+            await make_room_for(version)
     copy_back(path)
     async with database:
         await upgrade_or_exit()
@@ -2648,9 +2650,11 @@ def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
     """Forget a job's task once it ends. One that could not reach the database to end its job
     leaves it in progress without a heartbeat: some process fails it as abandoned."""
     running.pop(job_id, None)
-    if not task.cancelled() and isinstance(error := task.exception(), DatabaseUnavailable):
+    if task.cancelled() or not (error := task.exception()):
+        return
+    if isinstance(error, DatabaseUnavailable):
         log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
-    elif not task.cancelled() and error:
+    else:
         log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
 
 
@@ -3278,6 +3282,19 @@ def postgres_backup_version(path: Path) -> int:
     data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
                          failed=f"{path} could not be read")
     return int(re.search(r"FROM stdin;\n(\d+)\n", data)[1])
+
+
+async def make_room_for(version: int) -> None:
+    """pg_restore --clean replaces the tables a backup holds, and leaves the others: those of a
+    database at another version would stay beside the backup's. Drop them all if they hold no
+    data; refuse otherwise."""
+    if await holds_data():
+        sys.exit(f"The database is at schema version {await schema_version()}, the backup at {version}: restore "
+                 "it into a new, empty database (createdb), and point DATABASE_URL at that one.")
+    # Names from the catalog, each quoted by PostgreSQL: no value of anyone's reaches this statement.
+    tables = await database.fetch_val("SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
+                                      "WHERE schemaname = current_schema()")
+    await database.execute(f"DROP TABLE {tables} CASCADE")
 
 
 def copy_back(path: Path) -> None:

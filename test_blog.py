@@ -3436,6 +3436,23 @@ def test_backup_without_pg_dump_names_the_package_to_install(postgres, tmp_path)
     assert done.returncode != 0 and "postgresql-client" in done.stderr, done.stderr
 
 
+def test_a_backup_restores_into_an_empty_database_made_by_a_newer_version(new_database):
+    database_url, file = new_database(), TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    if "postgresql" in database_url:
+        require("pg_dump")
+    fill_version_1(version_1_database(database_url))
+    assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0
+    newer = app_with_steps({"2-slow.sql": SLOW_STEP})
+    (newer / "schema.sql").write_text((newer / "schema.sql").read_text() + "\nCREATE TABLE step_runs (version INTEGER);\n")
+    target = new_database()
+    assert blog_command(newer, target, "migrate").returncode == 0  # empty, at version 2
+    done = blog_command(newer, target, "restore", str(file))
+    assert done.returncode == 0, done.stderr
+    assert {table: len(rows) for table, rows in every_row(target).items()} == V1_ROWS
+    assert every_row(target, ["step_runs"])["step_runs"] == [{"version": 2}]  # the backup's tables, upgraded
+    assert schema_version_of(target) == 2
+
+
 #### README examples: each one runs, so the docs cannot rot
 
 
