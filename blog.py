@@ -240,6 +240,19 @@ def unauthorized(detail: str) -> HTTPException:
 # "sid" names the session (the login) it belongs to; a refresh token adds "jti", so that no two
 # are alike. "type" keeps the two apart: a refresh token is no access token, and the other way round.
 JWT_ALGORITHM = "HS256"
+TOKEN_KINDS = ("access", "refresh")
+USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see ABOVE_EVERY_ID)
+SESSION_ID_CLAIM = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16), as start_session makes them
+
+
+def claims_in_shape(claims) -> bool:
+    """Whether a token's or a ticket's claims have the shape of ours, so that using them cannot fail.
+    Only a holder of SECRET_KEY can sign odd ones, but a "sub" of "abc" or of 30 digits, or a "sid"
+    that is a list, would otherwise reach the database: a 500, where any bad credential is a 401."""
+    return (isinstance(claims, dict) and isinstance(claims.get("sub"), str) and isinstance(claims.get("sid"), str)
+            and USER_ID_CLAIM.fullmatch(claims["sub"]) is not None
+            and SESSION_ID_CLAIM.fullmatch(claims["sid"]) is not None
+            and type(claims.get("exp")) in (int, float) and math.isfinite(claims["exp"]))
 
 
 def make_token(user_id: int, kind: str, lifetime: timedelta, **claims) -> str:
@@ -257,6 +270,8 @@ def read_token(token: str, kind: str) -> dict:
     except jwt.ExpiredSignatureError:
         raise unauthorized("Your token has expired; refresh it or log in again.")
     except jwt.InvalidTokenError:
+        raise unauthorized("Your token is not valid; log in again.")
+    if not claims_in_shape(claims) or claims["type"] not in TOKEN_KINDS:
         raise unauthorized("Your token is not valid; log in again.")
     if claims["type"] != kind:
         raise unauthorized(f"This is not an {kind} token.")
@@ -328,11 +343,14 @@ stream_tickets = URLSafeTimedSerializer(SECRET_KEY, salt="stream-ticket")
 def read_ticket(ticket: str) -> dict:
     """The claims of a stream ticket; 401 once it is older than TICKET_SECONDS, or if forged."""
     try:
-        return stream_tickets.loads(ticket, max_age=TICKET_SECONDS)
+        claims = stream_tickets.loads(ticket, max_age=TICKET_SECONDS)
     except SignatureExpired:
         raise unauthorized("This ticket has expired; ask for a new one (POST /api/auth/stream-ticket).")
     except BadSignature:
+        claims = None
+    if not claims_in_shape(claims):
         raise unauthorized("This ticket is not valid; ask for a new one (POST /api/auth/stream-ticket).")
+    return claims
 
 
 async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> dict | None:
@@ -1272,9 +1290,9 @@ async def delete_comment(request: Request) -> Response:
     async with publishing():
         comment = await database.fetch_one("SELECT id, blog_id, author_id FROM comments WHERE id = :id"
                                            + database.LOCKING, {"id": request.path_params["comment_id"]})
-        if comment is None:
+        blog = comment and await database.fetch_one(BLOG_BY_ID, {"id": comment["blog_id"]})
+        if blog is None or not may_see(blog, user):  # under a hidden blog: the very answer of an absent id
             raise HTTPException(404, f"There is no comment {request.path_params['comment_id']}.")
-        await get_visible_blog(comment["blog_id"], user)  # a comment under a hidden blog is hidden too
         if comment["author_id"] != user["id"] and user["role"] != "admin":
             raise HTTPException(403, "Only its author or an admin may delete a comment.")
         await database.execute("DELETE FROM comments WHERE id = :id", {"id": comment["id"]})
@@ -1906,6 +1924,19 @@ async def server_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
 
 
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, with its refusal of a preflight (an origin, method or header not
+    allowed: 400, no Access-Control-Allow-Origin) in JSON, like every other error, not plain text."""
+
+    def preflight_response(self, request_headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        headers = {name: value for name, value in answer.headers.items() if name not in ("content-length", "content-type")}
+        detail = f"{answer.body.decode()}: browsers may call this API only from the origins, and with the headers, it allows."
+        return JSONResponse({"detail": detail}, answer.status_code, headers=headers)
+
+
 def refuse_a_weak_secret_key() -> None:
     """Stop with a message that says how to make a good key, if SECRET_KEY is under 32 bytes."""
     if SECRET_KEY_TOO_SHORT:
@@ -1940,7 +1971,7 @@ async def lifespan(app: Starlette):
 
 app = Starlette(
     routes=routes,
-    middleware=[Middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
+    middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
     exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
                         DatabaseUnavailable: database_unavailable, Exception: server_error},

@@ -1178,6 +1178,49 @@ def test_a_comment_is_deleted_by_its_author_or_an_admin_only(client):
     assert client.delete(f"/api/comments/{secret}", headers=other["headers"]).status_code == 404
 
 
+# What lives under a blog, reached by an id: under a blog you may not see (someone else's pending
+# one), the same refusal, word for word, as where nothing has that id, so walking ids maps nothing.
+UNDER_A_HIDDEN_BLOG = [
+    ("DELETE", "/api/comments/{comment}", None),
+    ("PUT", "/api/blogs/{blog}/like", None),
+    ("DELETE", "/api/blogs/{blog}/like", None),
+    ("GET", "/api/blogs/{blog}/likes", None),
+    ("GET", "/api/blogs/{blog}/comments", None),
+    ("GET", "/api/blogs/{blog}", None),
+    ("PUT", "/api/blogs/{blog}", {"title": "T", "content": "C"}),
+    ("DELETE", "/api/blogs/{blog}", None),
+    ("GET", "/api/jobs/{job}", None),
+    ("WEBSOCKET", "/api/blogs/{blog}/ws", None),
+]
+
+
+@pytest.mark.parametrize("method, path, body", UNDER_A_HIDDEN_BLOG, ids=[f"{m} {p}" for m, p, _ in UNDER_A_HIDDEN_BLOG])
+def test_what_lives_under_a_blog_you_may_not_see_is_refused_as_if_absent(client, monkeypatch, method, path, body):
+    from starlette.websockets import WebSocketDisconnect
+    monkeypatch.setattr(blog, "WRITER_URL", "http://127.0.0.1:9/v1")  # never asked: no runner takes a job
+    monkeypatch.setattr(blog, "JOBS_AT_ONCE", 0)
+    author, stranger = make_user(client), make_user(client)
+    hidden = make_blog(client, author)
+    job = client.post("/api/session/draft/generate", json={"title": "T"}, headers=author["headers"]).json()
+    hidden_ids = {"blog": hidden["id"], "comment": add_comment(client, hidden, author), "job": job["id"]}
+    name = re.search(r"{(\w+)}", path).group(1)
+
+    def answer(thing_id: int) -> tuple:
+        target = path.format(**{name: thing_id})
+        if method == "WEBSOCKET":
+            with pytest.raises(WebSocketDisconnect) as closed:
+                with client.websocket_connect(f"{target}?token={stranger['tokens']['access_token']}") as socket:
+                    socket.receive_json()
+            status, detail = closed.value.code, closed.value.reason
+        else:
+            response = client.request(method, target, json=body, headers=stranger["headers"])
+            status, detail = response.status_code, response.json()["detail"]
+        return status, re.sub(rf"\b{thing_id}\b", "N", detail)
+    refused = answer(hidden_ids[name])
+    assert refused == answer(999_999_999)
+    assert refused[0] == (1008 if method == "WEBSOCKET" else 404)
+
+
 def test_a_deleted_comment_leaves_every_room_on_every_process(two_processes):
     a, b, _ = two_processes
     author, reader = a.user(), a.user()
@@ -1752,6 +1795,12 @@ def test_cors_allows_the_configured_origins_only(client):
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
     refused = client.options("/api/blogs/", headers={"Origin": "https://evil.example"} | preflight)
     assert "access-control-allow-origin" not in refused.headers
+    # Refused in JSON, like every other error (Starlette's own refusal is text/plain).
+    odd_header = client.options("/api/blogs/", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method":
+                                                        "POST", "Access-Control-Request-Headers": "x-smuggled"})
+    for refusal, what in [(refused, "origin"), (odd_header, "headers")]:
+        assert refusal.status_code == 400 and refusal.headers["content-type"] == "application/json"
+        assert set(refusal.json()) == {"detail"} and what in refusal.json()["detail"]
 
 
 #### A real server: concurrency and the command line
@@ -2612,6 +2661,39 @@ def test_a_ticket_for_a_deleted_account_opens_nothing(live):
     httpx.delete(live.url + f"/api/users/{user['username']}", headers=live.admin["headers"]).raise_for_status()
     reviewer_only = httpx.get(live.url + "/api/notifications/sse", params={"ticket": ticket})
     assert reviewer_only.status_code == 401 and reviewer_only.json()["detail"] == "This account no longer exists."
+
+
+# Claims only a holder of SECRET_KEY could sign: each was a 500, a dropped connection (a "sub" too
+# big for the database's integer) or a traceback in the log, before claims were checked for shape.
+ODD_CLAIMS = {"sub of letters": {"sub": "abc"}, "sub of 30 digits": {"sub": "1" * 30}, "sub a number": {"sub": 5},
+              "sid a list": {"sid": ["a"]}, "sid empty": {"sid": ""}, "type unknown": {"type": "weird"},
+              "exp a string": {"exp": "tomorrow"}}
+
+
+@pytest.mark.parametrize("odd", ODD_CLAIMS.values(), ids=ODD_CLAIMS.keys())
+def test_a_token_or_ticket_signed_with_our_key_but_with_odd_claims_is_a_401(live, odd):
+    import websockets
+    user, log_before = live.user(), len(live.server.log())
+    post = live.blog(user, status="approved")
+    claims = jwt.decode(user["token"], blog.SECRET_KEY, algorithms=["HS256"]) | odd
+    credentials = {"token": jwt.encode(claims, blog.SECRET_KEY, algorithm="HS256")}
+    if "type" not in odd:  # a ticket has no type
+        credentials["ticket"] = blog.stream_tickets.dumps({name: claims[name] for name in ("sub", "sid", "exp")})
+    refusals = [httpx.get(live.url + "/api/auth/me", headers={"Authorization": f"Bearer {credentials['token']}"})]
+    refusals += [httpx.get(live.url + "/api/notifications/sse", params={name: value}, timeout=10)
+                 for name, value in credentials.items()]
+    for refused in refusals:
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer" and set(refused.json()) == {"detail"}
+
+    async def close_code(name, value):
+        socket = await websockets.connect(f"{live.ws_url}/api/blogs/{post['id']}/ws?{name}={value}")
+        with pytest.raises(websockets.ConnectionClosed):
+            await receive_json(socket)
+        return socket.close_code
+    for name, value in credentials.items():
+        assert run(close_code(name, value)) == 1008
+    assert "Traceback" not in live.server.log()[log_before:]
 
 
 @pytest.fixture(scope="module")
