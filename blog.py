@@ -2648,7 +2648,19 @@ def wake_job_runners(event: dict) -> None:
 
 
 class WriterFailed(Exception):
-    """The writer gave no usable post; the message says why, for the job's owner."""
+    """The writer gave no usable post. The message says why, for the job's owner, in words that show
+    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
+    error may quote the key); `details` say it all, for the server log."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.details = details
+
+
+def writer_answer_start(raw: bytes) -> str:
+    """The start of a writer's answer, for the log: one line, and never the API key it may quote."""
+    start = bytes(raw[:200]).decode(errors="replace")
+    return repr(start.replace(WRITER_API_KEY, "[the API key]") if WRITER_API_KEY else start)
 
 
 async def run_jobs() -> None:
@@ -2722,6 +2734,7 @@ async def run_job(job: dict) -> None:
     try:
         text = await ask_writer(fields["title"], fields.get("notes", ""))
     except WriterFailed as failure:
+        log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
         async with publishing():
             await end_job(job, "failed", error=storable(str(failure)))
         return
@@ -2765,6 +2778,7 @@ async def ask_writer(title: str, notes: str) -> str:
         {"role": "system", "content": WRITER_INSTRUCTIONS},
         {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
     headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
+    host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
     try:
         async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
             async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
@@ -2772,19 +2786,25 @@ async def ask_writer(title: str, notes: str) -> str:
                 async for chunk in answer.aiter_bytes():
                     raw += chunk
                     if len(raw) > WRITER_MAX_ANSWER_BYTES:
-                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.")
+                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
+                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
     except TimeoutError:
-        raise WriterFailed(f"The writer did not answer within {WRITER_TIMEOUT_SECONDS:g} s.")
+        raise WriterFailed("The writer did not answer in time; try again later.",
+                           f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
     except httpx.HTTPError as error:
-        raise WriterFailed(f"The writer could not be reached at {WRITER_URL} ({type(error).__name__}).")
+        raise WriterFailed("The writer could not be reached.", f"{type(error).__name__} reaching {host}")
     if answer.status_code != 200:
-        raise WriterFailed(f"The writer answered {answer.status_code}: {bytes(raw[:200]).decode(errors='replace')}")
+        said = f"{host} answered {answer.status_code}: {writer_answer_start(raw)}"
+        if answer.status_code < 500:
+            raise WriterFailed(f"The writer refused the request ({answer.status_code}).", said)
+        raise WriterFailed(f"The writer failed to write the post ({answer.status_code}); try again later.", said)
     try:
         text = json.loads(raw)["choices"][0]["message"]["content"]
     except (ValueError, LookupError, TypeError, RecursionError):
-        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).")
+        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
+                           f"{host} answered {writer_answer_start(raw)}")
     if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
-        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.")
+        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
     return storable(text)
 
 

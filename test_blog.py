@@ -1353,8 +1353,9 @@ def test_draft_limits(client, body, field):
 class FakeWriter:
     """An OpenAI-compatible chat-completions server on a loopback port (a real HTTP server). What
     it answers depends on the title it is asked to write for: "hang" waits until released, "slow"
-    outwaits the app's timeout, "broken" answers 500, "garbled" what is no JSON, "endless" far too
-    much, "empty" no choices; any other title gets a short post."""
+    outwaits the app's timeout, "broken" answers 500, "refused" 401 as OpenAI does to a wrong key (the
+    key, and where it lives, in the body), "garbled" what is no JSON, "endless" far too much, "empty"
+    no choices; any other title gets a short post."""
 
     def __init__(self):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -1383,6 +1384,9 @@ class FakeWriter:
         status, raw = 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": f"# {title}\n\nBy the fake writer."}}]})
         if title.startswith("broken"):
             status, raw = 500, '{"error": "the model fell over"}'
+        elif title.startswith("refused"):
+            key = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+            status, raw = 401, json.dumps({"error": {"message": f"Incorrect API key provided: {key}. internal host db-7.corp"}})
         elif title.startswith("garbled"):
             raw = "this is not JSON"
         elif title.startswith("endless"):
@@ -1459,24 +1463,59 @@ def user_id_of(live, user: dict) -> int:
     return httpx.get(live.url + "/api/auth/me", headers=user["headers"]).json()["id"]
 
 
-@pytest.mark.parametrize("title, reason", [
-    ("slow one", "The writer did not answer within 1 s."),
-    ("broken one", "The writer answered 500: {\"error\": \"the model fell over\"}"),
-    ("garbled one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
-    ("empty one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
-    ("endless one", "The writer's answer was longer than 256 KiB."),
-    ("nested one", "The writer's answer was not a chat completion (no choices[0].message.content)."),
-    ("nul error", "The writer answered 500: {\"error\": \"bad\\u0000 byte\"}"),
+def writer_log_lines(live, job_id: int) -> list[str]:
+    """The server log's lines about a job's failure."""
+    return [line for line in live.server.log().splitlines() if re.search(rf"Jobs: job {job_id} failed\b", line)]
+
+
+# The job's owner reads what happened in words that show nothing of the operator's setup (the
+# writer's address, its key, what it answered); the server log has the details, once per job.
+@pytest.mark.parametrize("title, reason, logged", [
+    ("slow one", "The writer did not answer in time; try again later.", "no answer within 1 s"),
+    ("broken one", "The writer failed to write the post (500); try again later.", 'answered 500: \'{"error": "the model fell over"}'),
+    ("refused one", "The writer refused the request (401).", "answered 401: '{\"error\": {\"message\": \"Incorrect API key"),
+    ("garbled one", "The writer's answer was not a chat completion (no choices[0].message.content).", "this is not JSON"),
+    ("empty one", "The writer's answer was not a chat completion (no choices[0].message.content).", '{"choices": []}'),
+    ("endless one", "The writer's answer was longer than 256 KiB.", "answer of more than 262144 bytes"),
+    ("nested one", "The writer's answer was not a chat completion (no choices[0].message.content).", "[[[["),
+    ("nul error", "The writer failed to write the post (500); try again later.", "answered 500"),
 ])
-def test_a_writer_that_fails_ends_the_job_failed_with_its_reason(writing, title, reason):
-    live, _ = writing
+def test_a_writer_that_fails_ends_the_job_failed_with_its_reason(writing, title, reason, logged):
+    live, writer = writing
     user = live.user()
     httpx.post(live.url + "/api/session/draft", json={"title": "Mine", "content": "Untouched"}, headers=user["headers"])
-    job = generate(live, user, title).json()
+    with event_stream(live, params={"ticket": ticket_for(live, user)}) as lines:
+        job = generate(live, user, title).json()
+        event = read_event(lines)["data"]
     failed = job_when(live, user, job["id"], lambda job: job["status"] in ("completed", "failed"))
     assert (failed["status"], failed["error"], failed["result"]) == ("failed", reason, None)
+    assert json.loads(event)["error"] == reason
+    host, port = writer.server.server_address
+    for secret in (host, str(port), "http", "/v1", "fake-key", "db-7", "Incorrect", "fell over", "bad", "not JSON"):
+        assert secret not in failed["error"] and secret not in event
+    [line] = writer_log_lines(live, job["id"])  # once
+    assert logged in line and f"{host}:{port}" in line and "fake-key" not in line
     assert httpx.get(live.url + "/api/session/draft", headers=user["headers"]).json()["content"] == "Untouched"
     assert generate(live, user, "A second try").status_code == 202  # a failed job is no longer under way
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["refused", "unreachable"])
+def test_a_writer_url_with_a_password_reaches_neither_the_job_nor_the_log(new_database, reachable):
+    writer = FakeWriter()
+    port = writer.server.server_address[1] if reachable else free_port()
+    settings = WRITER_SETTINGS | {"WRITER_URL": f"http://operator:s3cret@127.0.0.1:{port}/v1"}
+    try:
+        with running_server(new_database(), env=settings) as server:
+            live = Live(server)
+            user = live.user()
+            job = generate(live, user, "refused by the writer").json()
+            failed = job_when(live, user, job["id"], lambda job: job["status"] == "failed")
+            [line] = writer_log_lines(live, job["id"])
+    finally:
+        writer.stop()
+    assert failed["error"] == ("The writer refused the request (401)." if reachable else "The writer could not be reached.")
+    assert f"127.0.0.1:{port}" in line and "s3cret" not in line and "operator" not in line
+    assert "s3cret" not in server.log() and str(port) not in failed["error"]
 
 
 def test_a_writer_answer_no_column_can_hold_is_stored_without_what_it_cannot_hold(writing):
