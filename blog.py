@@ -120,6 +120,8 @@ WRITER_API_KEY = config("WRITER_API_KEY", default="")
 WRITER_TIMEOUT_SECONDS = config("WRITER_TIMEOUT_SECONDS", cast=float, default=60)
 JOB_HEARTBEAT_SECONDS = config("JOB_HEARTBEAT_SECONDS", cast=float, default=5)  # 3 missed: the job is abandoned
 STATEMENT_TIMEOUT_SECONDS = config("STATEMENT_TIMEOUT_SECONDS", cast=float, default=5)  # PostgreSQL: then a 503
+JOBS_AT_ONCE = config("JOBS_AT_ONCE", cast=int, default=2)  # writing jobs each process runs at the same time
+JOBS_WAITING_AT_MOST = config("JOBS_WAITING_AT_MOST", cast=int, default=50)  # pending jobs in all; past this, a 503
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
 DEMO = config("DEMO", cast=bool, default=False)  # set by --demo: the page at / offers its accounts
@@ -141,8 +143,6 @@ REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, defaul
 SEARCH_MAX_CHARACTERS = 200
 CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
 WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
-JOBS_AT_ONCE = 2  # writing jobs each process runs at the same time
-JOBS_WAITING_AT_MOST = 50  # pending jobs in all; past this a new one is refused with a 503
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
 CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
