@@ -122,6 +122,7 @@ JOB_HEARTBEAT_SECONDS = config("JOB_HEARTBEAT_SECONDS", cast=float, default=5)  
 STATEMENT_TIMEOUT_SECONDS = config("STATEMENT_TIMEOUT_SECONDS", cast=float, default=5)  # PostgreSQL: then a 503
 JOBS_AT_ONCE = config("JOBS_AT_ONCE", cast=int, default=2)  # writing jobs each process runs at the same time
 JOBS_WAITING_AT_MOST = config("JOBS_WAITING_AT_MOST", cast=int, default=50)  # pending jobs in all; past this, a 503
+JOB_WAIT_SECONDS = config("JOB_WAIT_SECONDS", cast=float, default=300)  # a job not started by then fails: "too busy"
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
 DEMO = config("DEMO", cast=bool, default=False)  # set by --demo: the page at / offers its accounts
@@ -2675,6 +2676,7 @@ async def run_jobs() -> None:
             woken.clear()
             try:
                 await beat_and_reap(list(running))
+                await fail_jobs_waiting_too_long()
                 while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
                     running[job["id"]] = asyncio.create_task(run_job(job))
                     running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
@@ -2716,6 +2718,26 @@ async def beat_and_reap(running: list[int]) -> None:
         async with publishing():  # locked, read again: of two processes reaping at once, one does
             for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
                 await end_job(job, "failed", error="The writing was interrupted; try again.")
+
+
+WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
+
+
+async def fail_jobs_waiting_too_long() -> None:
+    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
+    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
+    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
+    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
+    of two processes failing the same job, the second finds it no longer pending."""
+    too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
+    if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
+        async with publishing():
+            for job in await database.fetch_all(
+                    "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
+                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
+                                                                                        "now": utc_now()}):
+                await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
+                              error=WRITER_TOO_BUSY)
 
 
 async def claim_job() -> dict | None:

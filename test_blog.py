@@ -1685,6 +1685,29 @@ def test_a_full_queue_is_a_503_that_queues_nothing(client, monkeypatch):
     assert client.get("/api/jobs", headers=users[2]["headers"]).json()["items"] == []
 
 
+def test_a_job_that_waits_too_long_fails_saying_so_and_the_queue_drains(client, monkeypatch):
+    """A full queue (a flood of one-job accounts, a slow writer) held everyone else's jobs for as long
+    as the writer took for all of them: 25 minutes at real settings. A job waits JOB_WAIT_SECONDS at most."""
+    monkeypatch.setattr(blog, "WRITER_URL", "http://127.0.0.1:9/v1")  # never asked: no runner takes a job
+    monkeypatch.setattr(blog, "JOBS_AT_ONCE", 0)
+    monkeypatch.setattr(blog, "JOBS_WAITING_AT_MOST", 2)
+    monkeypatch.setattr(blog, "JOB_HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(blog, "JOB_WAIT_SECONDS", 0.5)
+    flood, newcomer = [make_user(client) for _ in range(2)], make_user(client)
+    jobs = [client.post("/api/session/draft/generate", json={"title": "T"}, headers=user["headers"]).json()
+            for user in flood]
+    assert client.post("/api/session/draft/generate", json={"title": "T"}, headers=newcomer["headers"]).status_code == 503
+    for user, job in zip(flood, jobs):
+        failed = wait_until(lambda: (ended := client.get(f"/api/jobs/{job['id']}", headers=user["headers"]).json())
+                            ["status"] == "failed" and ended, timeout=5, what="the waiting job to fail")
+        assert failed["error"] == "The writer was too busy to start on this in time; try again in a few minutes."
+    assert client.post("/api/session/draft/generate", json={"title": "T"}, headers=newcomer["headers"]).status_code == 202
+
+    async def job_finished_events():
+        return await blog.database.fetch_val("SELECT COUNT(*) FROM events WHERE kind = 'job_finished'")
+    assert client.portal.call(job_finished_events) == 2  # each owner told once
+
+
 def test_with_two_processes_each_job_runs_once(postgres):
     writer, database_url = FakeWriter(), postgres_database(postgres)
     settings = WRITER_SETTINGS | {"WRITER_URL": writer.url}
