@@ -4425,6 +4425,7 @@ def test_two_windows_review_a_post_live_and_chat_under_it(new_database):
             await sign_in(reviewer, "demo-approver")
             await reviewer.js("location.hash = '#/review'")
             await write_post(author, HOSTILE, HOSTILE + "\nThe text.")
+            await author.until("document.querySelector('main .card h3 a')", what="the post on the author's page")
             post_id = int(await author.js("document.querySelector('main .card h3 a').hash.split('/').pop()"))
             card = f"#queue article[data-id='{post_id}']"
             started = time.monotonic()
