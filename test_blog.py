@@ -3252,7 +3252,7 @@ def fill_version_1(database_url: str) -> dict:
     feature requests, a guess. Returns what a test needs: a live refresh token, a login."""
     now, later = blog.utc_now(), blog.utc_time(blog.datetime.now(blog.UTC) + blog.timedelta(days=7))
     password_hash = __import__("bcrypt").hashpw(PASSWORD.encode(), __import__("bcrypt").gensalt(4)).decode()
-    refresh_token = jwt.encode({"sub": "1", "type": "refresh", "sid": "v1-session-1", "jti": "v1", "iat": int(time.time()),
+    refresh_token = jwt.encode({"sub": "1", "type": "refresh", "sid": "v1-session-00000000001", "jti": "v1", "iat": int(time.time()),
                                 "exp": int(time.time()) + 3600}, os.environ["SECRET_KEY"], algorithm="HS256")
     statements = []
     for number, role in enumerate(["admin", "approver", "user", "user"], 1):
@@ -3263,7 +3263,7 @@ def fill_version_1(database_url: str) -> dict:
     for number, ended in [(1, None), (2, now)]:
         statements.append(("INSERT INTO sessions (id, user_id, refresh_hash, expires_at, ended_at) "
                            "VALUES (:id, 1, :hash, :later, :ended)",
-                           {"id": f"v1-session-{number}", "hash": blog.token_hash(refresh_token), "later": later,
+                           {"id": f"v1-session-{number:011d}", "hash": blog.token_hash(refresh_token), "later": later,
                             "ended": ended}))
     for number, (status, reason) in enumerate([("approved", None), ("pending", None), ("rejected", "Too short")], 1):
         text = f"Version one post {status} zebrafish"
