@@ -40,6 +40,7 @@ F. The API document: /openapi.json and /docs, built from the same declarations.
 G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: how a database made by an older version is brought up
    to date, and how `backup` and `restore` check what they copy.
+I. The mail sender: how a mail queued with `queue_mail` leaves the outbox over SMTP, and is retried.
 """
 
 import argparse
@@ -48,6 +49,7 @@ import base64
 import functools
 import getpass
 import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -57,7 +59,9 @@ import re
 import secrets
 import shutil
 import signal
+import smtplib
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -69,10 +73,11 @@ from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from functools import wraps
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit
 
 import asyncpg
 import bcrypt
@@ -129,6 +134,18 @@ DEMO = config("DEMO", cast=bool, default=False)  # set by --demo: the page at / 
 # Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
 # else could claim any address and slip past the per-address login throttle.
 FORWARDED_ALLOW_IPS = config("FORWARDED_ALLOW_IPS", default="127.0.0.1")
+# Mail: smtp://[user:password@]host[:port] (port 587 unless given; STARTTLS whenever the server
+# offers it, and a password is never sent without it), or smtps://...:465 (TLS from the first
+# byte). User and password percent-encoded, like DATABASE_URL's. Unset: every mail is written to
+# the log instead, whole, so that a laptop can follow a password reset without a mail server.
+SMTP_URL = config("SMTP_URL", default="")
+MAIL_FROM = config("MAIL_FROM", default="blog@localhost")
+PUBLIC_URL = config("PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # what links in mails start with
+REQUIRE_VERIFIED_EMAIL = config("REQUIRE_VERIFIED_EMAIL", cast=bool, default=False)  # on: unverified accounts only read
+RESET_TOKEN_MINUTES = config("RESET_TOKEN_MINUTES", cast=int, default=30)
+VERIFY_TOKEN_HOURS = config("VERIFY_TOKEN_HOURS", cast=int, default=48)
+MAIL_RETRY_SECONDS = config("MAIL_RETRY_SECONDS", cast=float, default=10)  # the first pause after a failed try; doubles
+MAIL_RETRY_MINUTES = config("MAIL_RETRY_MINUTES", cast=float, default=60)  # then the mail is given up, with a log line
 
 SECRET_KEY_IS_RANDOM = not SECRET_KEY
 SECRET_KEY = SECRET_KEY or secrets.token_urlsafe(32)
@@ -141,6 +158,10 @@ LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
 LOGIN_FAILURES_PER_ADDRESS = 20
 REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, default=10)  # within the window
+MAILS_PER_ACCOUNT_PER_HOUR = 3  # reset or verification mails to one address; more are silently not sent
+SMTP_TIMEOUT_SECONDS = 30
+MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
+MAIL_POLL_SECONDS = 1  # how often each sender looks for mails that came due (a retry), unwoken
 SEARCH_MAX_CHARACTERS = 200
 CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
 WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
@@ -314,7 +335,7 @@ async def user_for_token(token: str) -> dict:
 
 
 USER_IN_SESSION = """
-    SELECT u.id, u.username, u.email, u.role, u.created_at, s.id AS session_open
+    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open
     FROM users u LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND s.ended_at IS NULL
     WHERE u.id = :id"""
 
@@ -370,10 +391,11 @@ async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> 
     return await user_for_token(token) if token else None
 
 
-def requires_role(*roles: str, for_stream: bool = False):
+def requires_role(*roles: str, for_stream: bool = False, verified: bool = False):
     """Let a handler run only for a logged-in user with one of `roles`: 401 or 403 otherwise.
 
     The user is in request.state.user. for_stream=True also takes ?ticket= and ?token=.
+    verified=True marks a handler that writes: see check_verified.
     """
     def decorator(handler):
         @wraps(handler)
@@ -383,14 +405,51 @@ def requires_role(*roles: str, for_stream: bool = False):
                 raise unauthorized("Log in first: this needs an access token.")
             if user["role"] not in roles:
                 raise HTTPException(403, f"This needs the role {' or '.join(roles)}.")
+            if verified:
+                check_verified(user)
             request.state.user = user
             return await handler(request)
-        guarded.roles = roles  # read by the OpenAPI document
+        guarded.roles, guarded.verified = roles, verified  # read by the OpenAPI document
         return guarded
     return decorator
 
 
 login_required = requires_role(*ROLES)  # any role will do: "logged in"
+verified_required = requires_role(*ROLES, verified=True)  # logged in, and allowed to write
+
+
+def check_verified(user: dict) -> None:
+    """With REQUIRE_VERIFIED_EMAIL on, refuse (403) a write by an account whose address is not
+    verified: it may log in, read and verify, nothing more. The chat socket asks this too."""
+    if REQUIRE_VERIFIED_EMAIL and not user["email_verified"]:
+        raise HTTPException(403, "Verify your email address first: open the link we mailed you, or ask for "
+                                 "a new one (POST /api/auth/request-verify-token).")
+
+
+# Links in mails carry itsdangerous tokens too, each salted for its one purpose and time-stamped.
+# A reset token signs the user id and a fingerprint of the password hash: {"sub": 42, "pw": "9f8e..."}.
+# Once the password changes (by this very reset, or any other way) the fingerprint matches no more,
+# so a token works once, and never after a later change; it expires after RESET_TOKEN_MINUTES anyway.
+# A verification token signs the user id and the address: {"sub": 42, "email": "alice@example.com"};
+# it verifies that address only while it is the account's and not yet verified.
+reset_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="password-reset")
+verify_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="verify-email")
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """What a reset token holds of the password: a keyed hash of its bcrypt hash (the token is
+    signed, not encrypted, so it must not carry the bcrypt hash itself)."""
+    return hmac.new(SECRET_KEY.encode(), password_hash.encode(), "sha256").hexdigest()[:32]
+
+
+def read_mailed_token(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str) -> dict:
+    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, or if forged."""
+    try:
+        return serializer.loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise HTTPException(400, f"This {what} link has expired; ask for a new one.")
+    except BadSignature:
+        raise HTTPException(400, f"This {what} link is not valid; ask for a new one.")
 
 
 # Guesses are counted in the database, so that every app process counts the same ones:
@@ -404,7 +463,7 @@ COUNT_GUESS = """
     RETURNING count, window_ends"""
 
 
-async def count_guess(key: str, allowed: int) -> None:
+async def count_guess(key: str, allowed: int, window_seconds: float = LOGIN_WINDOW_SECONDS) -> None:
     """Count a guess against `key`; 429 once more than `allowed` fall in its window.
 
     One statement adds the guess and reads the total: PostgreSQL locks the row for the
@@ -413,7 +472,7 @@ async def count_guess(key: str, allowed: int) -> None:
     """
     now = datetime.now(UTC)
     counted = await database.fetch_one(COUNT_GUESS, {
-        "key": key, "now": utc_time(now), "window_ends": utc_time(now + timedelta(seconds=LOGIN_WINDOW_SECONDS))})
+        "key": key, "now": utc_time(now), "window_ends": utc_time(now + timedelta(seconds=window_seconds))})
     if counted["count"] > allowed:
         retry_after = math.ceil((datetime.fromisoformat(counted["window_ends"]) - now).total_seconds())
         raise HTTPException(429, "Too many attempts; wait before trying again.", headers={"Retry-After": str(retry_after)})
@@ -632,7 +691,13 @@ def end_connections_of_changed_user(event: dict) -> None:
         end(queue, Closing("Your account has changed; reconnect."))
 
 
-#### Auth: register, login, refresh, logout, me, stream tickets
+#### Auth: register, login, refresh, logout, me, stream tickets; password reset and verified addresses
+#
+# Mail goes out through an outbox: `await queue_mail(to, subject, body)` inside the `async with
+# publishing():` block of what causes it writes the mail in the same transaction, so a change
+# that rolls back mails nothing, and one that commits has its mail waiting in the database for
+# whichever process's sender claims it (Appendix I): it goes out after a restart or a crash too,
+# retried for MAIL_RETRY_MINUTES while the mail server is away, and never holds up a request.
 
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"}
@@ -663,13 +728,59 @@ PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_passwor
 }}
 
 
-USER_COLUMNS = "id, username, email, role, created_at"
+EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}], "properties": {
+    "email": REGISTER_BODY["properties"]["email"],
+}}
+RESET_BODY = {"type": "object", "required": ["token", "password"],
+              "examples": [{"token": "eyJzdWIiOjQyLCJwdyI6IjlmOGUifQ.Z3x...", "password": "battery staple"}],
+              "properties": {
+    "token": {"type": "string", "maxLength": 1000, "description": "what follows token= in the mailed link"},
+    "password": REGISTER_BODY["properties"]["password"],
+}}
+TOKEN_BODY = {"type": "object", "required": ["token"], "examples": [{"token": "eyJzdWIiOjQyLCJlbWFpbCI6ImFs..."}],
+              "properties": {"token": RESET_BODY["properties"]["token"]}}
+
+
+USER_COLUMNS = "id, username, email, role, created_at, email_verified"
 
 
 def user_out(row) -> dict:
     """A user as clients see it: never the password hash."""
     return {"id": row["id"], "username": row["username"], "email": row["email"],
-            "role": row["role"], "created_at": row["created_at"]}
+            "role": row["role"], "created_at": row["created_at"], "email_verified": bool(row["email_verified"])}
+
+
+# Mailed links carry their token after "#", in the fragment, which browsers never send to a
+# server: it stays out of access logs (ours, Caddy's, a proxy's) and out of the Referer header
+# that the next page would get. The page at / reads it from there and posts it to the API.
+def mailed_link(page: str, token: str) -> str:
+    """A link to the page at / that ends with the token: PUBLIC_URL + "/#verify?token=..."."""
+    return PUBLIC_URL + f"/#{page}?token=" + token
+
+
+def verification_mail(user: dict) -> tuple[str, str, str]:
+    """The mail that asks a user to confirm their address: (to, subject, body)."""
+    token = verify_tokens.dumps({"sub": user["id"], "email": user["email"]})
+    return (user["email"], "Confirm your email address",
+            f"Hello {user['username']},\n\nplease confirm that this address is yours by opening this link within "
+            f"{VERIFY_TOKEN_HOURS} hours:\n\n{mailed_link('verify', token)}\n\n"
+            "If you did not make an account, ignore this mail.\n")
+
+
+def reset_mail(user: dict) -> tuple[str, str, str]:
+    """The mail with a link to choose a new password: (to, subject, body)."""
+    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"])})
+    return (user["email"], "Reset your password",
+            f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
+            f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
+            "\n\nIf it was not you, ignore this mail: your password stays as it is.\n")
+
+
+def notice_mail(to: str, username: str, what: str) -> tuple[str, str, str]:
+    """A mail telling a user that `what` happened to their account: (to, subject, body)."""
+    return (to, "Your account has changed",
+            f"Hello {username},\n\n{what}\n\nIf it was not you, reset your password at once "
+            "(\"Forgot your password?\"), and tell an admin.\n")
 
 
 USER_TAKEN = "SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR email = :email"
@@ -682,16 +793,21 @@ async def hash_new_password(password: str, field: str = "password") -> str:
     return await in_bcrypt_thread(hash_password, password)
 
 
-async def add_user(fields: dict, role: str) -> dict | None:
-    """Store a user from a validated registration body; None if the name or email is taken."""
+async def add_user(fields: dict, role: str, verified: bool = False) -> dict | None:
+    """Store a user from a validated registration body; None if the name or email is taken.
+    An unverified one is mailed a verification link, in the same transaction."""
     password_hash = await hash_new_password(fields["password"])
-    # ON CONFLICT DO NOTHING: a name taken meanwhile returns no row, on SQLite and PostgreSQL alike.
-    return await database.fetch_one(
-        "INSERT INTO users (username, email, password_hash, role, created_at) "
-        "VALUES (:username, :email, :password_hash, :role, :now) "
-        "ON CONFLICT DO NOTHING RETURNING " + USER_COLUMNS,
-        {"username": fields["username"], "email": fields["email"].lower(), "password_hash": password_hash,
-         "role": role, "now": utc_now()})
+    async with publishing():
+        # ON CONFLICT DO NOTHING: a name taken meanwhile returns no row, on SQLite and PostgreSQL alike.
+        user = await database.fetch_one(
+            "INSERT INTO users (username, email, password_hash, role, created_at, email_verified) "
+            "VALUES (:username, :email, :password_hash, :role, :now, :verified) "
+            "ON CONFLICT DO NOTHING RETURNING " + USER_COLUMNS,
+            {"username": fields["username"], "email": fields["email"].lower(), "password_hash": password_hash,
+             "role": role, "now": utc_now(), "verified": int(verified)})
+        if user and not verified:
+            await queue_mail(*verification_mail(user))
+    return user
 
 
 async def register(request: Request) -> Response:
@@ -790,15 +906,21 @@ async def stream_ticket(request: Request) -> Response:
     return JSONResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
 
 
+async def check_current_password(user: dict, password: str) -> None:
+    """403 unless `password` is the user's own; each try counts as a failed login of the account,
+    so that a stolen access token cannot guess on."""
+    await count_guess(f"account:{user['id']}", LOGIN_FAILURES_PER_ACCOUNT)
+    current = await database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
+    if not await in_bcrypt_thread(check_password, password, current):
+        raise HTTPException(403, "current_password: that is not your password.")
+
+
 @login_required
 async def change_password(request: Request) -> Response:
     """Change your password; every other session of yours ends (this one goes on)."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
     account = f"account:{user['id']}"
-    await count_guess(account, LOGIN_FAILURES_PER_ACCOUNT)  # a stolen access token may not guess on
-    current = await database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
-    if not await in_bcrypt_thread(check_password, fields["current_password"], current):
-        raise HTTPException(403, "current_password: that is not your password.")
+    await check_current_password(user, fields["current_password"])
     password_hash = await hash_new_password(fields["new_password"], "new_password")
     async with database.transaction():
         await database.execute("UPDATE users SET password_hash = :hash WHERE id = :id", {"hash": password_hash, "id": user["id"]})
@@ -806,6 +928,81 @@ async def change_password(request: Request) -> Response:
                                "AND ended_at IS NULL", {"now": utc_now(), "user_id": user["id"], "id": user["session_id"]})
         await database.execute("DELETE FROM guesses WHERE key = :account", {"account": account})
     return Response(status_code=204)
+
+
+USER_BY_EMAIL = "SELECT id, username, email, password_hash, email_verified FROM users WHERE email = :email"
+
+
+async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
+    """Mail make_mail(user) to the account of the body's address, at most MAILS_PER_ACCOUNT_PER_HOUR
+    times an hour and within the address's guesses; answer 202 whether or not there is such an
+    account, or a limit applied. Both ways do the same reads and writes but the mail's, so that
+    neither the answer nor its time tells whether an address has an account (OWASP)."""
+    email = (await read_body(request, EMAIL_BODY))["email"].lower()
+    user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
+    async with publishing():
+        try:  # a key per address asked for, whether or not it has an account
+            await count_guess(f"{kind}:{email}", MAILS_PER_ACCOUNT_PER_HOUR, window_seconds=3600)
+            await count_guess("address:" + client_address(request), LOGIN_FAILURES_PER_ADDRESS)
+            if user and (mail := make_mail(user)):
+                await queue_mail(*mail)
+        except HTTPException:  # over a limit: no mail, and the caller is not told
+            pass
+    return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202)
+
+
+async def forgot_password(request: Request) -> Response:
+    """Mail a link to choose a new password, if the address has an account; the answer never says."""
+    return await mail_a_link(request, "reset-mail", reset_mail)
+
+
+async def reset_password(request: Request) -> Response:
+    """Set a new password with the token of a reset mail; every session of the account ends."""
+    fields = await read_body(request, RESET_BODY)
+    claims = read_mailed_token(reset_tokens, fields["token"], RESET_TOKEN_MINUTES * 60, "password reset")
+    used = HTTPException(400, "This password reset link has been used, or the password has changed since; "
+                              "ask for a new one.")
+    user = await database.fetch_one("SELECT id, username, email, password_hash FROM users WHERE id = :id",
+                                    {"id": claims["sub"]})
+    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"]), claims["pw"]):
+        raise used
+    password_hash = await hash_new_password(fields["password"])
+    async with publishing():
+        # One conditional statement: only while the password is still the one the token was made
+        # for. Of two uses of one token, even at the same instant, the second changes nothing.
+        if not await database.fetch_one("UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old "
+                                        "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"]}):
+            raise used
+        # Every session ends, its access tokens too, and its streams and sockets: whoever made the
+        # reset necessary is logged out. The reset logs nobody in: the owner logs in anew.
+        await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
+                               {"now": utc_now(), "id": user["id"]})
+        await database.execute("DELETE FROM guesses WHERE key = :account", {"account": f"account:{user['id']}"})
+        await publish("user_changed", user_id=user["id"])
+        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, with a reset "
+                                      "link mailed to this address. Every login of yours has ended."))
+    return Response(status_code=204)
+
+
+async def request_verify_token(request: Request) -> Response:
+    """Mail a new verification link to an account's unverified address; the answer never says if one was sent."""
+    return await mail_a_link(request, "verify-mail", lambda user: None if user["email_verified"] else verification_mail(user))
+
+
+async def verify_email(request: Request) -> Response:
+    """Mark your address verified with the token of a verification mail."""
+    token = (await read_body(request, TOKEN_BODY))["token"]
+    claims = read_mailed_token(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification")
+    async with publishing():
+        # One conditional statement: the address must still be the account's, and not yet verified.
+        user = await database.fetch_one(
+            "UPDATE users SET email_verified = 1 WHERE id = :id AND email = :email AND email_verified = 0 "
+            "RETURNING " + USER_COLUMNS, {"id": claims["sub"], "email": claims["email"]})
+        if user is None:
+            raise HTTPException(400, "This verification link has been used, or the address has changed since; "
+                                     "ask for a new one.")
+        await publish("user_changed", user_id=user["id"])  # open sockets reconnect, with the right to write
+    return JSONResponse(user_out(user))
 
 
 #### Users: profiles and follows; roles and accounts, managed by admins
@@ -829,13 +1026,17 @@ ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "appr
 }}
 
 
+PROFILE_FIELDS = ("display_name", "bio", "avatar_url")
 PROFILE_BODY = {"type": "object", "examples": [{"display_name": "Alice", "bio": "I write about Starlette.",
                                                  "avatar_url": "https://example.com/alice.png"}],
-                "anyOf": [{"required": ["display_name"]}, {"required": ["bio"]}, {"required": ["avatar_url"]}],
+                "anyOf": [{"required": [name]} for name in PROFILE_FIELDS + ("email",)],
                 "properties": {  # null clears a field
     "display_name": {"type": ["string", "null"], "maxLength": 50},
     "bio": {"type": ["string", "null"], "maxLength": 500},
     "avatar_url": URL | {"type": ["string", "null"]},
+    "email": REGISTER_BODY["properties"]["email"] | {"description": "a new address: needs current_password, "
+                                                                    "and is unverified until its mailed link is opened"},
+    "current_password": LOGIN_BODY["properties"]["password"] | {"description": "needed with email"},
 }}
 
 
@@ -863,12 +1064,35 @@ async def get_profile(request: Request) -> Response:
 
 @login_required
 async def update_profile(request: Request) -> Response:
-    """Change your display name, bio or avatar; the fields you leave out stay, null clears one."""
-    fields, user_id = await read_body(request, PROFILE_BODY), request.state.user["id"]
-    # Only the names of PROFILE_BODY's fields are joined into the SQL; their values travel as parameters.
-    assignments = ", ".join(f"{name} = :{name}" for name in fields)
-    await database.execute("UPDATE users SET " + assignments + " WHERE id = :id", fields | {"id": user_id})
-    return JSONResponse(await database.fetch_one(PROFILE_BY_ID, {"id": user_id}))
+    """Change your display name, bio, avatar or address; the fields you leave out stay, null clears one."""
+    fields, user = await read_body(request, PROFILE_BODY), request.state.user
+    if "email" in fields:
+        if "current_password" not in fields:
+            raise invalid("current_password", "is needed to change the address")
+        await check_current_password(user, fields["current_password"])
+    profile = {name: value for name, value in fields.items() if name in PROFILE_FIELDS}
+    async with publishing():  # the profile and the address change together, or not at all
+        if profile:
+            # Only names from PROFILE_FIELDS are joined into the SQL; their values travel as parameters.
+            assignments = ", ".join(f"{name} = :{name}" for name in profile)
+            await database.execute("UPDATE users SET " + assignments + " WHERE id = :id", profile | {"id": user["id"]})
+        if "email" in fields and fields["email"].lower() != user["email"]:
+            await change_email(user, fields["email"].lower())
+    return JSONResponse(await database.fetch_one(PROFILE_BY_ID, {"id": user["id"]}))
+
+
+async def change_email(user: dict, email: str) -> None:
+    """In a publishing transaction: give the user a new address, unverified until its link is
+    opened; mail that link to it and a notice to the old one. 409 if another account has it."""
+    changed = await database.fetch_one(
+        "UPDATE users SET email = :email, email_verified = 0 WHERE id = :id AND NOT EXISTS "
+        "(SELECT 1 FROM users WHERE email = :email) RETURNING id, username, email", {"email": email, "id": user["id"]})
+    if changed is None:
+        raise HTTPException(409, "That email is already taken.")
+    await queue_mail(*verification_mail(changed))
+    await queue_mail(*notice_mail(user["email"], user["username"], f"The address of your account was changed "
+                                  f"from this one to {email}."))
+    await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
 
 
 async def profile_page(request: Request, query: str, values: dict) -> Response:
@@ -879,7 +1103,7 @@ async def profile_page(request: Request, query: str, values: dict) -> Response:
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@login_required
+@verified_required
 async def follow_user(request: Request) -> Response:
     """Follow a user; following twice is following once."""
     followed, follower = await user_id_named(request.path_params["username"]), request.state.user["id"]
@@ -895,7 +1119,7 @@ async def follow_user(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@login_required
+@verified_required
 async def unfollow_user(request: Request) -> Response:
     """Stop following a user; it is no error if you did not."""
     followed = await user_id_named(request.path_params["username"])
@@ -1090,7 +1314,7 @@ def pending_event(blog: dict) -> dict:
     return {"blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
 
 
-@login_required
+@verified_required
 async def create_blog(request: Request) -> Response:
     """Submit a blog; it waits as pending until an approver or admin reviews it."""
     fields = await read_body(request, BLOG_BODY)
@@ -1117,7 +1341,7 @@ async def get_blog(request: Request) -> Response:
     return response
 
 
-@login_required
+@verified_required
 async def update_blog(request: Request) -> Response:
     """Rewrite your blog while it is not approved; a rejected blog goes back to pending."""
     user, fields = request.state.user, await read_body(request, BLOG_BODY)
@@ -1140,7 +1364,7 @@ async def update_blog(request: Request) -> Response:
     return JSONResponse(blog_out(blog))
 
 
-@login_required
+@verified_required
 async def delete_blog(request: Request) -> Response:
     """Delete a blog: your own, or any blog if you are an admin."""
     user = request.state.user
@@ -1179,13 +1403,13 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
     return JSONResponse(blog_out(blog))
 
 
-@requires_role("approver", "admin")
+@requires_role("approver", "admin", verified=True)
 async def approve_blog(request: Request) -> Response:
     """Approve a pending blog: it becomes public."""
     return await review_blog(request, "approved", None)
 
 
-@requires_role("approver", "admin")
+@requires_role("approver", "admin", verified=True)
 async def reject_blog(request: Request) -> Response:
     """Reject a pending blog, optionally with a reason for its author."""
     fields = await read_body(request, REJECT_BODY)
@@ -1201,7 +1425,7 @@ async def check_approved(blog_id: int) -> None:
         raise HTTPException(404, f"There is no approved blog {blog_id}.")
 
 
-@login_required
+@verified_required
 async def like_blog(request: Request) -> Response:
     """Like an approved blog; liking twice is liking once. The count shows within a second."""
     blog_id = request.path_params["blog_id"]
@@ -1216,7 +1440,7 @@ async def like_blog(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@login_required
+@verified_required
 async def unlike_blog(request: Request) -> Response:
     """Take your like back; it is no error if you had none."""
     blog_id = request.path_params["blog_id"]
@@ -1284,7 +1508,7 @@ async def list_comments(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@login_required
+@verified_required
 async def delete_comment(request: Request) -> Response:
     """Delete a comment: your own, or any if you are an admin; it leaves the history and the room."""
     user = request.state.user
@@ -1346,6 +1570,7 @@ async def chat(websocket: WebSocket) -> None:
 async def post_chat_message(text: str | None, blog_id: int, user: dict, outbox: asyncio.Queue) -> None:
     """Store a chat message and publish it to the room; an invalid one gets an error, to its sender only."""
     try:
+        check_verified(user)  # as on REST: with REQUIRE_VERIFIED_EMAIL on, an unverified account only reads
         fields = validate(parse_json(text or ""), CHAT_MESSAGE_BODY)  # a binary frame has no text
     except HTTPException as refusal:
         offer(outbox, {"type": "error", "detail": refusal.detail})
@@ -1624,7 +1849,7 @@ async def list_feature_requests(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, dict))
 
 
-@login_required
+@verified_required
 async def create_feature_request(request: Request) -> Response:
     """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
     fields = await read_body(request, FEATURE_REQUEST_BODY)
@@ -1638,7 +1863,7 @@ async def create_feature_request(request: Request) -> Response:
     return JSONResponse(dict(row), 201)
 
 
-@requires_role("admin")
+@requires_role("admin", verified=True)
 async def triage_feature_request(request: Request) -> Response:
     """Accept or decline a feature request, and optionally change its priority."""
     fields = await read_body(request, TRIAGE_BODY)
@@ -1680,7 +1905,7 @@ async def get_draft(request: Request) -> Response:
     return JSONResponse(draft_out(row))
 
 
-@login_required
+@verified_required
 async def save_draft(request: Request) -> Response:
     """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
     fields = await read_body(request, DRAFT_BODY)
@@ -1695,7 +1920,7 @@ async def save_draft(request: Request) -> Response:
     return JSONResponse(draft_out(row))
 
 
-@login_required
+@verified_required
 async def delete_draft(request: Request) -> Response:
     """Throw away your saved draft."""
     await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
@@ -1725,7 +1950,7 @@ def job_out(row: dict) -> dict:
     return row | {"filled_draft": bool(row["filled_draft"])}
 
 
-@login_required
+@verified_required
 async def generate_draft(request: Request) -> Response:
     """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
     fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
@@ -1854,6 +2079,10 @@ routes = [
     Route("/api/auth/me", me),
     Route("/api/auth/stream-ticket", stream_ticket, methods=["POST"]),
     Route("/api/auth/password", change_password, methods=["POST"]),
+    Route("/api/auth/forgot-password", forgot_password, methods=["POST"]),
+    Route("/api/auth/reset-password", reset_password, methods=["POST"]),
+    Route("/api/auth/request-verify-token", request_verify_token, methods=["POST"]),
+    Route("/api/auth/verify", verify_email, methods=["POST"]),
     Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
     Route("/api/users/me", update_profile, methods=["PATCH"]),
     Route("/api/users/{username}", get_profile),
@@ -1947,8 +2176,8 @@ def refuse_a_weak_secret_key() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus
-    and its job runner; undo it all at shutdown."""
+    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
+    its job runner and its mail sender; undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
@@ -1958,7 +2187,11 @@ async def lifespan(app: Starlette):
     await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
-    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs())]
+    if not SMTP_URL:
+        log.warning("SMTP_URL is not set: mails (password resets, verification links) are written to this log "
+                    "instead of sent.")
+    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs()),
+                  asyncio.create_task(run_mail_sender())]
     if threading.current_thread() is threading.main_thread():  # only there can signals be handled
         end_streams_when_stopping()
     try:
@@ -2036,9 +2269,9 @@ def read_new_password() -> str:
 
 
 async def add_user_from_command_line(username: str, email: str, password: str, role: str) -> bool:
-    """Store a user checked like a registration; False if the name or email is taken."""
+    """Store a user checked like a registration, verified; False if the name or email is taken."""
     fields = validate({"username": username, "email": email, "password": password}, REGISTER_BODY)
-    return await add_user(fields, role) is not None
+    return await add_user(fields, role, verified=True) is not None  # their owner typed the address in
 
 
 async def create_admin(username: str, email: str, password: str) -> None:
@@ -2076,6 +2309,8 @@ async def seed_demo() -> None:
     print("Demo accounts (their passwords are public: never run --demo on a public server):")
     for username, role in DEMO_ACCOUNTS:
         print(f"  {role:9} username {username:14} password {username}-password")
+    if not SMTP_URL:
+        print("SMTP_URL is not set: mails (a password reset's link, say) are written to this log instead of sent.")
 
 
 def main(argv: list[str]) -> None:
@@ -2961,7 +3196,9 @@ BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
                    created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
 BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
 SHAPES = {
-    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP),
+    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                  email_verified={"type": "boolean"}),
+    "Accepted": shape(detail=TEXT),
     "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
                      avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
     "ProfilePage": page_shape("Profile"),
@@ -3025,8 +3262,12 @@ OPERATIONS = {
     me: {"ok": (200, "User")},
     stream_ticket: {"ok": (200, "StreamTicket")},
     change_password: {"body": PASSWORD_BODY, "ok": (204, None), "errors": [403, 429]},
+    forgot_password: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    reset_password: {"body": RESET_BODY, "ok": (204, None)},
+    request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
     get_profile: {"ok": (200, "Profile")},
-    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile")},
+    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
     follow_user: {"ok": (204, None), "errors": [409]},
     unfollow_user: {"ok": (204, None)},
     list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
@@ -3098,7 +3339,9 @@ def openapi_operation(route: Route) -> dict:
     if roles:
         operation["security"] = [{"bearer": []}, {"password": []}]
         operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
-        errors |= {401} | ({403} if set(roles) != set(ROLES) else set())
+        errors |= {401} | ({403} if set(roles) != set(ROLES) or handler.verified else set())
+        if handler.verified:
+            operation["description"] += "With REQUIRE_VERIFIED_EMAIL on, it needs a verified address (else 403). "
     if spec.get("optional_token"):
         operation["security"] = [{}, {"bearer": []}, {"password": []}]
         errors.add(401)
@@ -3380,6 +3623,125 @@ def copy_back(path: Path) -> None:
         postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
                       "--exit-on-error", f"--dbname={database.url}", str(path), failed="pg_restore failed, and "
                       "changed nothing")
+
+
+#### Appendix I. The mail sender: the outbox, claims that lapse, SMTP in a thread, retries
+#
+# queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and
+# publishes "mail_queued", which wakes the sender of every process. Each sender claims one due
+# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix D), sends it
+# with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS ahead:
+# if its process dies mid-send, the claim lapses and a sender (of another process, or of this
+# one restarted) tries the mail again. A failed try waits a pause that doubles each time, from
+# MAIL_RETRY_SECONDS, until the mail is MAIL_RETRY_MINUTES old; then it is given up, with a log line.
+# A mail is sent at least once; twice only if a process dies between the mail server's "250 OK"
+# and the DELETE, which no outbox can rule out.
+
+mail_sender_wakeups: set[asyncio.Event] = set()
+
+
+class MailRefused(Exception):
+    """This mail cannot be sent as configured (e.g. a password with no STARTTLS to protect it)."""
+
+
+async def queue_mail(to: str, subject: str, body: str) -> None:
+    """In a publishing transaction: put a mail in the outbox; it goes out once the transaction commits."""
+    await database.execute(
+        "INSERT INTO mails (recipient, subject, body, send_after, created_at) VALUES (:to, :subject, :body, :now, :now)",
+        {"to": to, "subject": subject, "body": body, "now": utc_now()})
+    await publish("mail_queued")
+
+
+@on_event("mail_queued")
+def wake_mail_senders(event: dict) -> None:
+    """A mail is waiting: every process's sender looks for it."""
+    for woken in mail_sender_wakeups:
+        woken.set()
+
+
+async def run_mail_sender() -> None:
+    """This process's mail sender, until cancelled: send every mail that is due, one at a time."""
+    woken = asyncio.Event()
+    mail_sender_wakeups.add(woken)
+    try:
+        while True:
+            with suppress(TimeoutError):  # unwoken, it still looks now and then: retries come due
+                await asyncio.wait_for(woken.wait(), MAIL_POLL_SECONDS)
+            woken.clear()
+            try:
+                while mail := await claim_mail():
+                    await send_claimed_mail(mail)
+            except DATABASE_ERRORS as error:  # try again at the next look
+                log.warning("Mail: could not reach the outbox (%s)", error)
+    finally:
+        mail_sender_wakeups.discard(woken)
+
+
+async def claim_mail() -> dict | None:
+    """Claim the oldest due mail for this process, or None. One conditional statement: of two
+    processes claiming one mail, the second finds it no longer due (its send_after has moved on)."""
+    now = datetime.now(UTC)
+    return await database.fetch_one(
+        "UPDATE mails SET claimed_by = :me, send_after = :lease_ends, attempts = attempts + 1 "
+        "WHERE id = (SELECT MIN(id) FROM mails WHERE send_after <= :now) AND send_after <= :now "
+        "RETURNING id, recipient, subject, body, attempts, claimed_by, created_at",
+        {"me": PROCESS_ID, "now": utc_time(now), "lease_ends": utc_time(now + timedelta(seconds=MAIL_LEASE_SECONDS))})
+
+
+async def send_claimed_mail(mail: dict) -> None:
+    """Send a claimed mail and delete it; if it fails, free it for a retry after a pause, or give it up."""
+    try:
+        await asyncio.to_thread(deliver_mail, mail)
+    except (OSError, smtplib.SMTPException, MailRefused) as error:  # SMTPException: a refusal by the server
+        pause = min(MAIL_RETRY_SECONDS * 2 ** (mail["attempts"] - 1), 15 * 60)
+        retry_at = datetime.now(UTC) + timedelta(seconds=pause)
+        if retry_at > datetime.fromisoformat(mail["created_at"]) + timedelta(minutes=MAIL_RETRY_MINUTES):
+            log.error("Mail %d (%s) given up after %d tries: %s", mail["id"], mail["subject"], mail["attempts"], error)
+            await database.execute(MAIL_SENT, mail)
+        else:
+            log.warning("Mail %d could not be sent (%s); trying again in %.1f s", mail["id"], error, pause)
+            await database.execute("UPDATE mails SET claimed_by = NULL, send_after = :retry_at WHERE id = :id AND "
+                                   "claimed_by = :claimed_by", mail | {"retry_at": utc_time(retry_at)})
+        return
+    await database.execute(MAIL_SENT, mail)
+
+
+MAIL_SENT = "DELETE FROM mails WHERE id = :id AND claimed_by = :claimed_by"  # sent, or given up
+
+
+def deliver_mail(mail: dict) -> None:
+    """Send a mail over SMTP_URL, or, with none set, write it whole to the log (blocking: a thread's work)."""
+    if not SMTP_URL:
+        # Logged without arguments: the redaction filter (Appendix G) would hide the token= this
+        # mail exists to show. It only happens with no mail server, on a developer's machine.
+        log.info(f"Mail (SMTP_URL is not set, so it is written here instead of sent):\nTo: {mail['recipient']}\n"
+                 f"Subject: {mail['subject']}\n\n{mail['body']}")
+        return
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = MAIL_FROM, mail["recipient"], mail["subject"]
+    message.set_content(mail["body"])
+    with smtp_connection() as smtp:
+        smtp.send_message(message)
+
+
+def smtp_connection() -> smtplib.SMTP:
+    """A connection to SMTP_URL's server, encrypted whenever it can be, logged in if the URL has a user."""
+    url, context = urlsplit(SMTP_URL), ssl.create_default_context()
+    if url.scheme == "smtps":  # TLS from the first byte
+        smtp = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=SMTP_TIMEOUT_SECONDS, context=context)
+    else:
+        smtp = smtplib.SMTP(url.hostname, url.port or 587, timeout=SMTP_TIMEOUT_SECONDS)
+        smtp.ehlo()
+        if smtp.has_extn("starttls"):
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        elif url.username:
+            smtp.close()
+            raise MailRefused("the SMTP server offers no STARTTLS, and its password is not sent unencrypted")
+    if url.username:
+        smtp.login(unquote(url.username), unquote(url.password or ""))
+    return smtp
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

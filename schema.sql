@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS users (
     created_at    TEXT NOT NULL,
     display_name  TEXT,                          -- the profile: each optional, each public
     bio           TEXT,
-    avatar_url    TEXT
+    avatar_url    TEXT,
+    email_verified INTEGER NOT NULL DEFAULT 0    -- 1 once its owner opened the link mailed to it
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));
@@ -54,6 +55,23 @@ CREATE TABLE IF NOT EXISTS guesses (
     window_ends TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS guesses_window_ends ON guesses (window_ends);
+
+-- The mail outbox: each mail is written here in the transaction of what caused it (a
+-- registration, a reset asked for), and deleted once sent. Each process's sender claims a mail
+-- with a conditional UPDATE that moves send_after past a lease: a sender that dies mid-send
+-- leaves a claim that runs out, and the mail is tried again. A failed try moves send_after on by
+-- a growing pause. Reset and verification tokens need no table: each signs what it depends on.
+CREATE TABLE IF NOT EXISTS mails (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient  TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    body       TEXT NOT NULL,                    -- plain text; a link in it ends with token=...
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    send_after TEXT NOT NULL,                    -- not before: now, after a retry's pause, or past a claim's lease
+    claimed_by TEXT,                             -- the process that last claimed it
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mails_send_after ON mails (send_after);
 
 CREATE TABLE IF NOT EXISTS blogs (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -54,7 +54,7 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 PASSWORD = "correct horse battery"
 ASYNCPG_CONNECT = asyncpg.connect  # the real one, for the tests' own queries while a test cuts off the app's
-TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_requests", "events", "users"]
+TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_requests", "events", "mails", "users"]
 
 
 #### Fixtures: both databases, a client whose lifespan runs on an empty one, and users of each role
@@ -428,7 +428,8 @@ def test_register_makes_a_user_and_ignores_a_requested_role(client):
         "username": "alice", "email": "Alice@Example.com", "password": PASSWORD, "role": "admin"})
     assert response.status_code == 201
     user = response.json()
-    assert set(user) == {"id", "username", "email", "role", "created_at"}
+    assert set(user) == {"id", "username", "email", "role", "created_at", "email_verified"}
+    assert user["email_verified"] is False
     assert (user["username"], user["email"], user["role"]) == ("alice", "alice@example.com", "user")
     assert user["created_at"].endswith("Z")
 
@@ -1045,7 +1046,8 @@ def test_you_change_your_own_profile_and_null_clears_a_field(client):
 @pytest.mark.parametrize("body, status, field", [
     ({"display_name": "x" * 51}, 422, "display_name"), ({"bio": "x" * 501}, 422, "bio"),
     ({"avatar_url": "javascript:alert(1)"}, 422, "avatar_url"), ({"avatar_url": 5}, 422, "avatar_url"),
-    ({"bio": "a\u0000b"}, 422, "bio"), ({}, 422, "display_name or bio or avatar_url"), ({"email": "x@y.z"}, 422, "display_name"),
+    ({"bio": "a\u0000b"}, 422, "bio"), ({}, 422, "display_name or bio or avatar_url"), ({"email": "x@y.z"}, 422, "current_password"),
+    ({"email": "x@y.z", "current_password": "wrong password"}, 403, "current_password"),
 ])
 def test_profile_limits_name_the_field_and_change_nothing(client, body, status, field):
     alice = make_user(client, username="alice")
@@ -4122,7 +4124,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 41  # every HTTP route but / and the documents themselves
+    assert len(declared) == 45  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -4145,7 +4147,7 @@ def test_the_api_reference_lists_exactly_the_apps_routes():
         elif isinstance(route, blog.Route):
             served |= {(method, path) for method in route.methods - {"HEAD"}}
     assert len(listed) == len(set(listed)) and set(listed) == served
-    assert len(served) == 45  # 41 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+    assert len(served) == 49  # 45 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
 
 
 def test_nothing_in_the_repository_points_outside_it():
