@@ -934,21 +934,28 @@ USER_BY_EMAIL = "SELECT id, username, email, password_hash, email_verified FROM 
 
 
 async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
-    """Mail make_mail(user) to the account of the body's address, at most MAILS_PER_ACCOUNT_PER_HOUR
-    times an hour and within the address's guesses; answer 202 whether or not there is such an
-    account, or a limit applied. Both ways do the same reads and writes but the mail's, so that
-    neither the answer nor its time tells whether an address has an account (OWASP)."""
+    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one.
+
+    The same answer whether or not there is such an account, or a limit applied; and it is sent
+    before any of the work (a background task), so its time cannot tell either (OWASP).
+    """
     email = (await read_body(request, EMAIL_BODY))["email"].lower()
+    return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202,
+                        background=BackgroundTask(queue_link_mail, kind, email, client_address(request), make_mail))
+
+
+async def queue_link_mail(kind: str, email: str, address: str, make_mail) -> None:
+    """Queue make_mail(user) for the account of `email`, at most MAILS_PER_ACCOUNT_PER_HOUR times an
+    hour and within the client address's guesses; the same reads and writes but the mail's either way."""
     user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
     async with publishing():
         try:  # a key per address asked for, whether or not it has an account
             await count_guess(f"{kind}:{email}", MAILS_PER_ACCOUNT_PER_HOUR, window_seconds=3600)
-            await count_guess("address:" + client_address(request), LOGIN_FAILURES_PER_ADDRESS)
+            await count_guess("address:" + address, LOGIN_FAILURES_PER_ADDRESS)
             if user and (mail := make_mail(user)):
                 await queue_mail(*mail)
-        except HTTPException:  # over a limit: no mail, and the caller is not told
+        except HTTPException:  # over a limit: no mail, and nobody is told
             pass
-    return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202)
 
 
 async def forgot_password(request: Request) -> Response:

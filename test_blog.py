@@ -9,6 +9,9 @@ database runs twice, on SQLite and on a throw-away PostgreSQL cluster.
 
 import base64
 import contextlib
+import email
+import email.policy
+import logging
 import json
 import os
 import re
@@ -292,6 +295,10 @@ GUARDS = [
     ("GET", "/api/jobs", None, 401, 200, 200, 200),
     ("GET", "/api/jobs/999999999", None, 401, 404, 404, 404),
     ("POST", "/api/auth/logout", {"refresh_token": "x"}, 401, 204, 204, 204),
+    ("POST", "/api/auth/forgot-password", {"email": "nobody@example.com"}, 202, 202, 202, 202),
+    ("POST", "/api/auth/reset-password", {"token": "x", "password": "a new password"}, 400, 400, 400, 400),
+    ("POST", "/api/auth/request-verify-token", {"email": "nobody@example.com"}, 202, 202, 202, 202),
+    ("POST", "/api/auth/verify", {"token": "x"}, 400, 400, 400, 400),
     ("POST", "/api/auth/make-admin/{target}", None, 401, 403, 403, 200),
     ("PATCH", "/api/users/{target}/role", {"role": "approver"}, 401, 403, 403, 200),
     ("DELETE", "/api/users/{target}", None, 401, 403, 403, 204),
@@ -630,6 +637,330 @@ def test_no_response_ever_contains_a_password_hash(client):
     ]
     for body in bodies:
         assert "$2b$" not in body and "password" not in body, body
+
+
+#### Mail: password reset and verified addresses, against a real SMTP server on a loopback port
+
+
+class MailServer:
+    """aiosmtpd on a loopback port, keeping every mail it receives. stop() and start() play a mail
+    server that goes away and comes back, on the same port."""
+
+    def __init__(self, **options):
+        self.port, self.options, self.mails = free_port(), options, []
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **self.options)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.mails.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def to(self, address: str, subject: str | None = None) -> list:
+        return [mail for mail in self.mails if mail["To"] == address and subject in (None, mail["Subject"])]
+
+    def wait_for(self, address: str, subject: str | None = None, count: int = 1) -> list:
+        """The mails to `address` (with that subject), once `count` have come."""
+        return wait_until(lambda: len(self.to(address, subject)) >= count and self.to(address, subject),
+                          what=f"{count} mails {subject!r} to {address}")
+
+
+RESET, VERIFY, NOTICE = "Reset your password", "Confirm your email address", "Your account has changed"
+
+
+@pytest.fixture(scope="module")
+def mail_server():
+    server = MailServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail(mail_server, monkeypatch):
+    """The in-process app sends its mail to mail_server, retrying quickly."""
+    monkeypatch.setattr(blog, "SMTP_URL", mail_server.url)
+    monkeypatch.setattr(blog, "MAIL_RETRY_SECONDS", 0.1)
+    return mail_server
+
+
+def token_in(message, page: str) -> str:
+    """The token of the one link in a mail, which must lead to `page` on PUBLIC_URL."""
+    link = re.search(r"\S*token=\S*", message.get_content())[0]
+    assert link.startswith(f"{blog.PUBLIC_URL}/#{page}?token="), link
+    return link.rsplit("token=", 1)[1]
+
+
+def outbox_empty(client) -> bool:
+    return client.portal.call(blog.database.fetch_val, "SELECT COUNT(*) FROM mails") == 0
+
+
+def forgot(client, address: str) -> httpx.Response:
+    return client.post("/api/auth/forgot-password", json={"email": address})
+
+
+def me(client, user: dict) -> httpx.Response:
+    return client.get("/api/auth/me", headers=user["headers"])
+
+
+def test_a_reset_link_works_once_ends_every_session_logs_nobody_in_and_is_noticed(client, mail):
+    user = make_user(client)
+    address = user["user"]["email"]
+    second = client.post("/api/auth/login", json={"username": user["user"]["username"], "password": PASSWORD}).json()
+    answer = forgot(client, address)
+    assert answer.status_code == 202
+    token = token_in(mail.wait_for(address, RESET)[0], "reset-password")
+    reset = client.post("/api/auth/reset-password", json={"token": token, "password": "a brand new password"})
+    assert reset.status_code == 204 and reset.content == b""  # no tokens: the reset logs nobody in
+    assert me(client, user).status_code == 401
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {second['access_token']}"}).status_code == 401
+    assert client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
+    again = client.post("/api/auth/reset-password", json={"token": token, "password": "yet another password"})
+    assert again.status_code == 400 and "has been used" in again.json()["detail"]
+    login = {"username": user["user"]["username"], "password": PASSWORD}
+    assert client.post("/api/auth/login", json=login).status_code == 401
+    assert client.post("/api/auth/login", json=login | {"password": "a brand new password"}).status_code == 200
+    [notice] = mail.wait_for(address, NOTICE)
+    assert "Your password was changed" in notice.get_content() and "token=" not in notice.get_content()
+
+
+def test_a_new_password_follows_registration_s_rules_and_a_refusal_keeps_the_link_working(client, mail):
+    user = make_user(client)
+    forgot(client, user["user"]["email"])
+    token = token_in(mail.wait_for(user["user"]["email"], RESET)[0], "reset-password")
+    for password, problem in [("short", "password: must be 8"), ("é" * 37, "password: must be at most 72 bytes")]:
+        answer = client.post("/api/auth/reset-password", json={"token": token, "password": password})
+        assert answer.status_code == 422 and answer.json()["detail"].startswith(problem), answer.text
+    assert me(client, user).status_code == 200
+    assert client.post("/api/auth/reset-password", json={"token": token, "password": "good enough"}).status_code == 204
+
+
+def test_an_unknown_address_gets_the_same_answer_and_no_mail(client, mail):
+    user = make_user(client)
+    known, unknown = forgot(client, user["user"]["email"]), forgot(client, "nobody-" + user["user"]["email"])
+    assert (known.status_code, known.json()) == (unknown.status_code, unknown.json()) == (202, known.json())
+    mail.wait_for(user["user"]["email"], RESET)
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+    assert mail.to("nobody-" + user["user"]["email"]) == []
+
+
+def test_forgot_password_takes_about_as_long_for_known_and_unknown_addresses(new_database, mail_server):
+    """Over HTTP, as an attacker would time it: 20 known and 20 unknown addresses, interleaved; the
+    median times are within 20% of each other (the answer leaves before any of the work)."""
+    with running_server(new_database(), env={"SMTP_URL": mail_server.url}) as server:
+        live = Live(server)
+        addresses = [live.user()["username"] + "@x.io" for _ in range(20)]
+        for _ in range(2):  # the first round warms up
+            times = {"known": [], "unknown": []}
+            for address in addresses:  # a connection each, as a keep-alive one waits for the last background task
+                for kind, asked in [("known", address), ("unknown", "x" + secrets.token_hex(4) + address)]:
+                    started = time.perf_counter()
+                    assert httpx.post(server.url + "/api/auth/forgot-password", json={"email": asked}).status_code == 202
+                    times[kind].append(time.perf_counter() - started)
+        mail_server.wait_for(addresses[0], RESET)  # the known ones did get mail
+    known, unknown = (sorted(times[kind])[10] for kind in ("known", "unknown"))
+    assert 0.8 < known / unknown < 1.2, (known, unknown)
+
+
+@pytest.mark.parametrize("case", ["expired", "forged", "verification-token", "garbage", "outdated", "deleted"])
+def test_expired_forged_and_outdated_reset_tokens_are_400_and_change_nothing(client, mail, monkeypatch, case):
+    import itsdangerous.timed
+    user = make_user(client)
+    claims = {"sub": user["user"]["id"], "pw": client.portal.call(lambda: fingerprint_of(user["user"]["id"]))}
+    if case == "expired":
+        with monkeypatch.context() as patch:
+            ago = time.time() - blog.RESET_TOKEN_MINUTES * 60 - 5
+            patch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda signer: int(ago))
+            token = blog.reset_tokens.dumps(claims)
+    elif case == "forged":
+        token = blog.URLSafeTimedSerializer("another-key-that-is-just-as-long-as-ours", salt="password-reset").dumps(claims)
+    elif case == "verification-token":
+        token = blog.verify_tokens.dumps(claims)
+    elif case == "garbage":
+        token = "eyJzdWIiOjF9.garbage"
+    else:
+        token = blog.reset_tokens.dumps(claims)
+        if case == "outdated":  # the password changed since the link was made
+            changed = client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "changed since"},
+                                  headers=user["headers"])
+            assert changed.status_code == 204
+        else:
+            token = blog.reset_tokens.dumps(claims | {"sub": 999_999_999})
+    answer = client.post("/api/auth/reset-password", json={"token": token, "password": "the attacker's choice"})
+    assert answer.status_code == 400, answer.text
+    expected = {"expired": "has expired", "outdated": "has been used", "deleted": "has been used"}.get(case, "is not valid")
+    assert expected in answer.json()["detail"]
+    login = {"username": user["user"]["username"], "password": "the attacker's choice"}
+    assert client.post("/api/auth/login", json=login).status_code == 401
+    assert me(client, user).status_code == 200
+
+
+async def fingerprint_of(user_id: int) -> str:
+    password_hash = await blog.database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user_id})
+    return blog.password_fingerprint(password_hash)
+
+
+def test_reset_mails_are_throttled_per_account_and_per_client_address_without_saying_so(client, mail, monkeypatch):
+    user = make_user(client)
+    answers = [forgot(client, user["user"]["email"]) for _ in range(5)]
+    assert {(answer.status_code, answer.text) for answer in answers} == {(202, answers[0].text)}
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+    assert len(mail.to(user["user"]["email"], RESET)) == blog.MAILS_PER_ACCOUNT_PER_HOUR
+    monkeypatch.setattr(blog, "LOGIN_FAILURES_PER_ADDRESS", 2)
+    client.portal.call(blog.database.execute, "DELETE FROM guesses")
+    others = [make_user(client)["user"]["email"] for _ in range(3)]
+    answers = [forgot(client, address) for address in others]
+    assert {(answer.status_code, answer.text) for answer in answers} == {(202, answers[0].text)}
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+    resets = [len(mail.to(address, RESET)) for address in others]
+    assert resets == [1, 1, 0]
+
+
+def test_a_verification_link_verifies_its_address_once(client, mail):
+    user = make_user(client)
+    address = user["user"]["email"]
+    assert me(client, user).json()["email_verified"] is False
+    [message] = mail.wait_for(address, VERIFY)
+    assert message["From"] == blog.MAIL_FROM
+    token = token_in(message, "verify")
+    verified = client.post("/api/auth/verify", json={"token": token})
+    assert verified.status_code == 200 and verified.json()["email_verified"] is True
+    assert me(client, user).json()["email_verified"] is True
+    again = client.post("/api/auth/verify", json={"token": token})
+    assert again.status_code == 400 and "has been used" in again.json()["detail"]
+    forged = blog.URLSafeTimedSerializer("another-key-that-is-just-as-long-as-ours", salt="verify-email")
+    assert client.post("/api/auth/verify", json={"token": forged.dumps({"sub": 1, "email": address})}).status_code == 400
+    # Asking for another: 202 whoever asks; an address already verified is sent nothing.
+    unverified = make_user(client)
+    for asked in [address, unverified["user"]["email"], "nobody@example.com"]:
+        assert client.post("/api/auth/request-verify-token", json={"email": asked}).status_code == 202
+    mail.wait_for(unverified["user"]["email"], VERIFY, count=2)
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+    assert len(mail.to(address)) == 1
+
+
+def test_verification_is_needed_to_write_only_when_required(client, mail, monkeypatch):
+    author = make_user(client)
+    post = make_blog(client, author, status="approved")
+    for required in [False, True]:
+        monkeypatch.setattr(blog, "REQUIRE_VERIFIED_EMAIL", required)
+        user = make_user(client)
+        writes = [("POST", "/api/blogs/", {"title": "T", "content": "C"}), ("PUT", f"/api/blogs/{post['id']}/like", None),
+                  ("PUT", f"/api/users/{author['user']['username']}/follow", None),
+                  ("POST", "/api/feature-requests/", {"title": "T", "description": "D"}),
+                  ("POST", "/api/session/draft", {"title": "T"}), ("POST", "/api/session/draft/generate", {"title": "T"})]
+        for method, path, body in writes:
+            answer = client.request(method, path, json=body, headers=user["headers"])
+            if required:
+                assert answer.status_code == 403 and answer.json()["detail"].startswith("Verify your email address first")
+            else:
+                assert answer.status_code in (201, 204, 200, 503), (path, answer.text)  # 503: no writer set up here
+        assert me(client, user).status_code == 200 and client.get(f"/api/blogs/{post['id']}").status_code == 200
+        with client.websocket_connect(f"/api/blogs/{post['id']}/ws?token={user['tokens']['access_token']}") as socket:
+            socket.send_json({"text": "Hello"})
+            answer = socket.receive_json()
+            assert answer["type"] == ("error" if required else "message"), answer
+    # Verified, the same account writes, over REST and on a socket opened since.
+    token = token_in(mail.wait_for(user["user"]["email"], VERIFY)[0], "verify")
+    assert client.post("/api/auth/verify", json={"token": token}).status_code == 200
+    assert client.post("/api/blogs/", json={"title": "T", "content": "C"}, headers=user["headers"]).status_code == 201
+    assert add_comment(client, post, user, "Verified now") > 0
+
+
+def test_an_address_change_needs_the_password_is_verified_anew_and_tells_the_old_address(client, mail):
+    user, other = make_user(client), make_user(client)
+    old, new = user["user"]["email"], "new-" + user["user"]["email"]
+    old_link = token_in(mail.wait_for(old, VERIFY)[0], "verify")
+    taken = client.patch("/api/users/me", json={"email": other["user"]["email"], "current_password": PASSWORD},
+                         headers=user["headers"])
+    assert taken.status_code == 409
+    changed = client.patch("/api/users/me", json={"email": new.upper(), "current_password": PASSWORD, "bio": "Moved"},
+                           headers=user["headers"])
+    assert changed.status_code == 200 and changed.json()["bio"] == "Moved"
+    assert (me(client, user).json()["email"], me(client, user).json()["email_verified"]) == (new, False)
+    notice = mail.wait_for(old, NOTICE)
+    assert new in notice[0].get_content()
+    stale = client.post("/api/auth/verify", json={"token": old_link})
+    assert stale.status_code == 400 and "address has changed" in stale.json()["detail"]
+    token = token_in(mail.wait_for(new, VERIFY)[0], "verify")
+    assert client.post("/api/auth/verify", json={"token": token}).json()["email_verified"] is True
+    login = client.post("/api/auth/login", json={"username": new, "password": PASSWORD})
+    assert login.status_code == 200
+
+
+def test_a_mail_server_that_is_down_changes_no_answer_and_the_mail_goes_out_when_it_is_back(client, monkeypatch, caplog):
+    server = MailServer()
+    monkeypatch.setattr(blog, "SMTP_URL", server.url)
+    monkeypatch.setattr(blog, "MAIL_RETRY_SECONDS", 0.1)
+    user = make_user(client)
+    server.stop()
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            answer = forgot(client, user["user"]["email"])
+            assert (answer.status_code, answer.json()) == (202, forgot(client, "nobody@example.com").json())
+            wait_until(lambda: "could not be sent" in caplog.text, what="the failure to be logged")
+            server.start()
+            message = server.wait_for(user["user"]["email"], RESET)
+        assert "token=" not in caplog.text and blog.PUBLIC_URL not in caplog.text  # nothing secret in the log
+        token = token_in(message[0], "reset-password")
+        assert client.post("/api/auth/reset-password", json={"token": token, "password": "a new password"}).status_code == 204
+    finally:
+        server.stop()
+
+
+def test_a_mail_is_given_up_with_a_log_line_once_its_retry_window_has_passed(client, monkeypatch, caplog):
+    monkeypatch.setattr(blog, "SMTP_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setattr(blog, "MAIL_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(blog, "MAIL_RETRY_MINUTES", 0.5 / 60)
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        make_user(client)
+        wait_until(lambda: "given up after" in caplog.text, what="the mail to be given up")
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+
+
+def test_a_password_is_never_sent_to_a_server_without_starttls(client, mail, monkeypatch, caplog):
+    monkeypatch.setattr(blog, "SMTP_URL", f"smtp://mailer:s3cret-pass@127.0.0.1:{mail.port}")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        user = make_user(client)
+        wait_until(lambda: "offers no STARTTLS" in caplog.text, what="the refusal")
+    assert mail.to(user["user"]["email"]) == [] and "s3cret" not in caplog.text and "token=" not in caplog.text
+
+
+def outbox_of(database_url: str) -> int:
+    """How many mails wait in a database the test's app processes use."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as connection:
+            return connection.execute("SELECT COUNT(*) FROM mails").fetchone()[0]
+    return run(on_postgres(database_url, "SELECT COUNT(*) AS n FROM mails"))[0]["n"]
+
+
+def test_a_mail_waiting_when_the_app_is_killed_goes_out_once_after_its_restart(new_database):
+    server, database_url = MailServer(), new_database()
+    server.stop()
+    env = {"SMTP_URL": server.url, "MAIL_RETRY_SECONDS": "0.2"}
+    app = Server(database_url, env=env)
+    try:
+        httpx.post(app.url + "/api/auth/register", json={"username": "kim", "email": "kim@x.io", "password": PASSWORD})
+        wait_until(lambda: "could not be sent" in app.log(), what="a failed try")
+        app.process.kill()  # SIGKILL: no shutdown of any kind
+        app.process.wait()
+        assert outbox_of(database_url) == 1
+        server.start()
+        app = Server(database_url, env=env)
+        server.wait_for("kim@x.io")
+        wait_until(lambda: outbox_of(database_url) == 0, what="the outbox to empty")
+        assert len(server.to("kim@x.io")) == 1
+        assert "token=" not in app.log()
+    finally:
+        app.stop()
+        server.stop()
 
 
 #### Users: roles
