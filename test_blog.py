@@ -3651,11 +3651,15 @@ def test_a_version_1_database_is_upgraded_and_serves_every_row(new_database):
     made = fill_version_1(database_url)
     before = every_row(database_url)
     assert {table: len(rows) for table, rows in before.items()} == V1_ROWS
-    with running_server(database_url) as server:
+    with running_server(database_url, env={"REQUIRE_VERIFIED_EMAIL": "true"}) as server:
         after = every_row(database_url)
         for table, rows in before.items():  # every row, every version-1 column, unchanged
             assert [{column: row[column] for column in rows[0]} for row in after[table]] == rows, table
         assert schema_version_of(database_url) == len(blog.upgrade_steps()) + 1
+        # Step 2 (accounts and mail): accounts from before it count as verified, so none is locked
+        # out of writing; the outbox is there, empty.
+        assert [user["email_verified"] for user in after["users"]] == [1] * V1_ROWS["users"]
+        assert every_row(database_url, ["mails"])["mails"] == []
         refreshed = httpx.post(server.url + "/api/auth/refresh", json={"refresh_token": made["refresh_token"]})
         assert refreshed.status_code == 200, refreshed.text
         login = httpx.post(server.url + "/api/auth/login", json={"username": made["username"], "password": PASSWORD})
@@ -3665,6 +3669,12 @@ def test_a_version_1_database_is_upgraded_and_serves_every_row(new_database):
         found = httpx.get(server.url + "/api/blogs/", params={"q": "ZEBRAFISH approved"}).json()["items"]
         assert [item["title"] for item in found] == ["Version one post approved zebrafish"]
         assert httpx.get(server.url + "/api/session/draft", headers=headers).json()["title"] == "Draft"
+        assert httpx.get(server.url + "/api/auth/me", headers=headers).json()["email_verified"] is True
+        written = httpx.post(server.url + "/api/blogs/", json={"title": "After the upgrade", "content": "Still mine"},
+                             headers=headers)
+        assert written.status_code == 201, written.text
+        newcomer = {"username": "v2-newcomer", "email": "v2@example.com", "password": PASSWORD}
+        assert httpx.post(server.url + "/api/auth/register", json=newcomer).json()["email_verified"] is False
 
 
 def app_with_steps(steps: dict[str, str]) -> Path:
@@ -3786,9 +3796,9 @@ def test_a_database_newer_than_the_code_is_refused_and_left_untouched(new_databa
     assert blog_command(app, database_url, "migrate").returncode == 0  # version 3
     before = every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"])
     for command in (["migrate"], ["migrate", "--dry-run"], []):
-        done = blog_command(HERE, database_url, *command)  # this code: version 1
+        done = blog_command(HERE, database_url, *command)  # this code: version 2 (upgrades/2-accounts-mail.sql)
         assert done.returncode != 0
-        assert "schema version 3" in done.stderr and "up to 1" in done.stderr, done.stderr
+        assert "schema version 3" in done.stderr and "up to 2" in done.stderr, done.stderr
     assert every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"]) == before
 
 
