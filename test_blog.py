@@ -4000,6 +4000,29 @@ def test_readme_tour_runs_block_by_block_against_the_demo():
     assert [(c["text"], c["author"]) for c in history["items"]] == [("Hello, room!", "demo-user")]
 
 
+def test_readme_tour_resets_a_password_with_the_mail_the_app_writes_to_its_log():
+    """The tour's reset on `blog.py --demo` with no mail server: --demo says where mail goes, the
+    mail is in the app's log as the README shows it, and its token sets the password, once."""
+    with running_server(f"sqlite:///{TEST_DIR}/tour-reset.db", "--demo", env={"SMTP_URL": ""}) as server:
+        def tour(*names: str, token: str = "") -> str:
+            script = f"BLOG={server.url}\n" + "\n".join(readme_example(name) for name in names)  # BLOG as tour-login sets it
+            done = subprocess.run(["bash", "-e", "-c", script.replace("paste-the-token-here", token)],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+        assert json.loads(tour("tour-forgot"))["detail"].startswith("If this address has an account")
+        # The README cuts the token short; PUBLIC_URL is the app's own address unless set.
+        shown = readme_example("tour-mail").rsplit("token=", 1)[0].replace("http://127.0.0.1:8000", server.url)
+        wait_until(lambda: shown in server.log(), what="the mail, as the README shows it, in the app's log")
+        token = re.search(re.escape(shown) + r"token=(\S+)", server.log())[1]
+        assert tour("tour-reset", token=token) == "204\n"
+        assert tour("tour-reset", token=token) == "400\n"  # once only
+        login = httpx.post(server.url + "/api/auth/login", json={"username": "demo-user", "password": "a new password"})
+        assert login.status_code == 200
+        wait_until(lambda: "Your password was changed" in server.log(), what="the notice")
+    assert "SMTP_URL is not set: mails (a password reset's link, say) are written to this log" in server.log()
+
+
 def test_readme_quick_start_app_command_serves_the_demo():
     """The quick start's first command, word for word, in the virtualenv the second one made."""
     if Path(sys.prefix).resolve() != (HERE / ".venv").resolve():
