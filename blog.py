@@ -19,12 +19,14 @@ in this order, top to bottom, and stop at the appendices:
 1. Configuration: every setting, read once from the environment.
 2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
    `execute` and `async with database.transaction():`, as the `databases` package documents.
-3. Security: passwords, tokens and sessions, stream tickets, guess counting, and the role
-   decorator that guards handlers: `@requires_role("approver", "admin")`, `@login_required`.
+3. Security: passwords, tokens and sessions, stream tickets and mailed links, guess counting, and
+   the role decorator that guards handlers: `@requires_role("approver", "admin")`,
+   `@login_required`, and `@verified_required` on the handlers that write.
 4. Requests, Pages and ids: how a handler reads a JSON body and a page of results.
 5. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
    change, and `@on_event("blog_pending")` on what a section does when an event arrives.
-6. One section per resource: Auth, Users, Blogs, Likes and the feed, Comments and chat,
+6. One section per resource: Auth (with password reset and verified addresses: mail is queued
+   beside the change with `await queue_mail(to, subject, body)`), Users, Blogs, Likes and the feed, Comments and chat,
    Notifications, Feature requests, Drafts, Writing assistant; then Health.
 7. The app: the `routes` table (every endpoint on one line), errors, `lifespan`; the command line.
 
@@ -214,7 +216,7 @@ class DatabaseUnavailable(Exception):
     PostgreSQL received the COMMIT: then the change may stand, as with any lost answer."""
 
 
-#### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
+#### Security: passwords, tokens and sessions, stream tickets, mailed links, guess counting, the role decorator
 
 
 def hash_password(password: str) -> str:
@@ -3672,8 +3674,11 @@ async def run_mail_sender() -> None:
     mail_sender_wakeups.add(woken)
     try:
         while True:
-            with suppress(TimeoutError):  # unwoken, it still looks now and then: retries come due
-                await asyncio.wait_for(woken.wait(), MAIL_POLL_SECONDS)
+            # Unwoken, it still looks now and then: retries come due. (asyncio.timeout, not wait_for:
+            # wait_for's inner task, timing out every second, now and then swallowed the shutdown's cancel.)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(MAIL_POLL_SECONDS):
+                    await woken.wait()
             woken.clear()
             try:
                 while mail := await claim_mail():

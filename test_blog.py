@@ -690,10 +690,10 @@ def mail(mail_server, monkeypatch):
     return mail_server
 
 
-def token_in(message, page: str) -> str:
+def token_in(message, page: str, public_url: str = blog.PUBLIC_URL) -> str:
     """The token of the one link in a mail, which must lead to `page` on PUBLIC_URL."""
     link = re.search(r"\S*token=\S*", message.get_content())[0]
-    assert link.startswith(f"{blog.PUBLIC_URL}/#{page}?token="), link
+    assert link.startswith(f"{public_url}/#{page}?token="), link
     return link.rsplit("token=", 1)[1]
 
 
@@ -930,6 +930,48 @@ def test_a_password_is_never_sent_to_a_server_without_starttls(client, mail, mon
         user = make_user(client)
         wait_until(lambda: "offers no STARTTLS" in caplog.text, what="the refusal")
     assert mail.to(user["user"]["email"]) == [] and "s3cret" not in caplog.text and "token=" not in caplog.text
+
+
+def test_a_claim_whose_process_died_lapses_and_the_mail_is_sent_by_another(client, mail):
+    orphan, lapses = f"orphan-{secrets.token_hex(4)}@x.io", blog.utc_time(blog.datetime.now(blog.UTC) + blog.timedelta(seconds=1))
+    client.portal.call(blog.database.execute,
+                       "INSERT INTO mails (recipient, subject, body, attempts, send_after, claimed_by, created_at) "
+                       "VALUES (:orphan, 'Left behind', 'Hello', 1, :lapses, 'a-dead-process', :now)",
+                       {"orphan": orphan, "lapses": lapses, "now": blog.utc_now()})
+    [message] = mail.wait_for(orphan)
+    assert blog.utc_now() >= lapses and message.get_content().strip() == "Hello"
+    wait_until(lambda: outbox_empty(client), what="the outbox to empty")
+    assert len(mail.to(orphan)) == 1
+
+
+def test_one_reset_token_sent_twice_at_once_sets_one_password(new_database, mail_server):
+    with running_server(new_database(), env={"SMTP_URL": mail_server.url}) as server:
+        live = Live(server)
+        for round_number in range(5):
+            user = live.user()
+            address = user["username"] + "@x.io"
+            httpx.post(server.url + "/api/auth/forgot-password", json={"email": address})
+            token = token_in(mail_server.wait_for(address, RESET)[0], "reset-password", server.url)
+            answers = at_once(*[("POST", server.url + "/api/auth/reset-password",
+                                 {"json": {"token": token, "password": f"password number {n}"}}) for n in range(2)])
+            assert sorted(answer.status_code for answer in answers) == [204, 400], [a.text for a in answers]
+            winner = next(n for n, answer in enumerate(answers) if answer.status_code == 204)
+            login = {"username": user["username"], "password": f"password number {winner}"}
+            assert httpx.post(server.url + "/api/auth/login", json=login).status_code == 200
+
+
+def test_two_processes_send_each_mail_once(postgres, mail_server):
+    database_url = postgres_database(postgres)
+    env = {"SMTP_URL": mail_server.url}
+    with running_server(database_url, env=env) as first, running_server(database_url, env=env) as second:
+        live = Live(first)
+        addresses = [live.user()["username"] + "@x.io" for _ in range(10)]
+        for number, address in enumerate(addresses):  # asked through either process, each woken by the other's mail
+            httpx.post((first, second)[number % 2].url + "/api/auth/forgot-password", json={"email": address})
+        for address in addresses:
+            mail_server.wait_for(address, RESET)
+        wait_until(lambda: outbox_of(database_url) == 0, what="the outbox to empty")
+    assert [len(mail_server.to(address)) for address in addresses] == [2] * 10  # its verification link, its reset link
 
 
 def outbox_of(database_url: str) -> int:
