@@ -919,16 +919,18 @@ async def check_current_password(user: dict, password: str) -> None:
 
 @login_required
 async def change_password(request: Request) -> Response:
-    """Change your password; every other session of yours ends (this one goes on)."""
+    """Change your password; every other session of yours ends (this one goes on), and you are mailed a notice."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
     account = f"account:{user['id']}"
     await check_current_password(user, fields["current_password"])
     password_hash = await hash_new_password(fields["new_password"], "new_password")
-    async with database.transaction():
+    async with publishing():  # publishing: its notice is mailed in the same transaction
         await database.execute("UPDATE users SET password_hash = :hash WHERE id = :id", {"hash": password_hash, "id": user["id"]})
         await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :user_id AND id <> :id "
                                "AND ended_at IS NULL", {"now": utc_now(), "user_id": user["id"], "id": user["session_id"]})
         await database.execute("DELETE FROM guesses WHERE key = :account", {"account": account})
+        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, and every "
+                                      "other login of yours has ended."))
     return Response(status_code=204)
 
 

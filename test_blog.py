@@ -790,6 +790,7 @@ def test_expired_forged_and_outdated_reset_tokens_are_400_and_change_nothing(cli
             changed = client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "changed since"},
                                   headers=user["headers"])
             assert changed.status_code == 204
+            assert "Your password was changed" in mail.wait_for(user["user"]["email"], NOTICE)[0].get_content()
         else:
             token = blog.reset_tokens.dumps(claims | {"sub": 999_999_999})
     answer = client.post("/api/auth/reset-password", json={"token": token, "password": "the attacker's choice"})
