@@ -1789,7 +1789,8 @@ async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | No
             yield sse_frame(event)
         while (wait := min(SSE_PING_SECONDS, user["credential_expires"] - time.time())) > 0:
             try:
-                item = await asyncio.wait_for(queue.get(), wait)
+                async with asyncio.timeout(wait):  # not wait_for, which can swallow a cancellation (see run_event_bus)
+                    item = await queue.get()
             except TimeoutError:
                 yield ": ping\n\n"  # keeps proxies and browsers from closing a quiet connection
                 continue
@@ -2727,7 +2728,8 @@ class PostgresDatabase(Database):
         on_notify("")
         while not lost.is_set():
             try:
-                await asyncio.wait_for(lost.wait(), LISTENER_CHECK_SECONDS)
+                async with asyncio.timeout(LISTENER_CHECK_SECONDS):  # not wait_for: see run_event_bus
+                    await lost.wait()
             except TimeoutError:
                 await connection.fetchval("SELECT 1", timeout=LISTENER_CHECK_SECONDS)
 
@@ -2793,8 +2795,11 @@ async def run_event_bus() -> None:
     tidy_at = 0.0
     try:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that
+            # arrives as its wait ends, and this loop would then outlive the app's shutdown, which waits on it.
             with suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), EVENT_POLL_SECONDS)
+                async with asyncio.timeout(EVENT_POLL_SECONDS):
+                    await woken.wait()
             woken.clear()
             try:
                 last_id = await deliver_events_after(last_id)
@@ -2918,7 +2923,8 @@ async def run_jobs() -> None:
     try:
         while True:
             with suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), JOB_HEARTBEAT_SECONDS)
+                async with asyncio.timeout(JOB_HEARTBEAT_SECONDS):  # not wait_for: see run_event_bus
+                    await woken.wait()
             woken.clear()
             try:
                 await beat_and_reap(list(running))
