@@ -22,12 +22,15 @@ in this order, top to bottom, and stop at the appendices:
 3. Security: passwords, tokens and sessions, stream tickets and mailed links, guess counting, and
    the role decorator that guards handlers: `@requires_role("approver", "admin")`,
    `@login_required`, and `@verified_required` on the handlers that write.
-4. Requests, Pages and ids: how a handler reads a JSON body and a page of results.
+4. Requests, Pages and ids, Versions: how a handler reads a JSON body and a page of results,
+   and refuses a save made from an old copy (ETag and If-Match).
 5. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
    change, and `@on_event("blog_pending")` on what a section does when an event arrives.
+   The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
+   same block, so that every decision leaves one entry, committed with it.
 6. One section per resource: Auth (with password reset and verified addresses: mail is queued
    beside the change with `await queue_mail(to, subject, body)`), Users, Blogs, Likes and the feed, Comments and chat,
-   Notifications, Feature requests, Drafts, Writing assistant; then Health.
+   Notifications, Feature requests, Drafts, Writing assistant, Audit; then Health.
 7. The app: the `routes` table (every endpoint on one line), errors, `lifespan`; the command line.
 
 The appendices are the machinery behind those interfaces; a first reading may skip them:
@@ -563,6 +566,44 @@ class IdConvertor(IntegerConvertor):
 register_url_convertor("id", IdConvertor())
 
 
+#### Versions: ETag, If-Match and If-None-Match, so that a save made from an old copy is refused
+#
+# A blog or a draft is sent with an ETag naming its version (RFC 9110, section 8.8.3):
+#
+#   GET /api/session/draft          -> 200, ETag: "3.2026-11-21T20:17:24.123Z"
+#   POST /api/session/draft, If-Match: "3.2026-11-21T20:17:24.123Z"
+#                                   -> 200 and a new ETag, if nobody saved it since; else 412
+#   GET /api/session/draft, If-None-Match: "4.2026-11-21T20:18:02.511Z"
+#                                   -> 304, no body, if that is still the version
+#
+# A save without If-Match applies as it always did, so older clients keep working.
+
+
+def etags_in(header: str, weak_too: bool) -> list[str]:
+    """The entity tags in an If-Match or If-None-Match header: '"a", W/"b"' -> ['"a"', '"b"']
+    (weak_too) or ['"a"']. If-Match compares strongly, so a weak tag never matches there."""
+    return [tag for weak, tag in re.findall(r'(W/)?("[^"]*")', header) if weak_too or not weak]
+
+
+def check_if_match(request: Request, etag: str | None, detail: str) -> None:
+    """412 with the current ETag, unless If-Match is absent or names `etag`, the version there is
+    now (None: there is none). Call it where the thing cannot change until the write is done."""
+    if_match = request.headers.get("if-match")
+    if if_match is None:
+        return
+    if etag is not None and (if_match.strip() == "*" or etag in etags_in(if_match, weak_too=False)):
+        return
+    raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
+
+
+def unless_unchanged(request: Request, response: Response) -> Response:
+    """The response, or a 304 without its body if the client's If-None-Match names its ETag."""
+    etag, if_none_match = response.headers.get("etag"), request.headers.get("if-none-match", "")
+    if etag and (if_none_match.strip() == "*" or etag in etags_in(if_none_match, weak_too=True)):
+        return Response(status_code=304, headers={"ETag": etag})
+    return response
+
+
 #### Live events: publish() beside the change; each section says what it wants to hear of
 #
 # Every change that clients hear of live is a row of the events table, written by publish() in
@@ -691,6 +732,42 @@ def end_connections_of_changed_user(event: dict) -> None:
     """A new role, or no account: what their streams and sockets were let in for no longer holds."""
     for queue in user_connections.get(event["data"]["user_id"], set()):
         end(queue, Closing("Your account has changed; reconnect."))
+
+
+#### The record of decisions: record() beside the change, in the same transaction
+#
+# Moderation leaves a trace: who submitted, edited, reviewed or deleted a blog, who changed
+# whose role or deleted whose account, with what detail. Like publish(), record() writes a row
+# in the transaction of the change, so a change that rolls back leaves no entry and no entry
+# stands without its change. The rows are only ever added to; they keep the usernames as they
+# were, so an account deleted later still shows by name. An entry, as GET /api/audit and a
+# blog's history send it:
+#
+#   {"id": 9, "action": "blog_rejected", "actor": "ann", "created_at": "2026-11-21T20:17:24.123Z",
+#    "blog_id": 5, "target": "bob", "detail": {"reason": "Please cite your sources."}}
+
+RECORD_ACTIONS = ("blog_submitted", "blog_edited", "blog_resubmitted", "blog_approved", "blog_rejected",
+                  "blog_deleted", "role_changed", "user_deleted", "comment_deleted", "feature_request_triaged")
+
+
+async def record(action: str, actor: dict, blog_id: int | None = None, target: str | None = None,
+                 detail: dict | None = None) -> None:
+    """Add an entry to the record: `actor` (a user) did `action`, in the transaction of the change."""
+    if publishing_now.get() is None:
+        raise RuntimeError("record() belongs inside `async with publishing():`, beside its change.")
+    await database.execute(
+        "INSERT INTO records (action, actor, blog_id, target, detail, created_at) "
+        "VALUES (:action, :actor, :blog_id, :target, :detail, :now)",
+        {"action": action, "actor": actor["username"], "blog_id": blog_id, "target": target,
+         "detail": json.dumps(detail or {}), "now": utc_now()})
+
+
+RECORD_SELECT = "SELECT id, action, actor, created_at, blog_id, target, detail FROM records"
+
+
+def record_out(row: dict) -> dict:
+    """An entry as clients see it: its detail a JSON object."""
+    return row | {"detail": json.loads(row["detail"])}
 
 
 #### Auth: register, login, refresh, logout, me, stream tickets; password reset and verified addresses
@@ -1167,26 +1244,28 @@ async def user_leaving_a_role(username: str, role: str | None) -> dict:
     return user
 
 
-async def set_role(username: str, role: str) -> dict:
+async def set_role(admin: dict, username: str, role: str) -> dict:
     """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
     async with publishing():
         user = await user_leaving_a_role(username, role)
-        await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
-        await publish("user_changed", user_id=user["id"])
+        if user["role"] != role:  # the role they already have is no change, and leaves no record
+            await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
+            await record("role_changed", admin, target=user["username"], detail={"from": user["role"], "to": role})
+            await publish("user_changed", user_id=user["id"])
     return user_out(user | {"role": role})
 
 
 @requires_role("admin")
 async def make_admin(request: Request) -> Response:
     """Make a user an admin."""
-    return JSONResponse(await set_role(request.path_params["username"], "admin"))
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
 
 
 @requires_role("admin")
 async def change_role(request: Request) -> Response:
     """Give a user the role user, approver or admin."""
     fields = await read_body(request, ROLE_BODY)
-    return JSONResponse(await set_role(request.path_params["username"], fields["role"]))
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
 
 
 @requires_role("admin")
@@ -1197,10 +1276,34 @@ async def delete_user(request: Request) -> Response:
         had_public_blogs = await database.fetch_val(
             "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
         await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
+        await record("user_deleted", request.state.user, target=user["username"], detail={"role": user["role"]})
         await publish("user_changed", user_id=user["id"])
         if had_public_blogs:
             await public_pages_changed()
     return Response(status_code=204)
+
+
+# ?q= is the start of a username or an email, in any case: "AL" finds alice and al@example.com.
+# LIKE's own wildcards in it are escaped, so "a_" finds "a_b" and not "ab".
+ACCOUNT_SEARCH = {"type": "string", "maxLength": 254, "description": "the start of a username or an email"}
+ROLE_QUERY = ROLE_BODY["properties"]["role"]
+ACCOUNTS_SELECT = """
+    SELECT u.id, u.username, u.email, u.role, u.created_at,
+           (SELECT COUNT(*) FROM blogs WHERE author_id = u.id) AS blogs
+    FROM users u
+    WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!' OR u.email LIKE :prefix ESCAPE '!')
+      AND (CAST(:role AS TEXT) IS NULL OR u.role = :role) AND u.id < :before
+    ORDER BY u.id DESC LIMIT :limit"""
+
+
+@requires_role("admin")
+async def list_users(request: Request) -> Response:
+    """List accounts, newest first, with their role and count of blogs; ?q= and ?role= narrow it."""
+    limit, before = page_params(request)
+    text, role = query_param(request, "q", ACCOUNT_SEARCH), query_param(request, "role", ROLE_QUERY)
+    prefix = None if text is None else re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
+    rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before, "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, dict))
 
 
 #### Blogs: write, review, read, search
@@ -1208,19 +1311,35 @@ async def delete_user(request: Request) -> Response:
 
 BLOG_COLUMNS = """
     SELECT b.id, b.title, b.content, b.images, b.status, b.reject_reason, b.author_id,
-           u.username AS author, b.created_at, b.updated_at,
+           u.username AS author, b.created_at, b.updated_at, b.version,
            (SELECT COUNT(*) FROM likes l WHERE l.blog_id = b.id) AS likes"""
 BLOG_SELECT = BLOG_COLUMNS + " FROM blogs b JOIN users u ON u.id = b.author_id"
 BLOG_BY_ID = BLOG_SELECT + " WHERE b.id = :id"
 
 
 def blog_out(row) -> dict:
-    """A blog as clients see it; the reject reason only while it is rejected."""
+    """A blog as clients see it; the reject reason only while it is rejected; its version is the ETag."""
     blog = dict(row)
     blog["images"] = json.loads(blog["images"])
+    del blog["version"]
     if blog["status"] != "rejected":
         del blog["reject_reason"]
     return blog
+
+
+def blog_etag(row) -> str:
+    """A blog's ETag: its version and its count of likes, the one part of the body that changes
+    without a write to the blog: '"3.12"'. So a 304 never hides a new like count."""
+    return f'"{row["version"]}.{row["likes"]}"'
+
+
+def blog_response(row, status: int = 200) -> Response:
+    """A blog as clients see it, with its ETag."""
+    return JSONResponse(blog_out(row), status, headers={"ETag": blog_etag(row)})
+
+
+BLOG_CHANGED = ("This blog has changed since you read it (its ETag is now the one sent with this answer): "
+                "GET it again, carry your edit over, and send it with the new ETag in If-Match.")
 
 
 BLOG_BODY = {"type": "object", "required": ["title", "content"],
@@ -1335,21 +1454,21 @@ async def create_blog(request: Request) -> Response:
             "VALUES (:title, :content, :images, :search_words, 'pending', :author_id, :now, :now) RETURNING id",
             blog_values(fields) | {"author_id": request.state.user["id"], "now": utc_now()})
         blog = await database.fetch_one(BLOG_BY_ID, {"id": row["id"]})
+        await record("blog_submitted", request.state.user, blog_id=blog["id"], detail={"title": blog["title"]})
         await publish("blog_pending", **pending_event(blog))
-    return JSONResponse(blog_out(blog), 201)
+    return blog_response(blog, 201)
 
 
 async def get_blog(request: Request) -> Response:
     """Show one blog: approved ones to everyone, the others to their author and reviewers."""
     user, key = await authenticate(request), f"blog {request.path_params['blog_id']}"
-    if cached := public_cache.response(key):
-        return cached
-    version = public_cache.version
-    blog = await get_visible_blog(request.path_params["blog_id"], user)
-    response = JSONResponse(blog_out(blog))
-    if blog["status"] == "approved":
-        public_cache.keep(key, response, version)
-    return response
+    if not (response := public_cache.response(key)):
+        version = public_cache.version
+        blog = await get_visible_blog(request.path_params["blog_id"], user)
+        response = blog_response(blog)
+        if blog["status"] == "approved":
+            public_cache.keep(key, response, version)  # with its ETag, made from the same row as its body
+    return unless_unchanged(request, response)
 
 
 @verified_required
@@ -1358,21 +1477,24 @@ async def update_blog(request: Request) -> Response:
     user, fields = request.state.user, await read_body(request, BLOG_BODY)
     async with publishing():
         # The row is locked from this read to the commit: a review cannot land in between, so
-        # an edit after a rejection is a resubmission, heard by reviewers, never a silent undo.
+        # an edit after a rejection is a resubmission, heard by reviewers, never a silent undo;
+        # and of two edits sent with one If-Match, the second reads the first's version, and is refused.
         blog = await get_visible_blog(request.path_params["blog_id"], user, locking=True)
         if blog["author_id"] != user["id"]:
             raise HTTPException(403, "Only its author may edit a blog.")
         if blog["status"] == "approved":
             raise HTTPException(409, "An approved blog cannot be edited.")
-        was_rejected = blog["status"] == "rejected"
+        check_if_match(request, blog_etag(blog), BLOG_CHANGED)
         await database.execute(
             "UPDATE blogs SET title = :title, content = :content, images = :images, search_words = :search_words, "
-            "status = 'pending', reject_reason = NULL, updated_at = :now WHERE id = :id",
+            "status = 'pending', reject_reason = NULL, updated_at = :now, version = version + 1 WHERE id = :id",
             blog_values(fields) | {"now": utc_now(), "id": blog["id"]})
-        blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
+        was_rejected, blog = blog["status"] == "rejected", await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
+        await record("blog_resubmitted" if was_rejected else "blog_edited", user, blog_id=blog["id"],
+                     detail={"title": blog["title"]})
         if was_rejected:
             await publish("blog_pending", **pending_event(blog))
-    return JSONResponse(blog_out(blog))
+    return blog_response(blog)
 
 
 @verified_required
@@ -1387,6 +1509,8 @@ async def delete_blog(request: Request) -> Response:
         deleted = await database.fetch_one("DELETE FROM blogs WHERE id = :id RETURNING status", {"id": blog["id"]})
         if deleted is None:
             raise HTTPException(404, f"There is no blog {blog['id']}.")
+        await record("blog_deleted", user, blog_id=blog["id"], target=blog["author"],
+                     detail={"title": blog["title"], "status": deleted["status"]})
         await publish("blog_deleted", blog_id=blog["id"])
         if deleted["status"] == "approved":
             await public_pages_changed()
@@ -1404,14 +1528,16 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
         if blog["status"] != "pending":
             raise HTTPException(409, f"This blog is already {blog['status']}; only pending blogs can be reviewed.")
         await database.execute(
-            "UPDATE blogs SET status = :status, reject_reason = :reason, updated_at = :now WHERE id = :id",
-            {"status": status, "reason": reason, "now": utc_now(), "id": blog["id"]})
+            "UPDATE blogs SET status = :status, reject_reason = :reason, updated_at = :now, version = version + 1 "
+            "WHERE id = :id", {"status": status, "reason": reason, "now": utc_now(), "id": blog["id"]})
+        await record("blog_" + status, request.state.user, blog_id=blog["id"], target=blog["author"],
+                     detail={"reason": reason} if status == "rejected" else {})
         await publish("blog_reviewed", blog_id=blog["id"], title=blog["title"], status=status, reason=reason,
                       user_id=blog["author_id"])
         if status == "approved":
             await public_pages_changed()
         blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
-    return JSONResponse(blog_out(blog))
+    return blog_response(blog)
 
 
 @requires_role("approver", "admin", verified=True)
@@ -1425,6 +1551,22 @@ async def reject_blog(request: Request) -> Response:
     """Reject a pending blog, optionally with a reason for its author."""
     fields = await read_body(request, REJECT_BODY)
     return await review_blog(request, "rejected", fields.get("reason"))
+
+
+async def blog_history(request: Request) -> Response:
+    """Show a blog's record, oldest first, to its author and reviewers; a deleted blog's to admins."""
+    blog_id, user = request.path_params["blog_id"], await authenticate(request)
+    blog = await database.fetch_one("SELECT author_id FROM blogs WHERE id = :id", {"id": blog_id})
+    rows = await database.fetch_all(RECORD_SELECT + " WHERE blog_id = :id ORDER BY id", {"id": blog_id})
+    # Readers of a public blog are not shown how it was reviewed: to them there is no record.
+    # A deleted blog's record is the admins' alone, as is the rest of GET /api/audit.
+    if blog is None:
+        allowed = bool(rows) and user is not None and user["role"] == "admin"
+    else:
+        allowed = user is not None and (user["role"] in ("approver", "admin") or user["id"] == blog["author_id"])
+    if not allowed:
+        raise HTTPException(404, f"There is no blog {blog_id}.")
+    return JSONResponse({"items": [record_out(row) for row in rows]})
 
 
 #### Likes and the feed
@@ -1532,6 +1674,10 @@ async def delete_comment(request: Request) -> Response:
         if comment["author_id"] != user["id"] and user["role"] != "admin":
             raise HTTPException(403, "Only its author or an admin may delete a comment.")
         await database.execute("DELETE FROM comments WHERE id = :id", {"id": comment["id"]})
+        if comment["author_id"] != user["id"]:  # moderation: an admin deleted someone else's words
+            author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": comment["author_id"]})
+            await record("comment_deleted", user, blog_id=comment["blog_id"], target=author,
+                         detail={"comment_id": comment["id"]})
         await publish("comment_deleted", id=comment["id"], blog_id=comment["blog_id"])
     return Response(status_code=204)
 
@@ -1879,13 +2025,17 @@ async def create_feature_request(request: Request) -> Response:
 async def triage_feature_request(request: Request) -> Response:
     """Accept or decline a feature request, and optionally change its priority."""
     fields = await read_body(request, TRIAGE_BODY)
-    row = await database.fetch_one(
-        "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
-        "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
-        {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
-         "id": request.path_params["request_id"]})
-    if row is None:
-        raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
+    async with publishing():  # for record(): the triage and its entry commit together
+        row = await database.fetch_one(
+            "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
+            "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
+            {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
+             "id": request.path_params["request_id"]})
+        if row is None:
+            raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
+        author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": row["author_id"]})
+        await record("feature_request_triaged", request.state.user, target=author,
+                     detail={"feature_request_id": row["id"], "status": row["status"], "priority": row["priority"]})
     return JSONResponse(dict(row))
 
 
@@ -1901,35 +2051,50 @@ DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "conten
 }}
 
 
-def draft_out(row) -> dict:
-    """A draft as clients see it."""
-    return {"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
-            "updated_at": row["updated_at"]}
+def draft_etag(row) -> str:
+    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
+    too, as a draft deleted and saved anew starts again at version 1)."""
+    return f'"{row["version"]}.{row["updated_at"]}"'
+
+
+def draft_response(row) -> Response:
+    """A draft as clients see it, with its ETag."""
+    return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
+                         "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
+
+
+DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
+DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
+                 "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
 
 
 @login_required
 async def get_draft(request: Request) -> Response:
     """Show your saved draft."""
-    row = await database.fetch_one("SELECT title, content, images, updated_at FROM drafts WHERE user_id = :user_id",
-                                   {"user_id": request.state.user["id"]})
+    row = await database.fetch_one(DRAFT_OF_USER, {"user_id": request.state.user["id"]})
     if row is None:
         raise HTTPException(404, "You have no saved draft.")
-    return JSONResponse(draft_out(row))
+    return unless_unchanged(request, draft_response(row))
 
 
 @verified_required
 async def save_draft(request: Request) -> Response:
     """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
-    fields = await read_body(request, DRAFT_BODY)
-    row = await database.fetch_one(
-        "INSERT INTO drafts (user_id, title, content, images, updated_at) "
-        "VALUES (:user_id, :title, :content, :images, :now) "
-        "ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-        "images = excluded.images, updated_at = excluded.updated_at "
-        "RETURNING title, content, images, updated_at",
-        {"user_id": request.state.user["id"], "title": fields.get("title", ""),
-         "content": fields.get("content", ""), "images": json.dumps(fields.get("images", [])), "now": utc_now()})
-    return JSONResponse(draft_out(row))
+    fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
+    async with database.transaction():
+        # Locked from this read to the commit: of two saves sent with one If-Match, the second
+        # waits for the first, reads its version, and is refused.
+        current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
+        check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
+        row = await database.fetch_one(
+            "INSERT INTO drafts (user_id, title, content, images, updated_at) "
+            "VALUES (:user_id, :title, :content, :images, :now) "
+            "ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
+            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
+            "RETURNING title, content, images, updated_at, version",
+            {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
+             "images": json.dumps(fields.get("images", [])), "now": utc_now()})
+    return draft_response(row)
 
 
 @verified_required
@@ -2002,6 +2167,25 @@ async def list_jobs(request: Request) -> Response:
         "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
                                                         "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, job_out))
+
+
+#### Audit: the record of decisions, for admins
+
+
+ACTOR_QUERY = {"type": "string", "maxLength": 32, "description": "the username of whoever decided"}
+ACTION_QUERY = {"type": "string", "enum": list(RECORD_ACTIONS)}
+
+
+@requires_role("admin")
+async def list_audit(request: Request) -> Response:
+    """List the record of decisions, newest first; ?actor= and ?action= narrow it."""
+    limit, before = page_params(request)
+    actor, action = query_param(request, "actor", ACTOR_QUERY), query_param(request, "action", ACTION_QUERY)
+    rows = await database.fetch_all(
+        RECORD_SELECT + " WHERE (CAST(:actor AS TEXT) IS NULL OR LOWER(actor) = LOWER(:actor)) "
+        "AND (CAST(:action AS TEXT) IS NULL OR action = :action) AND id < :before ORDER BY id DESC LIMIT :limit",
+        {"actor": actor, "action": action, "before": before, "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, record_out))
 
 
 #### The page at / for browsers, where to go for everyone else, health, the API's documents
@@ -2096,6 +2280,7 @@ routes = [
     Route("/api/auth/request-verify-token", request_verify_token, methods=["POST"]),
     Route("/api/auth/verify", verify_email, methods=["POST"]),
     Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
+    Route("/api/users", list_users),
     Route("/api/users/me", update_profile, methods=["PATCH"]),
     Route("/api/users/{username}", get_profile),
     Route("/api/users/{username}", delete_user, methods=["DELETE"]),
@@ -2112,6 +2297,7 @@ routes = [
     Route("/api/blogs/{blog_id:id}", delete_blog, methods=["DELETE"]),
     Route("/api/blogs/{blog_id:id}/approve", approve_blog, methods=["POST"]),
     Route("/api/blogs/{blog_id:id}/reject", reject_blog, methods=["POST"]),
+    Route("/api/blogs/{blog_id:id}/history", blog_history),
     Route("/api/blogs/{blog_id:id}/like", like_blog, methods=["PUT"]),
     Route("/api/blogs/{blog_id:id}/like", unlike_blog, methods=["DELETE"]),
     Route("/api/blogs/{blog_id:id}/likes", list_likes),
@@ -2129,6 +2315,7 @@ routes = [
     Route("/api/session/draft/generate", generate_draft, methods=["POST"]),
     Route("/api/jobs", list_jobs),
     Route("/api/jobs/{job_id:id}", get_job),
+    Route("/api/audit", list_audit),
 ]
 
 
@@ -2218,7 +2405,8 @@ async def lifespan(app: Starlette):
 app = Starlette(
     routes=routes,
     middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-Match", "If-None-Match"],
+                           expose_headers=["ETag"])],  # a page's script may read a version, to send it back
     exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
                         DatabaseUnavailable: database_unavailable, Exception: server_error},
     lifespan=lifespan,
@@ -2848,19 +3036,21 @@ class PublicCache:
     its version on, here at once and in every other process through the event bus. A response
     computed under an older version is not kept: a reader racing a writer can never leave a
     wrong entry behind. Like counts do change, so an entry lives CACHE_SECONDS: a like shows
-    within a second, and likes never empty the cache. While this process hears no events, it
-    serves nothing from here.
+    within a second, and likes never empty the cache. A blog is kept with the ETag made from the
+    same row as its body, and that ETag counts its likes: a kept blog and its ETag are one
+    version, at most CACHE_SECONDS old, and a deleted blog's is gone with it. While this process
+    hears no events, it serves nothing from here.
     """
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024):
-        self.entries: dict[str, tuple[bytes, float]] = {}  # key -> (body, when it was kept)
+        self.entries: dict[str, tuple[bytes, dict, float]] = {}  # key -> (body, its ETag header, when it was kept)
         self.version, self.size, self.max_bytes = 0, 0, max_bytes
 
     def response(self, key: str) -> Response | None:
-        body, kept_at = self.entries.get(key, (None, 0.0))
+        body, headers, kept_at = self.entries.get(key, (None, {}, 0.0))
         if body is None or not database.listening or time.monotonic() - kept_at >= CACHE_SECONDS:
             return None
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=headers)
 
     def keep(self, key: str, response: Response, version: int) -> None:
         if version != self.version or not database.listening:
@@ -2868,8 +3058,9 @@ class PublicCache:
         if self.size + len(response.body) > self.max_bytes:  # full, mostly of expired entries: start over
             self.entries.clear()
             self.size = 0
-        self.size += len(response.body) - len(self.entries.get(key, (b"", 0.0))[0])
-        self.entries[key] = (response.body, time.monotonic())
+        self.size += len(response.body) - len(self.entries.get(key, (b"", {}, 0.0))[0])
+        headers = {"ETag": response.headers["etag"]} if "etag" in response.headers else {}
+        self.entries[key] = (response.body, headers, time.monotonic())
 
     def clear(self) -> None:
         self.version += 1
@@ -3026,7 +3217,8 @@ async def run_job(job: dict) -> None:
         filled = await database.fetch_one(
             "INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :text, '[]', "
             ":now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at WHERE drafts.updated_at <= :asked "
+            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
+            "WHERE drafts.updated_at <= :asked "
             "RETURNING user_id", {"user_id": job["user_id"], "title": fields["title"], "text": text,
                                   "now": utc_now(), "asked": job["created_at"]})
         await end_job(job, "completed", result=text, filled_draft=filled is not None)
@@ -3235,6 +3427,14 @@ SHAPES = {
                  filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
                  error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
     "JobPage": page_shape("Job"),
+    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP, blogs=ID),
+    "AccountPage": page_shape("Account"),
+    "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
+                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
+                    detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
+                            "feature_request_triaged: status; the others say what they were about"}),
+    "RecordPage": page_shape("Record"),
+    "History": shape(items={"type": "array", "items": {"$ref": "#/components/schemas/Record"}}),
     "Health": shape(status={"const": "ok"}),
     "Error": shape(detail=TEXT),
 }
@@ -3294,13 +3494,16 @@ OPERATIONS = {
     delete_user: {"ok": (204, None), "errors": [409]},
     list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
                  "ok": (200, "BlogPage")},
-    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog")},
+    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
+                 "ok": (200, "AccountPage")},
+    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
     list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
-    get_blog: {"optional_token": True, "ok": (200, "Blog")},
-    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409]},
+    get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
+    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
+    blog_history: {"optional_token": True, "ok": (200, "History")},
     delete_blog: {"ok": (204, None), "errors": [403]},
-    approve_blog: {"ok": (200, "Blog"), "errors": [409]},
-    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409]},
+    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
+    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
     like_blog: {"ok": (204, None)},
     unlike_blog: {"ok": (204, None)},
     list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
@@ -3312,12 +3515,14 @@ OPERATIONS = {
                             "ok": (200, "FeatureRequestPage")},
     create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
     triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
-    get_draft: {"ok": (200, "Draft"), "errors": [404]},
-    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft")},
+    get_draft: {"ok": (200, "Draft"), "errors": [404], "etag": True, "condition": "If-None-Match"},
+    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft"), "etag": True, "condition": "If-Match"},
     delete_draft: {"ok": (204, None)},
     generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
     get_job: {"ok": (200, "Job")},
     list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
+    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
+                 "ok": (200, "RecordPage")},
 }
 
 
@@ -3366,10 +3571,37 @@ def openapi_operation(route: Route) -> dict:
         errors.add(404)
     if spec.get("query"):
         errors.add(422)
+    errors |= document_versions(operation, spec)
     for status in sorted(errors):
         operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return operation
+
+
+ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
+                              "this version, or in If-None-Match to be answered 304 while it is current",
+               "schema": {"type": "string"}}
+CONDITIONS = {
+    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
+                "with the current ETag (without this header, the save applies whatever the version)",
+    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
+}
+
+
+def document_versions(operation: dict, spec: dict) -> set[int]:
+    """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
+    if not spec.get("etag"):
+        return set()
+    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
+    if (condition := spec.get("condition")) is None:
+        return set()
+    operation["parameters"].append({"name": condition, "in": "header", "required": False,
+                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
+    if condition == "If-None-Match":
+        operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
+                                         "headers": {"ETag": ETAG_HEADER}}
+        return set()
+    return {412}
 
 
 def openapi_document() -> dict:

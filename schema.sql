@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS blogs (
     author_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
-    search_words  TEXT NOT NULL DEFAULT ''       -- title and content, case-folded by blog.py, for ?q=
+    search_words  TEXT NOT NULL DEFAULT '',      -- title and content, case-folded by blog.py, for ?q=
+    version       INTEGER NOT NULL DEFAULT 1     -- one up at every write: the ETag that If-Match compares
 );
 -- Every list is "newest first within a status" or "newest first by one author".
 CREATE INDEX IF NOT EXISTS blogs_status_id ON blogs (status, id);
@@ -156,6 +157,7 @@ CREATE TABLE IF NOT EXISTS drafts (
     content    TEXT NOT NULL,
     images     TEXT NOT NULL,                    -- a JSON list of http(s) URLs
     updated_at TEXT NOT NULL,
+    version    INTEGER NOT NULL DEFAULT 1,       -- one up at every save: the ETag that If-Match compares
     PRIMARY KEY (user_id)                        -- one draft per user
 );
 
@@ -194,3 +196,22 @@ CREATE TABLE IF NOT EXISTS events (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at);
+
+-- The record of decisions: who submitted, edited, reviewed or deleted what, who changed whose
+-- role or deleted whose account, and with what detail. blog.py only ever INSERTs here, in the
+-- transaction of the change it records. No foreign keys, on purpose: a record outlives the blog
+-- and the accounts it names. ON DELETE CASCADE would erase it, and ON DELETE SET NULL would be an
+-- UPDATE of a row nobody may change; so `actor` and `target` keep the usernames as they were, and
+-- `blog_id` the blog's id (AUTOINCREMENT: an id is never handed out again).
+CREATE TABLE IF NOT EXISTS records (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    action     TEXT NOT NULL,                    -- blog_submitted, blog_rejected, role_changed, ...
+    actor      TEXT NOT NULL,                    -- the username of whoever decided
+    blog_id    INTEGER,                          -- the blog it is about, if any
+    target     TEXT,                             -- the username it is about, if any
+    detail     TEXT NOT NULL,                    -- a JSON object: {"reason": "..."}, {"from": "user", "to": "admin"}
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_blog_id ON records (blog_id, id);        -- a blog's history
+CREATE INDEX IF NOT EXISTS records_actor ON records (LOWER(actor), id);     -- the audit's ?actor=
+CREATE INDEX IF NOT EXISTS records_action ON records (action, id);          -- the audit's ?action=

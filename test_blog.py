@@ -57,7 +57,8 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 PASSWORD = "correct horse battery"
 ASYNCPG_CONNECT = asyncpg.connect  # the real one, for the tests' own queries while a test cuts off the app's
-TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_requests", "events", "mails", "users"]
+TABLES = ["comments", "blogs", "sessions", "guesses", "drafts", "feature_requests", "events", "mails", "records",
+          "users"]
 
 
 #### Fixtures: both databases, a client whose lifespan runs on an empty one, and users of each role
@@ -314,6 +315,11 @@ GUARDS = [
     ("POST", "/api/feature-requests/", {"title": "T", "description": "D"}, 401, 201, 201, 201),
     ("PATCH", "/api/feature-requests/{request}", {"status": "accepted"}, 401, 403, 403, 200),
     ("GET", "/api/session/draft", None, 401, 404, 404, 404),
+    ("GET", "/api/blogs/{blog}/history", None, 404, 404, 200, 200),  # like the blog itself
+    ("GET", "/api/blogs/{public}/history", None, 404, 404, 200, 200),  # the public read the blog, not its review
+    ("GET", "/api/blogs/999999999/history", None, 404, 404, 404, 404),
+    ("GET", "/api/audit", None, 401, 403, 403, 200),
+    ("GET", "/api/users", None, 401, 403, 403, 200),
     ("POST", "/api/session/draft", {"title": "T"}, 401, 200, 200, 200),
     ("DELETE", "/api/session/draft", None, 401, 204, 204, 204),
 ]
