@@ -1067,6 +1067,246 @@ def test_the_last_admin_cannot_step_down(client):
     assert client.patch("/api/users/root/role", json={"role": "user"}, headers=admin["headers"]).status_code == 200
 
 
+#### Records of decisions, the audit, the list of accounts, and versions (ETags)
+
+
+def audit(client, admin: dict, **params) -> list:
+    """Every entry of the audit (newest first) as (action, actor, blog_id, target, detail)."""
+    page = client.get("/api/audit", params={"limit": 100, **params}, headers=admin["headers"])
+    assert page.status_code == 200, page.text
+    return [(e["action"], e["actor"], e["blog_id"], e["target"], e["detail"]) for e in page.json()["items"]]
+
+
+def test_every_decision_leaves_exactly_one_entry_with_its_actor_and_detail(client):
+    admin, ann = make_user(client, "admin", username="root"), make_user(client, "approver", username="ann")
+    bob, carl = make_user(client, username="bob"), make_user(client, username="carl")
+    post = client.post("/api/blogs/", json={"title": "First", "content": "C"}, headers=bob["headers"]).json()
+    url = f"/api/blogs/{post['id']}"
+    assert client.put(url, json={"title": "Second", "content": "C"}, headers=bob["headers"]).status_code == 200
+    assert client.post(url + "/reject", json={"reason": "Cite."}, headers=ann["headers"]).status_code == 200
+    assert client.put(url, json={"title": "Third", "content": "C"}, headers=bob["headers"]).status_code == 200
+    assert client.post(url + "/approve", headers=ann["headers"]).status_code == 200
+    own, moderated = add_comment(client, post, carl), add_comment(client, post, carl, "Spam")
+    assert client.delete(f"/api/comments/{own}", headers=carl["headers"]).status_code == 204  # no moderation
+    assert client.delete(f"/api/comments/{moderated}", headers=admin["headers"]).status_code == 204
+    other = make_blog(client, bob, title="Other")
+    assert client.delete(f"/api/blogs/{other['id']}", headers=bob["headers"]).status_code == 204
+    assert client.patch("/api/users/carl/role", json={"role": "approver"}, headers=admin["headers"]).status_code == 200
+    assert client.post("/api/auth/make-admin/root", headers=admin["headers"]).status_code == 200  # no change
+    feature = client.post("/api/feature-requests/", json={"title": "F", "description": "D"}, headers=carl["headers"]).json()
+    assert client.patch(f"/api/feature-requests/{feature['id']}", json={"status": "accepted"},
+                        headers=admin["headers"]).status_code == 200
+    assert client.delete(url, headers=admin["headers"]).status_code == 204
+    assert client.delete("/api/users/carl", headers=admin["headers"]).status_code == 204
+    blog_id, other_id = post["id"], other["id"]
+    assert audit(client, admin)[::-1] == [
+        ("blog_submitted", "bob", blog_id, None, {"title": "First"}),
+        ("blog_edited", "bob", blog_id, None, {"title": "Second"}),
+        ("blog_rejected", "ann", blog_id, "bob", {"reason": "Cite."}),
+        ("blog_resubmitted", "bob", blog_id, None, {"title": "Third"}),
+        ("blog_approved", "ann", blog_id, "bob", {}),
+        ("comment_deleted", "root", blog_id, "carl", {"comment_id": moderated}),
+        ("blog_submitted", "bob", other_id, None, {"title": "Other"}),
+        ("blog_deleted", "bob", other_id, "bob", {"title": "Other", "status": "pending"}),
+        ("role_changed", "root", None, "carl", {"from": "user", "to": "approver"}),
+        ("feature_request_triaged", "root", None, "carl",
+         {"feature_request_id": feature["id"], "status": "accepted", "priority": 3}),
+        ("blog_deleted", "root", blog_id, "bob", {"title": "Third", "status": "approved"}),
+        ("user_deleted", "root", None, "carl", {"role": "approver"}),
+    ]
+    assert {entry[0] for entry in audit(client, admin)} == set(blog.RECORD_ACTIONS)
+    entry = client.get("/api/audit", params={"limit": 1}, headers=admin["headers"]).json()["items"][0]
+    assert list(entry) == ["id", "action", "actor", "created_at", "blog_id", "target", "detail"]
+
+
+def decision(client, name: str) -> tuple:
+    """Set up one decision of each kind: (its request, a read of what it would change, the admin)."""
+    admin, ann = make_user(client, "admin"), make_user(client, "approver")
+    bob, carl = make_user(client, username="bob"), make_user(client, username="carl")
+    post = make_blog(client, bob, status="rejected" if name == "blog_resubmitted" else "pending")
+    url = f"/api/blogs/{post['id']}"
+    feature = client.post("/api/feature-requests/", json={"title": "F", "description": "D"}, headers=carl["headers"]).json()
+    public = make_blog(client, bob, status="approved")
+    comment = add_comment(client, public, carl)
+    blog_read = lambda: client.get(url, headers=admin["headers"]).json()  # noqa: E731
+    user_read = lambda: client.get("/api/users", params={"q": "carl"}, headers=admin["headers"]).json()  # noqa: E731
+    edit = {"json": {"title": "Edited", "content": "C"}, "headers": bob["headers"]}
+    cases = {
+        "blog_submitted": (("POST", "/api/blogs/", {"json": {"title": "T", "content": "C"}, "headers": bob["headers"]}),
+                           lambda: client.get("/api/blogs/pending", headers=admin["headers"]).json()),
+        "blog_edited": (("PUT", url, edit), blog_read),
+        "blog_resubmitted": (("PUT", url, edit), blog_read),
+        "blog_approved": (("POST", url + "/approve", {"headers": ann["headers"]}), blog_read),
+        "blog_rejected": (("POST", url + "/reject", {"json": {"reason": "No."}, "headers": ann["headers"]}), blog_read),
+        "blog_deleted": (("DELETE", url, {"headers": admin["headers"]}), blog_read),
+        "role_changed": (("PATCH", "/api/users/carl/role", {"json": {"role": "approver"}, "headers": admin["headers"]}),
+                         user_read),
+        "user_deleted": (("DELETE", "/api/users/carl", {"headers": admin["headers"]}), user_read),
+        "comment_deleted": (("DELETE", f"/api/comments/{comment}", {"headers": admin["headers"]}),
+                            lambda: client.get(f"/api/blogs/{public['id']}/comments").json()),
+        "feature_request_triaged": (("PATCH", f"/api/feature-requests/{feature['id']}", {
+            "json": {"status": "declined"}, "headers": admin["headers"]}),
+            lambda: client.get("/api/feature-requests/", headers=admin["headers"]).json()),
+    }
+    return (*cases[name], admin)
+
+
+@pytest.mark.parametrize("name", blog.RECORD_ACTIONS)
+def test_a_decision_that_rolls_back_leaves_no_entry_and_no_change(client, monkeypatch, name):
+    """record() writes its entry, then the transaction fails: neither the change nor the entry stays."""
+    (method, path, kwargs), read, admin = decision(client, name)
+    before, entries = read(), audit(client, admin)
+    real_record = blog.record
+
+    async def record_then_fail(*args, **kw):
+        await real_record(*args, **kw)
+        raise RuntimeError("the transaction fails after its entry was written")
+    monkeypatch.setattr(blog, "record", record_then_fail)
+    with pytest.raises(RuntimeError):
+        client.request(method, path, **kwargs)
+    monkeypatch.setattr(blog, "record", real_record)
+    blog.public_cache.clear()
+    assert read() == before and audit(client, admin) == entries
+    assert client.request(method, path, **kwargs).status_code < 300  # and once it commits, one entry
+    assert [entry[0] for entry in audit(client, admin)] == [name] + [entry[0] for entry in entries]
+
+
+def test_a_blog_s_history_is_for_its_author_and_reviewers_and_names_a_deleted_admin(client):
+    root, judge = make_user(client, "admin", username="root"), make_user(client, "admin", username="judge")
+    author, reader = make_user(client, username="bob"), make_user(client)
+    post = make_blog(client, author)
+    url = f"/api/blogs/{post['id']}"
+    client.post(url + "/reject", json={"reason": "Too short."}, headers=judge["headers"])
+    client.put(url, json={"title": "Longer", "content": "Much longer."}, headers=author["headers"])
+    client.post(url + "/approve", headers=judge["headers"])
+    assert client.delete("/api/users/judge", headers=root["headers"]).status_code == 204
+    history = client.get(url + "/history", headers=author["headers"]).json()["items"]
+    assert [(e["action"], e["actor"], e["target"]) for e in history] == [
+        ("blog_submitted", "bob", None), ("blog_rejected", "judge", "bob"), ("blog_resubmitted", "bob", None),
+        ("blog_approved", "judge", "bob")]  # oldest first, and the deleted admin by name
+    assert history[1]["detail"] == {"reason": "Too short."}
+    assert [e["actor"] for e in client.get("/api/audit", params={"actor": "JUDGE"}, headers=root["headers"]).json()["items"]] == ["judge"] * 2
+    assert client.get(f"/api/blogs/{post['id']}").status_code == 200  # the public reads the blog ...
+    assert client.get(url + "/history", headers=reader["headers"]).status_code == 404  # ... not its review
+    assert client.delete(url, headers=author["headers"]).status_code == 204
+    assert client.get(url + "/history", headers=author["headers"]).status_code == 404
+    kept = client.get(url + "/history", headers=root["headers"]).json()["items"]
+    assert [e["action"] for e in kept][-2:] == ["blog_approved", "blog_deleted"]
+
+
+def test_the_audit_is_newest_first_paged_and_filtered_by_actor_and_action(client):
+    admin, author = make_user(client, "admin", username="root"), make_user(client, username="bob")
+    posts = [make_blog(client, author, title=f"Post {n}") for n in range(5)]
+    for post in posts[:2]:
+        client.post(f"/api/blogs/{post['id']}/reject", headers=admin["headers"])
+    first = client.get("/api/audit", params={"limit": 4}, headers=admin["headers"]).json()
+    second = client.get("/api/audit", params={"limit": 4, "cursor": first["next_cursor"]}, headers=admin["headers"]).json()
+    ids = [e["id"] for e in first["items"] + second["items"]]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 7 and second["next_cursor"] is None
+    assert len(audit(client, admin, action="blog_rejected")) == 2
+    assert len(audit(client, admin, actor="bob")) == 5 and audit(client, admin, actor="nobody") == []
+    assert len(audit(client, admin, actor="root", action="blog_submitted")) == 0
+    for params, field in [({"action": "blog_liked"}, "action"), ({"actor": "x" * 33}, "actor"), ({"cursor": "x"}, "cursor")]:
+        refused = client.get("/api/audit", params=params, headers=admin["headers"])
+        assert refused.status_code == 422 and refused.json()["detail"].startswith(field), refused.text
+
+
+def test_admins_list_accounts_newest_first_by_prefix_and_role(client):
+    admin = make_user(client, "admin", username="root")
+    make_user(client, username="alice")
+    make_user(client, "approver", username="al_x")
+    make_user(client, username="alfred")
+    make_user(client, username="bob")
+    make_blog(client, make_user(client, username="albert"), title="One")
+    listed = client.get("/api/users", params={"q": "AL"}, headers=admin["headers"]).json()
+    assert [u["username"] for u in listed["items"]] == ["albert", "alfred", "al_x", "alice"]
+    albert = listed["items"][0]
+    assert (albert["role"], albert["blogs"], set(albert)) == ("user", 1, {
+        "id", "username", "email", "role", "created_at", "blogs"})
+    assert [u["username"] for u in client.get("/api/users", params={"q": "al_"}, headers=admin["headers"]).json()["items"]] == ["al_x"]
+    assert [u["username"] for u in client.get("/api/users", params={"q": "%"}, headers=admin["headers"]).json()["items"]] == []
+    assert [u["username"] for u in client.get("/api/users", params={"q": "bob@EXAMPLE"}, headers=admin["headers"]).json()["items"]] == ["bob"]
+    assert [u["username"] for u in client.get("/api/users", params={"role": "approver"}, headers=admin["headers"]).json()["items"]] == ["al_x"]
+    first = client.get("/api/users", params={"limit": 4}, headers=admin["headers"]).json()
+    rest = client.get("/api/users", params={"limit": 4, "cursor": first["next_cursor"]}, headers=admin["headers"]).json()
+    names = [u["username"] for u in first["items"] + rest["items"]]
+    assert names[:2] == ["albert", "bob"] and len(names) == 6 and rest["next_cursor"] is None
+    assert client.get("/api/users", params={"role": "owner"}, headers=admin["headers"]).status_code == 422
+    approver = make_user(client, "approver")
+    assert client.get("/api/users", headers=approver["headers"]).status_code == 403
+
+
+def test_a_blog_and_a_draft_carry_an_etag_and_a_matching_if_none_match_is_304(client):
+    author = make_user(client)
+    post = client.post("/api/blogs/", json={"title": "T", "content": "C"}, headers=author["headers"])
+    url = f"/api/blogs/{post.json()['id']}"
+    read = client.get(url, headers=author["headers"])
+    assert post.headers["etag"] == read.headers["etag"] == '"1.0"'
+    for tags in [read.headers["etag"], f'"x", W/{read.headers["etag"]}', "*"]:
+        unchanged = client.get(url, headers=author["headers"] | {"If-None-Match": tags})
+        assert (unchanged.status_code, unchanged.headers["etag"], unchanged.content) == (304, '"1.0"', b"")
+    assert client.get(url, headers=author["headers"] | {"If-None-Match": '"0.0"'}).status_code == 200
+    assert client.get(url, headers={"If-None-Match": '"1.0"'}).status_code == 404  # hidden stays hidden
+    saved = client.post("/api/session/draft", json={"title": "Draft"}, headers=author["headers"])
+    etag = saved.headers["etag"]
+    assert etag == f'"1.{saved.json()["updated_at"]}"' == client.get("/api/session/draft", headers=author["headers"]).headers["etag"]
+    assert client.get("/api/session/draft", headers=author["headers"] | {"If-None-Match": etag}).status_code == 304
+    again = client.post("/api/session/draft", json={"title": "Draft 2"}, headers=author["headers"])
+    assert again.headers["etag"].startswith('"2.')
+
+
+def test_a_stale_etag_is_412_with_the_current_one_and_changes_nothing(client):
+    author, reviewer = make_user(client), make_user(client, "approver")
+    post = make_blog(client, author, title="Original")
+    url = f"/api/blogs/{post['id']}"
+    stale = client.get(url, headers=author["headers"]).headers["etag"]
+    first = client.put(url, json={"title": "First", "content": "C"}, headers=author["headers"] | {"If-Match": stale})
+    assert first.status_code == 200 and first.headers["etag"] == '"2.0"'
+    for if_match in [stale, f'W/{first.headers["etag"]}', "2.0", '"garbage"']:
+        refused = client.put(url, json={"title": "Lost", "content": "C"}, headers=author["headers"] | {"If-Match": if_match})
+        assert (refused.status_code, refused.headers["etag"]) == (412, '"2.0"'), if_match
+        assert "If-Match" in refused.json()["detail"]
+    client.post(url + "/reject", json={"reason": "No."}, headers=reviewer["headers"])  # a review is a new version too
+    assert client.put(url, json={"title": "Lost", "content": "C"},
+                      headers=author["headers"] | {"If-Match": '"2.0"'}).status_code == 412
+    assert client.get(url, headers=author["headers"]).json()["title"] == "First"
+    assert [e for e in client.get(url + "/history", headers=author["headers"]).json()["items"] if e["action"] == "blog_edited"] != []
+    assert client.put(url, json={"title": "Any", "content": "C"}, headers=author["headers"] | {"If-Match": "*"}).status_code == 200
+    assert client.put(url, json={"title": "Old client", "content": "C"}, headers=author["headers"]).status_code == 200
+    old = client.post("/api/session/draft", json={"title": "One"}, headers=author["headers"]).headers["etag"]
+    client.post("/api/session/draft", json={"title": "Two"}, headers=author["headers"])
+    refused = client.post("/api/session/draft", json={"title": "Lost"}, headers=author["headers"] | {"If-Match": old})
+    assert refused.status_code == 412 and refused.headers["etag"] != old
+    assert client.get("/api/session/draft", headers=author["headers"]).json()["title"] == "Two"
+    client.delete("/api/session/draft", headers=author["headers"])
+    gone = client.post("/api/session/draft", json={"title": "Lost"}, headers=author["headers"] | {"If-Match": old})
+    assert gone.status_code == 412 and "etag" not in gone.headers
+    assert client.get("/api/session/draft", headers=author["headers"]).status_code == 404
+
+
+def test_the_public_cache_never_serves_an_etag_but_with_the_body_of_its_version(client):
+    """A cached blog keeps the ETag made with its body; a like shows in both within a second; a
+    deleted blog's ETag is never served again, not even as a 304."""
+    author, fan = make_user(client), make_user(client)
+    post = make_blog(client, author, status="approved")
+    url = f"/api/blogs/{post['id']}"
+    assert client.get(url).headers["etag"] == '"2.0"'  # version 1 was pending: the approval made version 2
+    assert client.get(url).headers["etag"] == '"2.0"'  # from the cache, with its ETag
+    client.put(url + "/like", headers=fan["headers"])
+
+    def consistent_and_liked():
+        response = client.get(url)
+        assert response.headers["etag"] == f'"2.{response.json()["likes"]}"'  # never one without the other
+        return response.json()["likes"] == 1
+    wait_until(consistent_and_liked, timeout=5, what="the like to show")
+    assert client.get(url, headers={"If-None-Match": '"2.0"'}).status_code == 200
+    assert client.get(url, headers={"If-None-Match": '"2.1"'}).status_code == 304
+    client.delete(url, headers=author["headers"])
+    for headers in [{}, {"If-None-Match": '"2.1"'}]:
+        gone = client.get(url, headers=headers)
+        assert gone.status_code == 404 and "etag" not in gone.headers
+
+
 #### Blogs: the approval workflow, visibility, lists
 
 
