@@ -2714,6 +2714,31 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(new_database):
             assert roles.count("admin") == 1, (round_number, roles)
 
 
+def test_two_saves_with_one_etag_at_once_one_applies_and_the_other_is_412(new_database):
+    """A laptop and a phone save from one copy at the same instant, 25 rounds for a blog and 25
+    for a draft: each time one save applies, the other gets a 412 with the winner's ETag."""
+    with running_server(new_database()) as server:
+        live = Live(server)
+        author = live.user()
+        blog_url, draft_url = live.url + f"/api/blogs/{live.blog(author)['id']}", live.url + "/api/session/draft"
+        httpx.post(draft_url, json={"title": "Start"}, headers=author["headers"]).raise_for_status()
+        outcomes = []
+        for round_number in range(25):
+            for url, method in [(blog_url, "PUT"), (draft_url, "POST")]:
+                etag = httpx.get(url, headers=author["headers"]).headers["etag"]
+                bodies = [{"title": f"{device} {round_number}", "content": "C"} for device in ("laptop", "phone")]
+                answers = at_once(*[(method, url, {"json": body, "headers": author["headers"] | {"If-Match": etag}})
+                                    for body in bodies])
+                statuses = [answer.status_code for answer in answers]
+                outcomes.append(tuple(sorted(statuses)))
+                assert sorted(statuses) == [200, 412], (round_number, url, [answer.text for answer in answers])
+                won, lost = answers[statuses.index(200)], answers[statuses.index(412)]
+                assert lost.headers["etag"] == won.headers["etag"] != etag
+                stored = httpx.get(url, headers=author["headers"])
+                assert (stored.json()["title"], stored.headers["etag"]) == (won.json()["title"], won.headers["etag"])
+        assert outcomes == [(200, 412)] * 50
+
+
 @contextmanager
 def app_in_a_thread(database_url: str, monkeypatch):
     """blog.app under a real uvicorn on a loopback port, in a thread of this process; yields a
@@ -4370,6 +4395,17 @@ def test_readme_sse_curl_example(live):
     assert lines[1].startswith("id: ") and lines[1][4:-1].isdigit()
     assert lines[2:] == ["event: blog_pending\n", "data: " + json.dumps(
         {"type": "blog_pending", "blog_id": post["id"], "title": "Seen by curl", "author_id": post["author_id"]}) + "\n"]
+
+
+def test_readme_etag_curl_example_keeps_the_phone_from_overwriting_the_laptop(live):
+    author = live.user()
+    post = live.blog(author)
+    script = readme_example("etag-curl").replace("http://127.0.0.1:8000", live.url)
+    result = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, timeout=30, cwd=TEST_DIR,
+                            env={**os.environ, "TOKEN": author["token"], "BLOG_ID": str(post["id"])})
+    assert result.stdout.split() == ["200", "412"], result.stderr
+    stored = httpx.get(live.url + f"/api/blogs/{post['id']}", headers=author["headers"]).json()
+    assert stored["content"] == "Written on the laptop."
 
 
 def test_readme_chat_python_example(live):
