@@ -4825,7 +4825,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 45  # every HTTP route but / and the documents themselves
+    assert len(declared) == 48  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -4833,6 +4833,13 @@ def test_openapi_documents_every_route_with_its_docstring(client):
     assert "WebSocket" in document["paths"]["/api/blogs/{blog_id}/comments"]["get"]["description"]
     title = document["paths"]["/api/blogs/"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["title"]
     assert (title["minLength"], title["maxLength"]) == (1, 200)
+    for path, method, condition, answer in [("/api/blogs/{blog_id}", "put", "If-Match", "412"),
+                                            ("/api/session/draft", "post", "If-Match", "412"),
+                                            ("/api/blogs/{blog_id}", "get", "If-None-Match", "304"),
+                                            ("/api/session/draft", "get", "If-None-Match", "304")]:
+        operation = document["paths"][path][method]
+        assert condition in [p["name"] for p in operation["parameters"] if p["in"] == "header"] and answer in operation["responses"]
+        assert "ETag" in operation["responses"]["200"]["headers"]
 
 
 def test_the_api_reference_lists_exactly_the_apps_routes():
@@ -4848,7 +4855,7 @@ def test_the_api_reference_lists_exactly_the_apps_routes():
         elif isinstance(route, blog.Route):
             served |= {(method, path) for method in route.methods - {"HEAD"}}
     assert len(listed) == len(set(listed)) and set(listed) == served
-    assert len(served) == 49  # 45 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+    assert len(served) == 52  # 48 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
 
 
 def test_nothing_in_the_repository_points_outside_it():
