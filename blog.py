@@ -1485,11 +1485,12 @@ async def update_blog(request: Request) -> Response:
         if blog["status"] == "approved":
             raise HTTPException(409, "An approved blog cannot be edited.")
         check_if_match(request, blog_etag(blog), BLOG_CHANGED)
+        was_rejected = blog["status"] == "rejected"
         await database.execute(
             "UPDATE blogs SET title = :title, content = :content, images = :images, search_words = :search_words, "
             "status = 'pending', reject_reason = NULL, updated_at = :now, version = version + 1 WHERE id = :id",
             blog_values(fields) | {"now": utc_now(), "id": blog["id"]})
-        was_rejected, blog = blog["status"] == "rejected", await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
+        blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
         await record("blog_resubmitted" if was_rejected else "blog_edited", user, blog_id=blog["id"],
                      detail={"title": blog["title"]})
         if was_rejected:
