@@ -4019,6 +4019,31 @@ def test_a_version_1_database_is_upgraded_and_serves_every_row(new_database):
         assert httpx.post(server.url + "/api/auth/register", json=newcomer).json()["email_verified"] is False
 
 
+def test_the_records_step_gives_version_1_blogs_and_drafts_a_version_and_starts_an_empty_record(new_database):
+    """upgrades/3-records.sql on a filled version-1 database: every blog and draft at version 1,
+    an empty record; then ETags, If-Match and the record work on the rows version 1 wrote."""
+    database_url = version_1_database(new_database())
+    made = fill_version_1(database_url)
+    with running_server(database_url) as server:
+        blogs, drafts, records = on_database(database_url, ("SELECT id, version FROM blogs ORDER BY id", {}),
+                                              ("SELECT version FROM drafts", {}), ("SELECT * FROM records", {}))
+        assert (blogs, drafts, records) == ([{"id": n, "version": 1} for n in (1, 2, 3)], [{"version": 1}], [])
+        author, admin = Live.login(server, made["username"]), Live.login(server, "v1-admin-1")
+        assert httpx.get(server.url + "/api/blogs/1").headers["etag"] == '"1.1"'  # approved, liked once in version 1
+        url = server.url + "/api/blogs/2"  # pending
+        assert httpx.get(url + "/history", headers=author["headers"]).json() == {"items": []}  # nothing recorded then
+        edit = {"json": {"title": "Edited after the upgrade", "content": "C"}, "headers": author["headers"] | {"If-Match": '"1.0"'}}
+        assert httpx.put(url, **edit).headers["etag"] == '"2.0"'
+        assert httpx.put(url, **edit).status_code == 412
+        draft = httpx.get(server.url + "/api/session/draft", headers=author["headers"])
+        assert draft.headers["etag"] == f'"1.{draft.json()["updated_at"]}"'
+        saved = httpx.post(server.url + "/api/session/draft", json={"title": "Draft, saved again"},
+                           headers=author["headers"] | {"If-Match": draft.headers["etag"]})
+        assert saved.status_code == 200 and saved.headers["etag"].startswith('"2.')
+        entries = httpx.get(server.url + "/api/audit", headers=admin["headers"]).json()["items"]
+        assert [(e["action"], e["actor"], e["blog_id"]) for e in entries] == [("blog_edited", made["username"], 2)]
+
+
 def app_with_steps(steps: dict[str, str]) -> Path:
     """A copy of the app (blog.py, schema.sql, page.html) whose upgrades/ folder holds `steps` ({"2-x.sql": "..."})."""
     folder = TEST_DIR / f"app-{os.urandom(4).hex()}"
