@@ -4159,13 +4159,16 @@ def test_a_step_leaving_rows_that_refer_to_nothing_is_rolled_back(new_database, 
 
 def test_a_database_newer_than_the_code_is_refused_and_left_untouched(new_database):
     database_url = version_1_database(new_database())
-    app = app_with_steps({"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP})
-    assert blog_command(app, database_url, "migrate").returncode == 0  # version 3
+    code = len(blog.upgrade_steps()) + 1  # this code's version; the other app's is one past it, and at least 3
+    steps = {"2-slow.sql": SLOW_STEP, "3-rebuild-users.sql": REBUILD_USERS_STEP}
+    steps |= {f"{number}-nothing.sql": "-- on both:\nSELECT 1;\n" for number in range(4, code + 2)}
+    app, newer = app_with_steps(steps), max(3, code + 1)
+    assert blog_command(app, database_url, "migrate").returncode == 0  # at version `newer`
     before = every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"])
     for command in (["migrate"], ["migrate", "--dry-run"], []):
-        done = blog_command(HERE, database_url, *command)  # this code: version 2 (upgrades/2-accounts-mail.sql)
+        done = blog_command(HERE, database_url, *command)  # this code
         assert done.returncode != 0
-        assert "schema version 3" in done.stderr and "up to 2" in done.stderr, done.stderr
+        assert f"schema version {newer}" in done.stderr and f"up to {code}" in done.stderr, done.stderr
     assert every_row(database_url, [*V1_TABLES, "step_runs", "schema_version"]) == before
 
 
