@@ -2509,6 +2509,17 @@ def test_cors_allows_the_configured_origins_only(client):
         assert set(refusal.json()) == {"detail"} and what in refusal.json()["detail"]
 
 
+def test_a_browser_page_may_send_if_match_and_read_the_etag(client):
+    """A React page saving with If-Match needs the preflight to allow it, and the ETag exposed to its script."""
+    author = make_user(client)
+    page = {"Origin": "http://localhost:3000"}
+    preflight = client.options("/api/session/draft", headers=page | {"Access-Control-Request-Method": "POST",
+                                                                    "Access-Control-Request-Headers": "authorization,if-match"})
+    assert preflight.status_code == 200 and "if-match" in preflight.headers["access-control-allow-headers"].lower()
+    saved = client.post("/api/session/draft", json={"title": "T"}, headers=author["headers"] | page)
+    assert "etag" in saved.headers["access-control-expose-headers"].lower()
+
+
 #### A real server: concurrency and the command line
 
 
