@@ -1288,7 +1288,7 @@ async def delete_user(request: Request) -> Response:
 ACCOUNT_SEARCH = {"type": "string", "maxLength": 254, "description": "the start of a username or an email"}
 ROLE_QUERY = ROLE_BODY["properties"]["role"]
 ACCOUNTS_SELECT = """
-    SELECT u.id, u.username, u.email, u.role, u.created_at,
+    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified,
            (SELECT COUNT(*) FROM blogs WHERE author_id = u.id) AS blogs
     FROM users u
     WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!' OR u.email LIKE :prefix ESCAPE '!')
@@ -1298,12 +1298,13 @@ ACCOUNTS_SELECT = """
 
 @requires_role("admin")
 async def list_users(request: Request) -> Response:
-    """List accounts, newest first, with their role and count of blogs; ?q= and ?role= narrow it."""
+    """List accounts, newest first, with their role, their count of blogs and whether their address
+    is verified; ?q= and ?role= narrow it."""
     limit, before = page_params(request)
     text, role = query_param(request, "q", ACCOUNT_SEARCH), query_param(request, "role", ROLE_QUERY)
     prefix = None if text is None else re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
     rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before, "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, dict))
+    return JSONResponse(page_of(rows, limit, lambda row: user_out(row) | {"blogs": row["blogs"]}))
 
 
 #### Blogs: write, review, read, search
@@ -3428,7 +3429,8 @@ SHAPES = {
                  filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
                  error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
     "JobPage": page_shape("Job"),
-    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP, blogs=ID),
+    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                     email_verified={"type": "boolean"}, blogs=ID),
     "AccountPage": page_shape("Account"),
     "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
                     blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},

@@ -1226,13 +1226,19 @@ def test_admins_list_accounts_newest_first_by_prefix_and_role(client):
     listed = client.get("/api/users", params={"q": "AL"}, headers=admin["headers"]).json()
     assert [u["username"] for u in listed["items"]] == ["albert", "alfred", "al_x", "alice"]
     albert = listed["items"][0]
-    assert (albert["role"], albert["blogs"], set(albert)) == ("user", 1, {
-        "id", "username", "email", "role", "created_at", "blogs"})
+    assert (albert["role"], albert["blogs"], albert["email_verified"], set(albert)) == ("user", 1, False, {
+        "id", "username", "email", "role", "created_at", "email_verified", "blogs"})
     assert usernames(client, admin, q="al_") == ["al_x"]  # "_" is no wildcard here
     assert usernames(client, admin, q="%") == []
     assert usernames(client, admin, q="bob@EXAMPLE") == ["bob"]
     assert usernames(client, admin, role="approver") == ["al_x"]
     assert usernames(client, admin, q="al", role="user") == ["albert", "alfred", "alice"]
+
+    async def verify_alice():
+        await blog.database.execute("UPDATE users SET email_verified = 1 WHERE username = 'alice'")
+    client.portal.call(verify_alice)
+    listed = client.get("/api/users", params={"q": "al"}, headers=admin["headers"]).json()["items"]
+    assert [user["email_verified"] for user in listed] == [False, False, False, True]
     first = client.get("/api/users", params={"limit": 4}, headers=admin["headers"]).json()
     rest = client.get("/api/users", params={"limit": 4, "cursor": first["next_cursor"]}, headers=admin["headers"]).json()
     names = [u["username"] for u in first["items"] + rest["items"]]
