@@ -29,8 +29,9 @@ in this order, top to bottom, and stop at the appendices:
    The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
    same block, so that every decision leaves one entry, committed with it.
 6. One section per resource: Auth (with password reset and verified addresses: mail is queued
-   beside the change with `await queue_mail(to, subject, body)`), Users, Blogs, Likes and the feed, Comments and chat,
-   Notifications, Feature requests, Drafts, Writing assistant, Audit; then Health.
+   beside the change with `await queue_mail(to, subject, body)`), Users, Blogs, Likes and the
+   feed, Comments and chat, Notifications, Feature requests, Drafts, Writing assistant, Audit;
+   then the page at / (page.html, for browsers), health and the API's documents.
 7. The app: the `routes` table (every endpoint on one line), errors, `lifespan`; the command line.
 
 The appendices are the machinery behind those interfaces; a first reading may skip them:
