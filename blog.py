@@ -101,7 +101,7 @@ from starlette.datastructures import CommaSeparatedStrings
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -442,10 +442,11 @@ reset_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="password-reset")
 verify_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="verify-email")
 
 
-def password_fingerprint(password_hash: str) -> str:
-    """What a reset token holds of the password: a keyed hash of its bcrypt hash (the token is
-    signed, not encrypted, so it must not carry the bcrypt hash itself)."""
-    return hmac.new(SECRET_KEY.encode(), password_hash.encode(), "sha256").hexdigest()[:32]
+def password_fingerprint(password_hash: str, email: str) -> str:
+    """What a reset token holds of the account: a keyed hash of its bcrypt hash and its address (the
+    token is signed, not encrypted, so it must not carry the bcrypt hash itself). A new password or
+    a new address, and the links mailed before it stop working."""
+    return hmac.new(SECRET_KEY.encode(), f"{password_hash}\n{email}".encode(), "sha256").hexdigest()[:32]
 
 
 def read_mailed_token(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str) -> dict:
@@ -786,7 +787,10 @@ REGISTER_BODY = {"type": "object", "required": ["username", "email", "password"]
                  "examples": [{"username": "alice", "email": "alice@example.com", "password": "correct horse"}],
                  "properties": {
     "username": USERNAME,
-    "email": {"type": "string", "maxLength": 254, "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
+    # A plain address, ASCII only: no quoting, comments, groups, encoded words or lists, each of which a
+    # mail server could read as more, or other, recipients than the one the account was made with.
+    "email": {"type": "string", "maxLength": 254,
+              "pattern": r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"},
     "password": {"type": "string", "minLength": 8, "maxLength": 72,
                  "description": "8 characters to 72 bytes of UTF-8 (bcrypt's limit)"},
 }}
@@ -849,7 +853,7 @@ def verification_mail(user: dict) -> tuple[str, str, str]:
 
 def reset_mail(user: dict) -> tuple[str, str, str]:
     """The mail with a link to choose a new password: (to, subject, body)."""
-    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"])})
+    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"], user["email"])})
     return (user["email"], "Reset your password",
             f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
             f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
@@ -894,10 +898,11 @@ async def register(request: Request) -> Response:
     """Create an account with the user role; a role asked for in the body is ignored."""
     fields = await read_body(request, REGISTER_BODY)
     taken = HTTPException(409, "That username or email is already taken.")
-    # Refused before bcrypt runs: a taken name costs no hash, so it cannot be used to load the server.
+    # Counted first, so that asking whether an address has an account is throttled like any try;
+    # refused before bcrypt runs, so a taken name costs no hash and cannot load the server.
+    await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
     if await database.fetch_one(USER_TAKEN, {"username": fields["username"], "email": fields["email"].lower()}):
         raise taken
-    await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
     if (user := await add_user(fields, "user")) is None:
         raise taken
     return JSONResponse(user_out(user), 201)
@@ -993,20 +998,19 @@ async def check_current_password(user: dict, password: str) -> None:
     current = await database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
     if not await in_bcrypt_thread(check_password, password, current):
         raise HTTPException(403, "current_password: that is not your password.")
+    await database.execute("DELETE FROM guesses WHERE key = :account", {"account": f"account:{user['id']}"})  # as login does
 
 
 @login_required
 async def change_password(request: Request) -> Response:
     """Change your password; every other session of yours ends (this one goes on), and you are mailed a notice."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
-    account = f"account:{user['id']}"
     await check_current_password(user, fields["current_password"])
     password_hash = await hash_new_password(fields["new_password"], "new_password")
     async with publishing():  # publishing: its notice is mailed in the same transaction
         await database.execute("UPDATE users SET password_hash = :hash WHERE id = :id", {"hash": password_hash, "id": user["id"]})
         await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :user_id AND id <> :id "
                                "AND ended_at IS NULL", {"now": utc_now(), "user_id": user["id"], "id": user["session_id"]})
-        await database.execute("DELETE FROM guesses WHERE key = :account", {"account": account})
         await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, and every "
                                       "other login of yours has ended."))
     return Response(status_code=204)
@@ -1053,7 +1057,7 @@ async def reset_password(request: Request) -> Response:
                               "ask for a new one.")
     user = await database.fetch_one("SELECT id, username, email, password_hash FROM users WHERE id = :id",
                                     {"id": claims["sub"]})
-    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"]), claims["pw"]):
+    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"], user["email"]), claims["pw"]):
         raise used
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
@@ -1256,20 +1260,20 @@ async def set_role(admin: dict, username: str, role: str) -> dict:
     return user_out(user | {"role": role})
 
 
-@requires_role("admin")
+@requires_role("admin", verified=True)
 async def make_admin(request: Request) -> Response:
     """Make a user an admin."""
     return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
 
 
-@requires_role("admin")
+@requires_role("admin", verified=True)
 async def change_role(request: Request) -> Response:
     """Give a user the role user, approver or admin."""
     fields = await read_body(request, ROLE_BODY)
     return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
 
 
-@requires_role("admin")
+@requires_role("admin", verified=True)
 async def delete_user(request: Request) -> Response:
     """Delete an account with everything that is theirs; their streams and sockets end at once."""
     async with publishing():
@@ -3307,10 +3311,13 @@ async def read_raw_body(request: Request) -> bytes:
     and every error here is JSON, so the limit is kept here, where bodies are read.
     """
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, "The body is larger than 1 MiB.")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, "The body is larger than 1 MiB.")
+    except ClientDisconnect:  # the client left mid-body: nobody to answer, and nothing to log
+        raise HTTPException(400, "The body ended before its Content-Length.")
     return bytes(body)
 
 
@@ -3790,8 +3797,9 @@ def postgres_tool(name: str, *args: str, failed: str) -> str:
 
 
 def refuse_the_database_itself(file: Path) -> None:
-    """Exit if `file` is the SQLite database (or its -wal): replacing it under the app would lose writes."""
-    named = file.with_name(file.name.removesuffix("-wal").removesuffix("-shm"))
+    """Exit if `file` is the SQLite database (or its -wal, -shm or -journal): writing there would lose
+    writes, or leave SQLite a "hot journal" that stops every later backup."""
+    named = file.with_name(file.name.removesuffix("-wal").removesuffix("-shm").removesuffix("-journal"))
     if database.url.dialect == "sqlite" and named == sqlite_path().resolve():
         sys.exit(f"{file} is the database itself: name another file.")
 
@@ -3819,6 +3827,11 @@ def back_up(file: Path) -> None:
     print(f"Backed up to {file}.")
 
 
+# The tables every backup of this app holds, whatever its version (version 1 made them all).
+VERSION_1_TABLES = {"users", "sessions", "guesses", "blogs", "comments", "follows", "likes", "feature_requests",
+                    "drafts", "jobs", "events"}
+
+
 def check_backup(path: Path) -> int:
     """The schema version of a backup, once it is found sound; otherwise exit saying what is wrong."""
     if not path.is_file():
@@ -3835,8 +3848,10 @@ def check_backup(path: Path) -> int:
                 if "schema_version" in tables else 1
     except sqlite3.DatabaseError as error:
         sys.exit(f"{path} is not an SQLite database made by `python blog.py backup` ({error}).")
-    if "users" not in tables:
-        sys.exit(f"{path} is an SQLite database, but not one of this app: it has no users table.")
+    if missing := sorted(VERSION_1_TABLES - tables):
+        sys.exit(f"{path} is an SQLite database, but not one of this app: it has no {', '.join(missing)} table.")
+    if not isinstance(version, int):
+        sys.exit(f"{path} has a schema version that is no number: {version!r}.")
     return version
 
 
@@ -3844,8 +3859,8 @@ def postgres_backup_version(path: Path) -> int:
     """A pg_dump file's schema version, read from its table of contents and its schema_version data."""
     contents = postgres_tool("pg_restore", "--list", str(path),
                              failed=f"{path} is not a backup made by `python blog.py backup` on PostgreSQL")
-    if not re.search(r" TABLE public users ", contents):
-        sys.exit(f"{path} is a PostgreSQL backup, but not one of this app: it has no users table.")
+    if missing := sorted(table for table in VERSION_1_TABLES if f" TABLE public {table} " not in contents):
+        sys.exit(f"{path} is a PostgreSQL backup, but not one of this app: it has no {', '.join(missing)} table.")
     if not re.search(r" TABLE DATA public schema_version ", contents):
         return 1
     data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
@@ -3977,7 +3992,7 @@ def deliver_mail(mail: dict) -> None:
     message["From"], message["To"], message["Subject"] = MAIL_FROM, mail["recipient"], mail["subject"]
     message.set_content(mail["body"])
     with smtp_connection() as smtp:
-        smtp.send_message(message)
+        smtp.send_message(message, to_addrs=[mail["recipient"]])  # the envelope names the one recipient, whatever To: says
 
 
 def smtp_connection() -> smtplib.SMTP:

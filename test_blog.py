@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -566,23 +567,36 @@ def test_a_good_login_starts_the_account_afresh_and_costs_its_address_nothing(cl
         assert client.post("/api/auth/login", json={"username": "alice", "password": "wrong!!!"}).status_code == 401
 
 
-def test_registration_is_throttled_per_address_and_a_taken_name_costs_no_hash(client, monkeypatch):
+def test_registration_is_throttled_per_address_taken_names_too_and_a_taken_name_costs_no_hash(client, monkeypatch):
+    """A 409 tells whether a name or an address has an account, so asking counts like any try."""
     monkeypatch.setattr(blog, "REGISTRATIONS_PER_ADDRESS", 3)
-    make_user(client, username="alice")
+    make_user(client, username="alice")  # the address's first try
     hashes = []
     real_hash = blog.hash_password
     monkeypatch.setattr(blog, "hash_password", lambda *args: hashes.append(1) or real_hash(*args))
-    for _ in range(5):
-        taken = client.post("/api/auth/register", json={"username": "ALICE", "email": "x@example.com", "password": PASSWORD})
-        assert taken.status_code == 409
-    assert hashes == []  # refused before bcrypt, and not counted
-    for n in range(2):
-        body = {"username": f"bob{n}", "email": f"bob{n}@example.com", "password": PASSWORD}
-        assert client.post("/api/auth/register", json=body).status_code == 201
-    refused = client.post("/api/auth/register", json={"username": "carol", "email": "c@example.com", "password": PASSWORD})
-    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
-    assert len(hashes) == 2
+    taken = client.post("/api/auth/register", json={"username": "ALICE", "email": "x@example.com", "password": PASSWORD})
+    assert taken.status_code == 409 and hashes == []  # refused before bcrypt
+    body = {"username": "bob", "email": "bob@example.com", "password": PASSWORD}
+    assert client.post("/api/auth/register", json=body).status_code == 201
+    for name in ("ALICE", "carol"):  # the fourth try and on: 429, taken or not, and nothing learnt
+        refused = client.post("/api/auth/register", json={"username": name, "email": "c@example.com", "password": PASSWORD})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert len(hashes) == 1
     assert client.post("/api/auth/login", json={"username": "carol", "password": PASSWORD}).status_code == 401
+
+
+@pytest.mark.parametrize("address", [
+    "=?utf-8?q?victim=40x.example=2C?=me@evil.example", "victim,attacker@evil.example", "g:victim@x.example;",
+    "<victim@x.example>", "victim@x.example, me@evil.example", '"victim@x"@evil.example', "victim@x.example (me)",
+    "vïctim@x.example", "victim@-x.example", "victim@x..example",
+])
+def test_an_address_a_mail_server_could_read_as_other_recipients_is_refused(client, address):
+    """Only a plain address: a mail server reads quoting, groups, lists and encoded words as recipients."""
+    refused = client.post("/api/auth/register", json={"username": "mallory", "email": address, "password": PASSWORD})
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("email:"), refused.text
+    user = make_user(client)
+    changed = client.patch("/api/users/me", json={"email": address, "current_password": PASSWORD}, headers=user["headers"])
+    assert changed.status_code == 422 and me(client, user).json()["email"] == user["user"]["email"]
 
 
 def test_refresh_rotates_and_the_old_token_stops_working(client):
@@ -902,6 +916,57 @@ def test_an_address_change_needs_the_password_is_verified_anew_and_tells_the_old
     assert client.post("/api/auth/verify", json={"token": token}).json()["email_verified"] is True
     login = client.post("/api/auth/login", json={"username": new, "password": PASSWORD})
     assert login.status_code == 200
+
+
+def test_a_reset_link_mailed_before_an_address_change_no_longer_works(client, mail):
+    user = make_user(client)
+    old = user["user"]["email"]
+    assert forgot(client, old).status_code == 202
+    token = token_in(mail.wait_for(old, RESET)[0], "reset-password")
+    moved = client.patch("/api/users/me", json={"email": "moved-" + old, "current_password": PASSWORD}, headers=user["headers"])
+    assert moved.status_code == 200
+    stale = client.post("/api/auth/reset-password", json={"token": token, "password": "takeover123"})
+    assert stale.status_code == 400
+    assert client.post("/api/auth/login", json={"username": "moved-" + old, "password": "takeover123"}).status_code == 401
+
+
+def test_the_right_current_password_never_counts_as_a_failed_login(client):
+    user = make_user(client)
+    for n in range(blog.LOGIN_FAILURES_PER_ACCOUNT + 2):
+        changed = client.patch("/api/users/me", json={"email": f"n{n}-{user['user']['email']}", "current_password": PASSWORD},
+                               headers=user["headers"])
+        assert changed.status_code == 200, changed.text
+    assert client.post("/api/auth/login", json={"username": user["user"]["username"], "password": PASSWORD}).status_code == 200
+
+
+def test_an_unverified_admin_changes_no_role_and_deletes_no_account_while_verification_is_required(client, monkeypatch):
+    admin, other = make_user(client, "admin"), make_user(client)
+    monkeypatch.setattr(blog, "REQUIRE_VERIFIED_EMAIL", True)
+    name = other["user"]["username"]
+    for method, path, body in [("PATCH", f"/api/users/{name}/role", {"role": "approver"}),
+                               ("POST", f"/api/auth/make-admin/{name}", None), ("DELETE", f"/api/users/{name}", None)]:
+        refused = client.request(method, path, json=body, headers=admin["headers"])
+        assert refused.status_code == 403 and "verif" in refused.json()["detail"], (path, refused.text)
+    assert client.get("/api/auth/me", headers=other["headers"]).json()["role"] == "user"
+
+
+def test_a_client_that_leaves_mid_body_gets_a_400_and_leaves_no_traceback(client, app_log):
+    """Content-Length: 100, eight bytes, then gone: Starlette raises ClientDisconnect where the body is read."""
+    messages = [{"type": "http.request", "body": b'{"email"', "more_body": True}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/auth/forgot-password", "raw_path": b"/api/auth/forgot-password", "root_path": "",
+             "query_string": b"", "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {}}
+    client.portal.call(blog.app, scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert "Exception in ASGI application" not in app_log.text and "Traceback" not in app_log.text
 
 
 @pytest.fixture
@@ -4295,6 +4360,19 @@ def test_restore_refuses_a_database_with_data_a_file_that_is_no_backup_and_a_new
         for command in ("backup", "restore"):
             done = blog_command(HERE, database_url, command, database_url.removeprefix("sqlite:///"))
             assert done.returncode != 0 and "the database itself" in done.stderr, done.stderr
+        # Nor its -journal: SQLite would take a backup written there for a hot journal of the database.
+        done = blog_command(HERE, database_url, "backup", database_url.removeprefix("sqlite:///") + "-journal")
+        assert done.returncode != 0 and "the database itself" in done.stderr, done.stderr
+        # An SQLite file with this app's name for a table or two, but not its tables, is no backup of it.
+        for version in ("3", "'abc'"):
+            odd = TEST_DIR / f"odd-{os.urandom(4).hex()}.db"
+            with contextlib.closing(sqlite3.connect(odd)) as made:
+                made.executescript(f"CREATE TABLE users (x); CREATE TABLE schema_version (version); "
+                                   f"INSERT INTO schema_version VALUES ({version});")
+                made.commit()
+            done = blog_command(HERE, target, "restore", str(odd), "--replace")
+            assert done.returncode != 0 and "not one of this app" in done.stderr and "Traceback" not in done.stderr
+            assert {table: len(rows) for table, rows in every_row(target).items()} == V1_ROWS  # untouched
     # A backup from a newer schema than this code's.
     on_database(database_url, ("CREATE TABLE schema_version (version INTEGER NOT NULL)", {}),
                 ("INSERT INTO schema_version (version) VALUES (99)", {}))
