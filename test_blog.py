@@ -826,8 +826,8 @@ def test_expired_forged_and_outdated_reset_tokens_are_400_and_change_nothing(cli
 
 
 async def fingerprint_of(user_id: int) -> str:
-    password_hash = await blog.database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user_id})
-    return blog.password_fingerprint(password_hash)
+    user = await blog.database.fetch_one("SELECT password_hash, email FROM users WHERE id = :id", {"id": user_id})
+    return blog.password_fingerprint(user["password_hash"], user["email"])
 
 
 def test_reset_mails_are_throttled_per_account_and_per_client_address_without_saying_so(client, mail, monkeypatch):
