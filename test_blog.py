@@ -4384,9 +4384,11 @@ def test_restore_refuses_a_database_with_data_a_file_that_is_no_backup_and_a_new
     assert not on_database(empty, (blog.make_database(empty).TABLE_NAMED, {"name": "users"}))[0]
 
 
-def test_backup_without_pg_dump_names_the_package_to_install(postgres, tmp_path):
-    env = {**os.environ, "DATABASE_URL": postgres_database(postgres), "PATH": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(HERE / "blog.py"), "backup", str(tmp_path / "x")], env=env,
+def test_backup_without_pg_dump_names_the_package_to_install(postgres):
+    empty = TEST_DIR / f"no-programs-{os.urandom(4).hex()}"  # a PATH with no pg_dump on it
+    empty.mkdir()
+    env = {**os.environ, "DATABASE_URL": postgres_database(postgres), "PATH": str(empty)}
+    done = subprocess.run([sys.executable, str(HERE / "blog.py"), "backup", str(empty / "x")], env=env,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "postgresql-client" in done.stderr, done.stderr
 
