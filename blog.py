@@ -2445,6 +2445,10 @@ async def restore(file: str, replace: bool) -> None:
     copy_back(path)
     async with database:
         await upgrade_or_exit()
+        if database.url.dialect == "postgresql":
+            # pg_restore brings the rows back but not the planner's statistics: without them the
+            # first plans of a list can read every post (bench.py reads, "no statistics").
+            await database.run_script("ANALYZE")
     print(f"Restored {path} (schema version {version}).")
 
 
