@@ -1176,7 +1176,9 @@ async def update_profile(request: Request) -> Response:
 
 async def change_email(user: dict, email: str) -> None:
     """In a publishing transaction: give the user a new address, unverified until its link is
-    opened; mail that link to it and a notice to the old one. 409 if another account has it."""
+    opened; mail that link to it and a notice to the old one. 409 if another account has it.
+    The NOT EXISTS cannot race: every write of an address (a registration, a change) is in a
+    publishing() transaction, and those take turns, so each sees the others' commits."""
     changed = await database.fetch_one(
         "UPDATE users SET email = :email, email_verified = 0 WHERE id = :id AND NOT EXISTS "
         "(SELECT 1 FROM users WHERE email = :email) RETURNING id, username, email", {"email": email, "id": user["id"]})

@@ -2793,6 +2793,19 @@ def test_two_refreshes_with_one_token_always_end_the_session(new_database):
             assert again.status_code == 401, "the session outlived a reused refresh token"
 
 
+def test_two_accounts_moving_to_one_address_at_once_get_one_200_and_one_409(live):
+    """Each round, two accounts ask for the same new address at the same instant: one has it, the
+    other is told it is taken (never a 500 from the unique index), on both databases."""
+    for round_number in range(8):
+        first, second = live.user(), live.user()
+        address = f"wanted-{round_number}-{os.urandom(2).hex()}@x.io"
+        answers = at_once(*[("PATCH", live.url + "/api/users/me", {"headers": user["headers"], "json": {
+            "email": address, "current_password": PASSWORD}}) for user in (first, second)])
+        assert sorted(answer.status_code for answer in answers) == [200, 409], [answer.text for answer in answers]
+        owners = [httpx.get(live.url + "/api/auth/me", headers=user["headers"]).json()["email"] for user in (first, second)]
+        assert owners.count(address) == 1
+
+
 def test_two_admins_demoting_each_other_at_once_leave_one_admin(new_database):
     with running_server(new_database()) as server:
         url = server.url
