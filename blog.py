@@ -1061,10 +1061,12 @@ async def reset_password(request: Request) -> Response:
         raise used
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
-        # One conditional statement: only while the password is still the one the token was made
-        # for. Of two uses of one token, even at the same instant, the second changes nothing.
-        if not await database.fetch_one("UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old "
-                                        "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"]}):
+        # One conditional statement: only while the password and the address are still the ones the
+        # token was made for. Of two uses of one token, even at the same instant, the second changes
+        # nothing; nor does a use racing an address change.
+        if not await database.fetch_one(
+                "UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old AND email = :email "
+                "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"], "email": user["email"]}):
             raise used
         # Every session ends, its access tokens too, and its streams and sockets: whoever made the
         # reset necessary is logged out. The reset logs nobody in: the owner logs in anew.
