@@ -14,39 +14,44 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
-in this order, top to bottom, and stop at the appendices:
+in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: every flow
+below can be followed without opening an appendix.
 
 1. Configuration: every setting, read once from the environment.
 2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
-   `execute` and `async with database.transaction():`, as the `databases` package documents.
-3. Security: passwords, tokens and sessions, stream tickets and mailed links, guess counting, and
-   the role decorator that guards handlers: `@requires_role("approver", "admin")`,
-   `@login_required`, and `@verified_required` on the handlers that write.
-4. Requests, Pages and ids, Versions: how a handler reads a JSON body and a page of results,
-   and refuses a save made from an old copy (ETag and If-Match).
-5. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
-   change, and `@on_event("blog_pending")` on what a section does when an event arrives.
+   `execute` and `async with database.transaction():`.
+3. Security: passwords, tokens and sessions, stream tickets, guess counting, and the role
+   decorator that guards handlers: `@requires_role("approver", "admin")`, `@login_required`,
+   and `@verified_required` on the handlers that write.
+4. Requests: how a handler reads a JSON body and checks it against its declaration.
+5. Auth: register, login, refresh, logout, me, stream tickets, change password.
+6. Pages and ids, Versions: a page of results, and a save made from an old copy refused (ETag).
+7. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
+   change; how this process's event bus hands each committed event, in order, to the functions
+   that a section registered with `@on_event("blog_pending")`.
    The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
    same block, so that every decision leaves one entry, committed with it.
-6. One section per resource: Auth (with password reset and verified addresses: mail is queued
-   beside the change with `await queue_mail(to, subject, body)`), Users, Blogs, Likes and the
-   feed, Comments and chat, Notifications, Feature requests, Drafts, Writing assistant, Audit;
-   then the page at / (page.html, for browsers), health and the API's documents.
-7. The app: the `routes` table (every endpoint on one line), errors, `lifespan`; the command line.
+8. One section per resource: Users, Blogs, Likes and the feed, Comments and chat,
+   Notifications, Feature requests, Drafts, Writing assistant.
 
-The appendices are the machinery behind those interfaces; a first reading may skip them:
-A. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
-   readers) and on PostgreSQL (a pool, row locks, a listening connection), and schema.sql run.
-B. The event bus: how an event published in one process reaches the @on_event functions of
-   every process, in order, and nothing is lost when a connection drops.
-C. The public cache: why the front page and public blogs are served from memory for a second.
-D. The job runner: how writing jobs are claimed, kept alive and ended once, across processes.
-E. The validator: the few JSON Schema keywords that the body declarations use.
-F. The API document: /openapi.json and /docs, built from the same declarations.
+The appendices are the secondary flows and the machinery behind those interfaces; a first
+reading may skip them:
+A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
+   and texts (mail is queued beside the change with `await queue_mail(to, subject, body)`).
+B. For admins: the accounts list, and the audit of decisions.
+C. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
+   /docs, built from the same declarations as the handlers use.
+D. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
+   readers) and on PostgreSQL (a pool, row locks, a listening connection that carries events
+   between processes), and schema.sql run.
+E. The public cache: why the front page and public blogs are served from memory for a second.
+F. The job runner: how writing jobs are claimed, kept alive and ended once, across processes.
 G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: how a database made by an older version is brought up
-   to date, and how `backup` and `restore` check what they copy.
+   to date, and the `migrate`, `backup` and `restore` commands.
 I. The mail sender: how a mail queued with `queue_mail` leaves the outbox over SMTP, and is retried.
+Last come the app (the `routes` table, every endpoint on one line, errors, `lifespan`) and the
+command line: last because the routes table names every handler, the appendices' too.
 """
 
 import argparse
@@ -198,14 +203,14 @@ def utc_now() -> str:
 
 #### The database, as the handlers use it
 #
-# `database` (made at the end of Appendix A, for DATABASE_URL) behaves as the `databases` package
+# `database` (made at the end of Appendix D, for DATABASE_URL) behaves as the `databases` package
 # documents: `await database.fetch_all(query, values)`, `fetch_one` (a dict or None), `fetch_val`
 # and `execute`, each with :name parameters, and `async with database.transaction():` for
 # statements that must commit together. On PostgreSQL transactions really run at once, so a
 # transaction that reads a row to decide how to change it locks it first: `database.LOCKING` is
 # " FOR UPDATE" there, and "" on SQLite, where a transaction already holds the whole database.
 # A few more attributes of `database` say where the two databases differ (SEARCH, BY_AUTHOR,
-# listening); each is explained where its driver defines it, in Appendix A.
+# listening); each is explained where its driver defines it, in Appendix D.
 
 
 class RowDeletedMeanwhile(Exception):
@@ -220,7 +225,7 @@ class DatabaseUnavailable(Exception):
     PostgreSQL received the COMMIT: then the change may stand, as with any lost answer."""
 
 
-#### Security: passwords, tokens and sessions, stream tickets, mailed links, guess counting, the role decorator
+#### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
 
 
 def hash_password(password: str) -> str:
@@ -432,33 +437,6 @@ def check_verified(user: dict) -> None:
                                  "a new one (POST /api/auth/request-verify-token).")
 
 
-# Links in mails carry itsdangerous tokens too, each salted for its one purpose and time-stamped.
-# A reset token signs the user id and a fingerprint of the password hash: {"sub": 42, "pw": "9f8e..."}.
-# Once the password changes (by this very reset, or any other way) the fingerprint matches no more,
-# so a token works once, and never after a later change; it expires after RESET_TOKEN_MINUTES anyway.
-# A verification token signs the user id and the address: {"sub": 42, "email": "alice@example.com"};
-# it verifies that address only while it is the account's and not yet verified.
-reset_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="password-reset")
-verify_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="verify-email")
-
-
-def password_fingerprint(password_hash: str, email: str) -> str:
-    """What a reset token holds of the account: a keyed hash of its bcrypt hash and its address (the
-    token is signed, not encrypted, so it must not carry the bcrypt hash itself). A new password or
-    a new address, and the links mailed before it stop working."""
-    return hmac.new(SECRET_KEY.encode(), f"{password_hash}\n{email}".encode(), "sha256").hexdigest()[:32]
-
-
-def read_mailed_token(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str) -> dict:
-    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, or if forged."""
-    try:
-        return serializer.loads(token, max_age=max_age)
-    except SignatureExpired:
-        raise HTTPException(400, f"This {what} link has expired; ask for a new one.")
-    except BadSignature:
-        raise HTTPException(400, f"This {what} link is not valid; ask for a new one.")
-
-
 # Guesses are counted in the database, so that every app process counts the same ones:
 # "account:42", "name:nobody" (a login name nobody has), "address:203.0.113.7", "register:203.0.113.7".
 # A guess is counted before the password is checked, so guesses sent at once are counted at once.
@@ -495,6 +473,10 @@ def client_address(request: Request) -> str:
 
 
 #### Requests: a JSON body, read and checked against its declaration
+#
+# Each body is declared once, as a JSON Schema object; `validate` enforces the few keywords used
+# here (type, also as [type, "null"], required, anyOf of required, minLength, maxLength, pattern,
+# enum, minimum, maximum, maxItems, items). Patterns are anchored and matched whole, so "alice\n" is not a username.
 
 
 def invalid(field: str, problem: str) -> HTTPException:
@@ -512,267 +494,109 @@ async def read_body(request: Request, schema: dict) -> dict:
     return {}
 
 
+def parse_json(raw: bytes | str):
+    """Parse JSON strictly: NaN, Infinity, 5000-digit numbers and deep nesting are refused."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    try:
+        return json.loads(raw, parse_constant=refuse)
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8 and huge ints are ValueErrors
+        raise HTTPException(400, "The body is not valid JSON.")
+
+
+async def read_raw_body(request: Request) -> bytes:
+    """Read the body, refusing with 413 as soon as it passes 1 MiB.
+
+    Starlette's own max_body_size answers in plain text when Content-Length is too large,
+    and every error here is JSON, so the limit is kept here, where bodies are read.
+    """
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, "The body is larger than 1 MiB.")
+    except ClientDisconnect:  # the client left mid-body: nobody to answer, and nothing to log
+        raise HTTPException(400, "The body ended before its Content-Length.")
+    return bytes(body)
+
+
+def body_needed(schema: dict) -> bool:
+    """Whether a request must have a body: one that requires fields. (Reject's reason is optional.)"""
+    return "required" in schema or "anyOf" in schema
+
+
+def validate(body, schema: dict) -> dict:
+    """Check a parsed body against its declaration; return the declared fields it holds."""
+    if not isinstance(body, dict):
+        raise HTTPException(422, "The body must be a JSON object.")
+    for name in schema.get("required", []):
+        if name not in body:
+            raise invalid(name, "this field is required")
+    if "anyOf" in schema and not any(option["required"][0] in body for option in schema["anyOf"]):
+        names = [option["required"][0] for option in schema["anyOf"]]
+        raise invalid(" or ".join(names), "the body must hold at least one of these fields")
+    return {name: check_value(name, body[name], rule)
+            for name, rule in schema["properties"].items() if name in body}
+
+
+def check_value(name: str, value, rule: dict):
+    """Check one value against its rule and return it, or raise a 422 naming the field."""
+    kind = rule["type"]
+    if isinstance(kind, list):  # ["string", "null"]: the value may also be null (it clears the field)
+        if value is None:
+            return None
+        kind = kind[0]
+    if kind == "string":
+        check_string(name, value, rule)
+    elif kind == "integer":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 5.0 is the integer 5
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise invalid(name, "must be an integer")
+        if not rule.get("minimum", -math.inf) <= value <= rule.get("maximum", math.inf):
+            raise invalid(name, f"must be from {rule['minimum']} to {rule['maximum']}")
+    elif kind == "array":
+        if not isinstance(value, list):
+            raise invalid(name, "must be a list")
+        if len(value) > rule["maxItems"]:
+            raise invalid(name, f"must have at most {rule['maxItems']} items")
+        for index, item in enumerate(value):
+            check_value(f"{name}[{index}]", item, rule["items"])
+    return value
+
+
+def is_storable(text: str) -> bool:
+    """False for a NUL or a lone surrogate: legal in JSON, but no database stores them as text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def check_string(name: str, value, rule: dict) -> None:
+    """Check a string's type, length, characters, pattern and allowed values."""
+    if not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
+    if not low <= len(value) <= high:
+        raise invalid(name, f"must be {low} to {high} characters long")
+    if not is_storable(value):
+        raise invalid(name, "must not contain NUL characters or lone surrogates")
+    if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
+        raise invalid(name, "is not in the expected form")
+    if "enum" in rule and value not in rule["enum"]:
+        raise invalid(name, "must be one of " + ", ".join(rule["enum"]))
+
+
 URL = {"type": "string", "maxLength": 2000,  # http(s), a host name or IPv4 address, an optional port
        "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$"}
 URL_LIST = {"type": "array", "maxItems": 10, "items": URL}
 TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.*$"}
 
 
-#### Pages and ids: ?limit= and ?cursor= for every list, newest first; {blog_id:id} in paths
-#
-# A cursor is the id of the last item on the previous page: after a page ending with id 42,
-# "?cursor=42" gives the items with ids below 42. Clients should pass it back untouched, so
-# that it can change form one day without breaking them.
-
-
-LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
-CURSOR = {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "next_cursor of the previous page"}
-NO_CURSOR = 1_000_000_000  # the first page: above every id, as no id has more than 9 digits
-
-
-def query_param(request: Request, name: str, rule: dict):
-    """A query parameter checked by the rule a body field would be; None when it is absent.
-    Any text may arrive here (a NUL, 50,000 characters): it is a 422 naming it, never a 500."""
-    value = request.query_params.get(name)
-    if value is None or rule["type"] != "integer":
-        return value if value is None else check_value(name, value, rule)
-    if not re.fullmatch(r"-?[0-9]{1,18}", value):  # int() would also take " 5", "1_0" and "١٢"
-        raise invalid(name, "must be an integer")
-    return check_value(name, int(value), rule)
-
-
-def page_params(request: Request) -> tuple[int, int]:
-    """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as the id that every item
-    on the page is below (no cursor: NO_CURSOR, above every id), so each list asks "id < :before"."""
-    limit = query_param(request, "limit", LIMIT) or LIMIT["default"]
-    cursor = query_param(request, "cursor", CURSOR)
-    return limit, NO_CURSOR if cursor is None else int(cursor)
-
-
-def page_of(rows: list, limit: int, item_out) -> dict:
-    """Turn `limit + 1` fetched rows into a page: the extra row only says a next page exists."""
-    items = [item_out(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = str(items[-1]["id"])
-    return {"items": items, "next_cursor": next_cursor}
-
-
-class IdConvertor(IntegerConvertor):
-    """The {blog_id:id} in a route: up to 9 digits, so that a longer number is an unknown page
-    (404) rather than an overflow of the database's integers (a 500)."""
-
-    regex = "[0-9]{1,9}"
-
-
-register_url_convertor("id", IdConvertor())
-
-
-#### Versions: ETag, If-Match and If-None-Match, so that a save made from an old copy is refused
-#
-# A blog or a draft is sent with an ETag naming its version (RFC 9110, section 8.8.3):
-#
-#   GET /api/session/draft          -> 200, ETag: "3.2026-11-21T20:17:24.123Z"
-#   POST /api/session/draft, If-Match: "3.2026-11-21T20:17:24.123Z"
-#                                   -> 200 and a new ETag, if nobody saved it since; else 412
-#   GET /api/session/draft, If-None-Match: "4.2026-11-21T20:18:02.511Z"
-#                                   -> 304, no body, if that is still the version
-#
-# A save without If-Match applies as it always did, so older clients keep working.
-
-
-def etags_in(header: str, weak_too: bool) -> list[str]:
-    """The entity tags in an If-Match or If-None-Match header: '"a", W/"b"' -> ['"a"', '"b"']
-    (weak_too) or ['"a"']. If-Match compares strongly, so a weak tag never matches there."""
-    return [tag for weak, tag in re.findall(r'(W/)?("[^"]*")', header) if weak_too or not weak]
-
-
-def check_if_match(request: Request, etag: str | None, detail: str) -> None:
-    """412 with the current ETag, unless If-Match is absent or names `etag`, the version there is
-    now (None: there is none). Call it where the thing cannot change until the write is done."""
-    if_match = request.headers.get("if-match")
-    if if_match is None:
-        return
-    if etag is not None and (if_match.strip() == "*" or etag in etags_in(if_match, weak_too=False)):
-        return
-    raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
-
-
-def unless_unchanged(request: Request, response: Response) -> Response:
-    """The response, or a 304 without its body if the client's If-None-Match names its ETag."""
-    etag, if_none_match = response.headers.get("etag"), request.headers.get("if-none-match", "")
-    if etag and (if_none_match.strip() == "*" or etag in etags_in(if_none_match, weak_too=True)):
-        return Response(status_code=304, headers={"ETag": etag})
-    return response
-
-
-#### Live events: publish() beside the change; each section says what it wants to hear of
-#
-# Every change that clients hear of live is a row of the events table, written by publish() in
-# the same transaction as the change: a change that rolls back publishes nothing, and one that
-# commits cannot be lost. Every app process hears every event, in id order, and hands it to the
-# functions that its sections registered with @on_event (how events travel between processes is
-# Appendix B):
-#
-#   async with publishing(): ...; await publish("blog_pending", blog_id=5, ...)
-#     -> events row 17, committed with the change
-#     -> in every process: each @on_event("blog_pending") function gets
-#        {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}
-#
-# Those functions never wait: each listener (an event stream, a chat socket) has its own bounded
-# queue, and they only offer() to it. A listener whose queue is full has stopped reading: it is
-# cut off, so it can never slow the others.
-
-# Event kind -> the functions that hear it, registered by @on_event in the sections below.
-event_handlers: dict[str, list[Callable[[dict], None]]] = {}
-
-
-def on_event(*kinds: str):
-    """Have the decorated function called with every event of these kinds, in every process."""
-    def register(handler):
-        for kind in kinds:
-            event_handlers.setdefault(kind, []).append(handler)
-        return handler
-    return register
-
-
-class Publication:
-    """What the transaction of a publishing() block has published that this process acts on itself."""
-
-    def __init__(self):
-        self.public_pages_changed = False
-
-
-publishing_now: ContextVar[Publication | None] = ContextVar("publishing_now", default=None)
-
-
-@asynccontextmanager
-async def publishing() -> AsyncIterator[None]:
-    """A transaction that may publish(): its events go out once it commits, in the order of their ids."""
-    publication = Publication()
-    async with database.transaction():
-        await database.lock_event_log()
-        token = publishing_now.set(publication)
-        try:
-            yield
-        finally:
-            publishing_now.reset(token)
-    if publication.public_pages_changed:
-        # Here at once, after the commit: a client that saw the change cannot then be sent an
-        # older page by this process. (The others empty theirs when the event reaches them.)
-        public_cache.clear()
-
-
-async def publish(kind: str, **data) -> None:
-    """Write an event to the log, in the transaction of the change it tells of."""
-    if publishing_now.get() is None:
-        raise RuntimeError("publish() belongs inside `async with publishing():`, beside its change.")
-    event_id = await database.fetch_val(
-        "INSERT INTO events (kind, data, created_at) VALUES (:kind, :data, :now) RETURNING id",
-        {"kind": kind, "data": json.dumps(data), "now": utc_now()})
-    await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
-
-
-async def public_pages_changed() -> None:
-    """Say, in a publishing() block, that what everyone sees has changed: every process empties its
-    public cache (Appendix C), this one as soon as the block commits."""
-    await publish("public_changed")
-    publishing_now.get().public_pages_changed = True
-
-
-@dataclass(frozen=True)
-class Closing:
-    """Put in a listener's queue to end its connection: why, and the WebSocket close code."""
-
-    reason: str
-    code: int = 1008  # policy violation: the rights it was opened with no longer hold
-
-
-FELL_BEHIND = Closing("You fell behind; reconnect.", code=1013)  # 1013: try again later
-SERVER_STOPPING = Closing("The server is restarting; reconnect.")
-DATABASE_DOWN = Closing("The database is unavailable for a moment; reconnect shortly.", code=1013)
-TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
-
-# User id -> the queues of that user's streams and sockets, to end them when their rights change.
-user_connections: dict[int, set[asyncio.Queue]] = {}
-
-
-def offer(queue: asyncio.Queue, item) -> None:
-    """Queue an item without waiting; a full queue's listener has stopped reading, and is cut off."""
-    try:
-        queue.put_nowait(item)
-    except asyncio.QueueFull:
-        end(queue, FELL_BEHIND)
-
-
-def end(queue: asyncio.Queue, closing: Closing) -> None:
-    """Tell a listener to end its connection, at once: what it had not read yet is dropped."""
-    while not queue.empty():
-        queue.get_nowait()
-    queue.put_nowait(closing)
-
-
-def count_connection(user: dict, queue: asyncio.Queue) -> None:
-    """Count a stream or socket as one of its user's; 429 past the limit. forget_connection undoes it."""
-    queues = user_connections.setdefault(user["id"], set())
-    if len(queues) >= LIVE_CONNECTIONS_PER_USER:
-        raise HTTPException(429, f"You already have {LIVE_CONNECTIONS_PER_USER} event streams and chat sockets "
-                                 "open here; close one first.")
-    queues.add(queue)
-
-
-def forget_connection(user: dict, queue: asyncio.Queue) -> None:
-    """Stop counting a stream or socket that has ended."""
-    queues = user_connections.get(user["id"], set())
-    queues.discard(queue)
-    if not queues:
-        user_connections.pop(user["id"], None)
-
-
-@on_event("user_changed")
-def end_connections_of_changed_user(event: dict) -> None:
-    """A new role, or no account: what their streams and sockets were let in for no longer holds."""
-    for queue in user_connections.get(event["data"]["user_id"], set()):
-        end(queue, Closing("Your account has changed; reconnect."))
-
-
-#### The record of decisions: record() beside the change, in the same transaction
-#
-# Moderation leaves a trace: who submitted, edited, reviewed or deleted a blog, who changed
-# whose role or deleted whose account, with what detail. Like publish(), record() writes a row
-# in the transaction of the change, so a change that rolls back leaves no entry and no entry
-# stands without its change. The rows are only ever added to; they keep the usernames as they
-# were, so an account deleted later still shows by name. An entry, as GET /api/audit and a
-# blog's history send it:
-#
-#   {"id": 9, "action": "blog_rejected", "actor": "ann", "created_at": "2026-11-21T20:17:24.123Z",
-#    "blog_id": 5, "target": "bob", "detail": {"reason": "Please cite your sources."}}
-
-RECORD_ACTIONS = ("blog_submitted", "blog_edited", "blog_resubmitted", "blog_approved", "blog_rejected",
-                  "blog_deleted", "role_changed", "user_deleted", "comment_deleted", "feature_request_triaged")
-
-
-async def record(action: str, actor: dict, blog_id: int | None = None, target: str | None = None,
-                 detail: dict | None = None) -> None:
-    """Add an entry to the record: `actor` (a user) did `action`, in the transaction of the change."""
-    if publishing_now.get() is None:
-        raise RuntimeError("record() belongs inside `async with publishing():`, beside its change.")
-    await database.execute(
-        "INSERT INTO records (action, actor, blog_id, target, detail, created_at) "
-        "VALUES (:action, :actor, :blog_id, :target, :detail, :now)",
-        {"action": action, "actor": actor["username"], "blog_id": blog_id, "target": target,
-         "detail": json.dumps(detail or {}), "now": utc_now()})
-
-
-RECORD_SELECT = "SELECT id, action, actor, created_at, blog_id, target, detail FROM records"
-
-
-def record_out(row: dict) -> dict:
-    """An entry as clients see it: its detail a JSON object."""
-    return row | {"detail": json.loads(row["detail"])}
-
-
-#### Auth: register, login, refresh, logout, me, stream tickets; password reset and verified addresses
+#### Auth: register, login, refresh, logout, me, stream tickets, change password
 #
 # Mail goes out through an outbox: `await queue_mail(to, subject, body)` inside the `async with
 # publishing():` block of what causes it writes the mail in the same transaction, so a change
@@ -812,19 +636,6 @@ PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_passwor
 }}
 
 
-EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}], "properties": {
-    "email": REGISTER_BODY["properties"]["email"],
-}}
-RESET_BODY = {"type": "object", "required": ["token", "password"],
-              "examples": [{"token": "eyJzdWIiOjQyLCJwdyI6IjlmOGUifQ.Z3x...", "password": "battery staple"}],
-              "properties": {
-    "token": {"type": "string", "maxLength": 1000, "description": "what follows token= in the mailed link"},
-    "password": REGISTER_BODY["properties"]["password"],
-}}
-TOKEN_BODY = {"type": "object", "required": ["token"], "examples": [{"token": "eyJzdWIiOjQyLCJlbWFpbCI6ImFs..."}],
-              "properties": {"token": RESET_BODY["properties"]["token"]}}
-
-
 USER_COLUMNS = "id, username, email, role, created_at, email_verified"
 
 
@@ -832,39 +643,6 @@ def user_out(row) -> dict:
     """A user as clients see it: never the password hash."""
     return {"id": row["id"], "username": row["username"], "email": row["email"],
             "role": row["role"], "created_at": row["created_at"], "email_verified": bool(row["email_verified"])}
-
-
-# Mailed links carry their token after "#", in the fragment, which browsers never send to a
-# server: it stays out of access logs (ours, Caddy's, a proxy's) and out of the Referer header
-# that the next page would get. The page at / reads it from there and posts it to the API.
-def mailed_link(page: str, token: str) -> str:
-    """A link to the page at / that ends with the token: PUBLIC_URL + "/#verify?token=..."."""
-    return PUBLIC_URL + f"/#{page}?token=" + token
-
-
-def verification_mail(user: dict) -> tuple[str, str, str]:
-    """The mail that asks a user to confirm their address: (to, subject, body)."""
-    token = verify_tokens.dumps({"sub": user["id"], "email": user["email"]})
-    return (user["email"], "Confirm your email address",
-            f"Hello {user['username']},\n\nplease confirm that this address is yours by opening this link within "
-            f"{VERIFY_TOKEN_HOURS} hours:\n\n{mailed_link('verify', token)}\n\n"
-            "If you did not make an account, ignore this mail.\n")
-
-
-def reset_mail(user: dict) -> tuple[str, str, str]:
-    """The mail with a link to choose a new password: (to, subject, body)."""
-    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"], user["email"])})
-    return (user["email"], "Reset your password",
-            f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
-            f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
-            "\n\nIf it was not you, ignore this mail: your password stays as it is.\n")
-
-
-def notice_mail(to: str, username: str, what: str) -> tuple[str, str, str]:
-    """A mail telling a user that `what` happened to their account: (to, subject, body)."""
-    return (to, "Your account has changed",
-            f"Hello {username},\n\n{what}\n\nIf it was not you, reset your password at once "
-            "(\"Forgot your password?\"), and tell an admin.\n")
 
 
 USER_TAKEN = "SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR email = :email"
@@ -1016,88 +794,322 @@ async def change_password(request: Request) -> Response:
     return Response(status_code=204)
 
 
-USER_BY_EMAIL = "SELECT id, username, email, password_hash, email_verified FROM users WHERE email = :email"
+#### Pages and ids: ?limit= and ?cursor= for every list, newest first; {blog_id:id} in paths
+#
+# A cursor is the id of the last item on the previous page: after a page ending with id 42,
+# "?cursor=42" gives the items with ids below 42. Clients should pass it back untouched, so
+# that it can change form one day without breaking them.
 
 
-async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
-    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one.
-
-    The same answer whether or not there is such an account, or a limit applied; and it is sent
-    before any of the work (a background task), so its time cannot tell either (OWASP).
-    """
-    email = (await read_body(request, EMAIL_BODY))["email"].lower()
-    return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202,
-                        background=BackgroundTask(queue_link_mail, kind, email, client_address(request), make_mail))
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "next_cursor of the previous page"}
+NO_CURSOR = 1_000_000_000  # the first page: above every id, as no id has more than 9 digits
 
 
-async def queue_link_mail(kind: str, email: str, address: str, make_mail) -> None:
-    """Queue make_mail(user) for the account of `email`, at most MAILS_PER_ACCOUNT_PER_HOUR times an
-    hour and within the client address's guesses; the same reads and writes but the mail's either way."""
-    user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
-    async with publishing():
-        try:  # a key per address asked for, whether or not it has an account
-            await count_guess(f"{kind}:{email}", MAILS_PER_ACCOUNT_PER_HOUR, window_seconds=3600)
-            await count_guess("address:" + address, LOGIN_FAILURES_PER_ADDRESS)
-            if user and (mail := make_mail(user)):
-                await queue_mail(*mail)
-        except HTTPException:  # over a limit: no mail, and nobody is told
-            pass
+def query_param(request: Request, name: str, rule: dict):
+    """A query parameter checked by the rule a body field would be; None when it is absent.
+    Any text may arrive here (a NUL, 50,000 characters): it is a 422 naming it, never a 500."""
+    value = request.query_params.get(name)
+    if value is None or rule["type"] != "integer":
+        return value if value is None else check_value(name, value, rule)
+    if not re.fullmatch(r"-?[0-9]{1,18}", value):  # int() would also take " 5", "1_0" and "١٢"
+        raise invalid(name, "must be an integer")
+    return check_value(name, int(value), rule)
 
 
-async def forgot_password(request: Request) -> Response:
-    """Mail a link to choose a new password, if the address has an account; the answer never says."""
-    return await mail_a_link(request, "reset-mail", reset_mail)
+def page_params(request: Request) -> tuple[int, int]:
+    """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as the id that every item
+    on the page is below (no cursor: NO_CURSOR, above every id), so each list asks "id < :before"."""
+    limit = query_param(request, "limit", LIMIT) or LIMIT["default"]
+    cursor = query_param(request, "cursor", CURSOR)
+    return limit, NO_CURSOR if cursor is None else int(cursor)
 
 
-async def reset_password(request: Request) -> Response:
-    """Set a new password with the token of a reset mail; every session of the account ends."""
-    fields = await read_body(request, RESET_BODY)
-    claims = read_mailed_token(reset_tokens, fields["token"], RESET_TOKEN_MINUTES * 60, "password reset")
-    used = HTTPException(400, "This password reset link has been used, or the password has changed since; "
-                              "ask for a new one.")
-    user = await database.fetch_one("SELECT id, username, email, password_hash FROM users WHERE id = :id",
-                                    {"id": claims["sub"]})
-    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"], user["email"]), claims["pw"]):
-        raise used
-    password_hash = await hash_new_password(fields["password"])
-    async with publishing():
-        # One conditional statement: only while the password and the address are still the ones the
-        # token was made for. Of two uses of one token, even at the same instant, the second changes
-        # nothing; nor does a use racing an address change.
-        if not await database.fetch_one(
-                "UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old AND email = :email "
-                "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"], "email": user["email"]}):
-            raise used
-        # Every session ends, its access tokens too, and its streams and sockets: whoever made the
-        # reset necessary is logged out. The reset logs nobody in: the owner logs in anew.
-        await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
-                               {"now": utc_now(), "id": user["id"]})
-        await database.execute("DELETE FROM guesses WHERE key = :account", {"account": f"account:{user['id']}"})
-        await publish("user_changed", user_id=user["id"])
-        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, with a reset "
-                                      "link mailed to this address. Every login of yours has ended."))
-    return Response(status_code=204)
+def page_of(rows: list, limit: int, item_out) -> dict:
+    """Turn `limit + 1` fetched rows into a page: the extra row only says a next page exists."""
+    items = [item_out(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = str(items[-1]["id"])
+    return {"items": items, "next_cursor": next_cursor}
 
 
-async def request_verify_token(request: Request) -> Response:
-    """Mail a new verification link to an account's unverified address; the answer never says if one was sent."""
-    return await mail_a_link(request, "verify-mail", lambda user: None if user["email_verified"] else verification_mail(user))
+class IdConvertor(IntegerConvertor):
+    """The {blog_id:id} in a route: up to 9 digits, so that a longer number is an unknown page
+    (404) rather than an overflow of the database's integers (a 500)."""
+
+    regex = "[0-9]{1,9}"
 
 
-async def verify_email(request: Request) -> Response:
-    """Mark your address verified with the token of a verification mail."""
-    token = (await read_body(request, TOKEN_BODY))["token"]
-    claims = read_mailed_token(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification")
-    async with publishing():
-        # One conditional statement: the address must still be the account's, and not yet verified.
-        user = await database.fetch_one(
-            "UPDATE users SET email_verified = 1 WHERE id = :id AND email = :email AND email_verified = 0 "
-            "RETURNING " + USER_COLUMNS, {"id": claims["sub"], "email": claims["email"]})
-        if user is None:
-            raise HTTPException(400, "This verification link has been used, or the address has changed since; "
-                                     "ask for a new one.")
-        await publish("user_changed", user_id=user["id"])  # open sockets reconnect, with the right to write
-    return JSONResponse(user_out(user))
+register_url_convertor("id", IdConvertor())
+
+
+#### Versions: ETag, If-Match and If-None-Match, so that a save made from an old copy is refused
+#
+# A blog or a draft is sent with an ETag naming its version (RFC 9110, section 8.8.3):
+#
+#   GET /api/session/draft          -> 200, ETag: "3.2026-11-21T20:17:24.123Z"
+#   POST /api/session/draft, If-Match: "3.2026-11-21T20:17:24.123Z"
+#                                   -> 200 and a new ETag, if nobody saved it since; else 412
+#   GET /api/session/draft, If-None-Match: "4.2026-11-21T20:18:02.511Z"
+#                                   -> 304, no body, if that is still the version
+#
+# A save without If-Match applies as it always did, so older clients keep working.
+
+
+def etags_in(header: str, weak_too: bool) -> list[str]:
+    """The entity tags in an If-Match or If-None-Match header: '"a", W/"b"' -> ['"a"', '"b"']
+    (weak_too) or ['"a"']. If-Match compares strongly, so a weak tag never matches there."""
+    return [tag for weak, tag in re.findall(r'(W/)?("[^"]*")', header) if weak_too or not weak]
+
+
+def check_if_match(request: Request, etag: str | None, detail: str) -> None:
+    """412 with the current ETag, unless If-Match is absent or names `etag`, the version there is
+    now (None: there is none). Call it where the thing cannot change until the write is done."""
+    if_match = request.headers.get("if-match")
+    if if_match is None:
+        return
+    if etag is not None and (if_match.strip() == "*" or etag in etags_in(if_match, weak_too=False)):
+        return
+    raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
+
+
+def unless_unchanged(request: Request, response: Response) -> Response:
+    """The response, or a 304 without its body if the client's If-None-Match names its ETag."""
+    etag, if_none_match = response.headers.get("etag"), request.headers.get("if-none-match", "")
+    if etag and (if_none_match.strip() == "*" or etag in etags_in(if_none_match, weak_too=True)):
+        return Response(status_code=304, headers={"ETag": etag})
+    return response
+
+
+#### Live events: publish() beside the change; each section says what it wants to hear of
+#
+# Every change that clients hear of live is a row of the events table, written by publish() in
+# the same transaction as the change: a change that rolls back publishes nothing, and one that
+# commits cannot be lost. Every app process hears every event, in id order, and hands it to the
+# functions that its sections registered with @on_event (how events travel between processes is
+# Appendix D):
+#
+#   async with publishing(): ...; await publish("blog_pending", blog_id=5, ...)
+#     -> events row 17, committed with the change
+#     -> in every process: each @on_event("blog_pending") function gets
+#        {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}
+#
+# Those functions never wait: each listener (an event stream, a chat socket) has its own bounded
+# queue, and they only offer() to it. A listener whose queue is full has stopped reading: it is
+# cut off, so it can never slow the others.
+
+# Event kind -> the functions that hear it, registered by @on_event in the sections below.
+event_handlers: dict[str, list[Callable[[dict], None]]] = {}
+
+
+def on_event(*kinds: str):
+    """Have the decorated function called with every event of these kinds, in every process."""
+    def register(handler):
+        for kind in kinds:
+            event_handlers.setdefault(kind, []).append(handler)
+        return handler
+    return register
+
+
+class Publication:
+    """What the transaction of a publishing() block has published that this process acts on itself."""
+
+    def __init__(self):
+        self.public_pages_changed = False
+
+
+publishing_now: ContextVar[Publication | None] = ContextVar("publishing_now", default=None)
+
+
+@asynccontextmanager
+async def publishing() -> AsyncIterator[None]:
+    """A transaction that may publish(): its events go out once it commits, in the order of their ids."""
+    publication = Publication()
+    async with database.transaction():
+        await database.lock_event_log()
+        token = publishing_now.set(publication)
+        try:
+            yield
+        finally:
+            publishing_now.reset(token)
+    if publication.public_pages_changed:
+        # Here at once, after the commit: a client that saw the change cannot then be sent an
+        # older page by this process. (The others empty theirs when the event reaches them.)
+        public_cache.clear()
+
+
+async def publish(kind: str, **data) -> None:
+    """Write an event to the log, in the transaction of the change it tells of."""
+    if publishing_now.get() is None:
+        raise RuntimeError("publish() belongs inside `async with publishing():`, beside its change.")
+    event_id = await database.fetch_val(
+        "INSERT INTO events (kind, data, created_at) VALUES (:kind, :data, :now) RETURNING id",
+        {"kind": kind, "data": json.dumps(data), "now": utc_now()})
+    await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
+
+
+# How this process hears every event, in order. Every app process runs one bus (see lifespan). Woken by a notification (PostgreSQL's NOTIFY,
+# sent by publish() and delivered on commit; on SQLite a stand-in in this one process), or every
+# few seconds anyway, it reads the events table after the last id it has seen, in id order, and
+# hands each event to deliver(). Publishing transactions take turns (lock_event_log), so ids
+# commit in order and "id > last seen" never passes over one; a listening connection that drops
+# is made again and the bus reads what it missed (Appendix D: only that transport between
+# processes is an appendix).
+
+
+async def run_event_bus() -> None:
+    """This process's end of the bus, until cancelled: deliver new events, and tidy the tables."""
+    woken = asyncio.Event()
+    listener = asyncio.create_task(database.listen(lambda payload: woken.set()))
+    last_id = await database.fetch_val("SELECT COALESCE(MAX(id), 0) FROM events")
+    tidy_at = 0.0
+    try:
+        while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that
+            # arrives as its wait ends, and this loop would then outlive the app's shutdown, which waits on it.
+            with suppress(TimeoutError):
+                async with asyncio.timeout(EVENT_POLL_SECONDS):
+                    await woken.wait()
+            woken.clear()
+            try:
+                last_id = await deliver_events_after(last_id)
+                if time.monotonic() > tidy_at:
+                    await tidy_tables()
+                    tidy_at = time.monotonic() + 60
+            except DATABASE_ERRORS as error:  # read again at the next wake-up
+                log.warning("Events: could not read the event log (%s)", error)
+    finally:
+        listener.cancel()
+
+
+async def deliver_events_after(last_id: int) -> int:
+    """Hand every event after `last_id` to this process's listeners, in order; return the last id."""
+    while rows := await database.fetch_all(
+            "SELECT id, kind, data FROM events WHERE id > :after ORDER BY id LIMIT 500", {"after": last_id}):
+        for row in rows:
+            deliver(event_of(row))
+        last_id = rows[-1]["id"]
+    return last_id
+
+
+def event_of(row: dict) -> dict:
+    """An event as listeners get it: {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}."""
+    return {"id": row["id"], "type": row["kind"], "data": json.loads(row["data"])}
+
+
+def deliver(event: dict) -> None:
+    """Hand one event to the functions of this process that registered for its kind (@on_event)."""
+    for handler in event_handlers.get(event["type"], []):
+        handler(event)
+
+
+async def tidy_tables() -> None:
+    """Forget what has aged out: old events (all but the newest), expired sessions, stale guesses."""
+    now = datetime.now(UTC)
+    await database.execute("DELETE FROM events WHERE created_at < :before AND id < (SELECT MAX(id) FROM events)",
+                           {"before": utc_time(now - timedelta(hours=EVENT_RETENTION_HOURS))})
+    await database.execute("DELETE FROM sessions WHERE expires_at < :now", {"now": utc_time(now)})
+    await database.execute("DELETE FROM guesses WHERE window_ends < :now", {"now": utc_time(now)})
+
+
+async def public_pages_changed() -> None:
+    """Say, in a publishing() block, that what everyone sees has changed: every process empties its
+    public cache (Appendix E), this one as soon as the block commits."""
+    await publish("public_changed")
+    publishing_now.get().public_pages_changed = True
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Put in a listener's queue to end its connection: why, and the WebSocket close code."""
+
+    reason: str
+    code: int = 1008  # policy violation: the rights it was opened with no longer hold
+
+
+FELL_BEHIND = Closing("You fell behind; reconnect.", code=1013)  # 1013: try again later
+SERVER_STOPPING = Closing("The server is restarting; reconnect.")
+DATABASE_DOWN = Closing("The database is unavailable for a moment; reconnect shortly.", code=1013)
+TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
+
+# User id -> the queues of that user's streams and sockets, to end them when their rights change.
+user_connections: dict[int, set[asyncio.Queue]] = {}
+
+
+def offer(queue: asyncio.Queue, item) -> None:
+    """Queue an item without waiting; a full queue's listener has stopped reading, and is cut off."""
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        end(queue, FELL_BEHIND)
+
+
+def end(queue: asyncio.Queue, closing: Closing) -> None:
+    """Tell a listener to end its connection, at once: what it had not read yet is dropped."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(closing)
+
+
+def count_connection(user: dict, queue: asyncio.Queue) -> None:
+    """Count a stream or socket as one of its user's; 429 past the limit. forget_connection undoes it."""
+    queues = user_connections.setdefault(user["id"], set())
+    if len(queues) >= LIVE_CONNECTIONS_PER_USER:
+        raise HTTPException(429, f"You already have {LIVE_CONNECTIONS_PER_USER} event streams and chat sockets "
+                                 "open here; close one first.")
+    queues.add(queue)
+
+
+def forget_connection(user: dict, queue: asyncio.Queue) -> None:
+    """Stop counting a stream or socket that has ended."""
+    queues = user_connections.get(user["id"], set())
+    queues.discard(queue)
+    if not queues:
+        user_connections.pop(user["id"], None)
+
+
+@on_event("user_changed")
+def end_connections_of_changed_user(event: dict) -> None:
+    """A new role, or no account: what their streams and sockets were let in for no longer holds."""
+    for queue in user_connections.get(event["data"]["user_id"], set()):
+        end(queue, Closing("Your account has changed; reconnect."))
+
+
+#### The record of decisions: record() beside the change, in the same transaction
+#
+# Moderation leaves a trace: who submitted, edited, reviewed or deleted a blog, who changed
+# whose role or deleted whose account, with what detail. Like publish(), record() writes a row
+# in the transaction of the change, so a change that rolls back leaves no entry and no entry
+# stands without its change. The rows are only ever added to; they keep the usernames as they
+# were, so an account deleted later still shows by name. An entry, as GET /api/audit and a
+# blog's history send it:
+#
+#   {"id": 9, "action": "blog_rejected", "actor": "ann", "created_at": "2026-11-21T20:17:24.123Z",
+#    "blog_id": 5, "target": "bob", "detail": {"reason": "Please cite your sources."}}
+
+RECORD_ACTIONS = ("blog_submitted", "blog_edited", "blog_resubmitted", "blog_approved", "blog_rejected",
+                  "blog_deleted", "role_changed", "user_deleted", "comment_deleted", "feature_request_triaged")
+
+
+async def record(action: str, actor: dict, blog_id: int | None = None, target: str | None = None,
+                 detail: dict | None = None) -> None:
+    """Add an entry to the record: `actor` (a user) did `action`, in the transaction of the change."""
+    if publishing_now.get() is None:
+        raise RuntimeError("record() belongs inside `async with publishing():`, beside its change.")
+    await database.execute(
+        "INSERT INTO records (action, actor, blog_id, target, detail, created_at) "
+        "VALUES (:action, :actor, :blog_id, :target, :detail, :now)",
+        {"action": action, "actor": actor["username"], "blog_id": blog_id, "target": target,
+         "detail": json.dumps(detail or {}), "now": utc_now()})
+
+
+RECORD_SELECT = "SELECT id, action, actor, created_at, blog_id, target, detail FROM records"
+
+
+def record_out(row: dict) -> dict:
+    """An entry as clients see it: its detail a JSON object."""
+    return row | {"detail": json.loads(row["detail"])}
 
 
 #### Users: profiles and follows; roles and accounts, managed by admins
@@ -1174,22 +1186,6 @@ async def update_profile(request: Request) -> Response:
         if "email" in fields and fields["email"].lower() != user["email"]:
             await change_email(user, fields["email"].lower())
     return JSONResponse(await database.fetch_one(PROFILE_BY_ID, {"id": user["id"]}))
-
-
-async def change_email(user: dict, email: str) -> None:
-    """In a publishing transaction: give the user a new address, unverified until its link is
-    opened; mail that link to it and a notice to the old one. 409 if another account has it.
-    The NOT EXISTS cannot race: every write of an address (a registration, a change) is in a
-    publishing() transaction, and those take turns, so each sees the others' commits."""
-    changed = await database.fetch_one(
-        "UPDATE users SET email = :email, email_verified = 0 WHERE id = :id AND NOT EXISTS "
-        "(SELECT 1 FROM users WHERE email = :email) RETURNING id, username, email", {"email": email, "id": user["id"]})
-    if changed is None:
-        raise HTTPException(409, "That email is already taken.")
-    await queue_mail(*verification_mail(changed))
-    await queue_mail(*notice_mail(user["email"], user["username"], f"The address of your account was changed "
-                                  f"from this one to {email}."))
-    await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
 
 
 async def profile_page(request: Request, query: str, values: dict) -> Response:
@@ -1290,30 +1286,6 @@ async def delete_user(request: Request) -> Response:
         if had_public_blogs:
             await public_pages_changed()
     return Response(status_code=204)
-
-
-# ?q= is the start of a username or an email, in any case: "AL" finds alice and al@example.com.
-# LIKE's own wildcards in it are escaped, so "a_" finds "a_b" and not "ab".
-ACCOUNT_SEARCH = {"type": "string", "maxLength": 254, "description": "the start of a username or an email"}
-ROLE_QUERY = ROLE_BODY["properties"]["role"]
-ACCOUNTS_SELECT = """
-    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified,
-           (SELECT COUNT(*) FROM blogs WHERE author_id = u.id) AS blogs
-    FROM users u
-    WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!' OR u.email LIKE :prefix ESCAPE '!')
-      AND (CAST(:role AS TEXT) IS NULL OR u.role = :role) AND u.id < :before
-    ORDER BY u.id DESC LIMIT :limit"""
-
-
-@requires_role("admin")
-async def list_users(request: Request) -> Response:
-    """List accounts, newest first, with their role, their count of blogs and whether their address
-    is verified; ?q= and ?role= narrow it."""
-    limit, before = page_params(request)
-    text, role = query_param(request, "q", ACCOUNT_SEARCH), query_param(request, "role", ROLE_QUERY)
-    prefix = None if text is None else re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
-    rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before, "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, lambda row: user_out(row) | {"blogs": row["blogs"]}))
 
 
 #### Blogs: write, review, read, search
@@ -2180,7 +2152,210 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, job_out))
 
 
-#### Audit: the record of decisions, for admins
+#### Appendix A. Accounts by mail: password reset, verified addresses, address change
+#
+# The secondary flows of an account: a mailed link's token traded for a new password or a
+# verified address, the texts of those mails, and an address change (mailed to both addresses).
+
+
+# Links in mails carry itsdangerous tokens, each salted for its one purpose and time-stamped.
+# A reset token signs the user id and a fingerprint of the password hash: {"sub": 42, "pw": "9f8e..."}.
+# Once the password changes (by this very reset, or any other way) the fingerprint matches no more,
+# so a token works once, and never after a later change; it expires after RESET_TOKEN_MINUTES anyway.
+# A verification token signs the user id and the address: {"sub": 42, "email": "alice@example.com"};
+# it verifies that address only while it is the account's and not yet verified.
+reset_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="password-reset")
+verify_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="verify-email")
+
+
+def password_fingerprint(password_hash: str, email: str) -> str:
+    """What a reset token holds of the account: a keyed hash of its bcrypt hash and its address (the
+    token is signed, not encrypted, so it must not carry the bcrypt hash itself). A new password or
+    a new address, and the links mailed before it stop working."""
+    return hmac.new(SECRET_KEY.encode(), f"{password_hash}\n{email}".encode(), "sha256").hexdigest()[:32]
+
+
+def read_mailed_token(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str) -> dict:
+    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, or if forged."""
+    try:
+        return serializer.loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise HTTPException(400, f"This {what} link has expired; ask for a new one.")
+    except BadSignature:
+        raise HTTPException(400, f"This {what} link is not valid; ask for a new one.")
+
+
+EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}], "properties": {
+    "email": REGISTER_BODY["properties"]["email"],
+}}
+RESET_BODY = {"type": "object", "required": ["token", "password"],
+              "examples": [{"token": "eyJzdWIiOjQyLCJwdyI6IjlmOGUifQ.Z3x...", "password": "battery staple"}],
+              "properties": {
+    "token": {"type": "string", "maxLength": 1000, "description": "what follows token= in the mailed link"},
+    "password": REGISTER_BODY["properties"]["password"],
+}}
+TOKEN_BODY = {"type": "object", "required": ["token"], "examples": [{"token": "eyJzdWIiOjQyLCJlbWFpbCI6ImFs..."}],
+              "properties": {"token": RESET_BODY["properties"]["token"]}}
+
+
+# Mailed links carry their token after "#", in the fragment, which browsers never send to a
+# server: it stays out of access logs (ours, Caddy's, a proxy's) and out of the Referer header
+# that the next page would get. The page at / reads it from there and posts it to the API.
+def mailed_link(page: str, token: str) -> str:
+    """A link to the page at / that ends with the token: PUBLIC_URL + "/#verify?token=..."."""
+    return PUBLIC_URL + f"/#{page}?token=" + token
+
+
+def verification_mail(user: dict) -> tuple[str, str, str]:
+    """The mail that asks a user to confirm their address: (to, subject, body)."""
+    token = verify_tokens.dumps({"sub": user["id"], "email": user["email"]})
+    return (user["email"], "Confirm your email address",
+            f"Hello {user['username']},\n\nplease confirm that this address is yours by opening this link within "
+            f"{VERIFY_TOKEN_HOURS} hours:\n\n{mailed_link('verify', token)}\n\n"
+            "If you did not make an account, ignore this mail.\n")
+
+
+def reset_mail(user: dict) -> tuple[str, str, str]:
+    """The mail with a link to choose a new password: (to, subject, body)."""
+    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"], user["email"])})
+    return (user["email"], "Reset your password",
+            f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
+            f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
+            "\n\nIf it was not you, ignore this mail: your password stays as it is.\n")
+
+
+def notice_mail(to: str, username: str, what: str) -> tuple[str, str, str]:
+    """A mail telling a user that `what` happened to their account: (to, subject, body)."""
+    return (to, "Your account has changed",
+            f"Hello {username},\n\n{what}\n\nIf it was not you, reset your password at once "
+            "(\"Forgot your password?\"), and tell an admin.\n")
+
+
+USER_BY_EMAIL = "SELECT id, username, email, password_hash, email_verified FROM users WHERE email = :email"
+
+
+async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
+    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one.
+
+    The same answer whether or not there is such an account, or a limit applied; and it is sent
+    before any of the work (a background task), so its time cannot tell either (OWASP).
+    """
+    email = (await read_body(request, EMAIL_BODY))["email"].lower()
+    return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202,
+                        background=BackgroundTask(queue_link_mail, kind, email, client_address(request), make_mail))
+
+
+async def queue_link_mail(kind: str, email: str, address: str, make_mail) -> None:
+    """Queue make_mail(user) for the account of `email`, at most MAILS_PER_ACCOUNT_PER_HOUR times an
+    hour and within the client address's guesses; the same reads and writes but the mail's either way."""
+    user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
+    async with publishing():
+        try:  # a key per address asked for, whether or not it has an account
+            await count_guess(f"{kind}:{email}", MAILS_PER_ACCOUNT_PER_HOUR, window_seconds=3600)
+            await count_guess("address:" + address, LOGIN_FAILURES_PER_ADDRESS)
+            if user and (mail := make_mail(user)):
+                await queue_mail(*mail)
+        except HTTPException:  # over a limit: no mail, and nobody is told
+            pass
+
+
+async def forgot_password(request: Request) -> Response:
+    """Mail a link to choose a new password, if the address has an account; the answer never says."""
+    return await mail_a_link(request, "reset-mail", reset_mail)
+
+
+async def reset_password(request: Request) -> Response:
+    """Set a new password with the token of a reset mail; every session of the account ends."""
+    fields = await read_body(request, RESET_BODY)
+    claims = read_mailed_token(reset_tokens, fields["token"], RESET_TOKEN_MINUTES * 60, "password reset")
+    used = HTTPException(400, "This password reset link has been used, or the password has changed since; "
+                              "ask for a new one.")
+    user = await database.fetch_one("SELECT id, username, email, password_hash FROM users WHERE id = :id",
+                                    {"id": claims["sub"]})
+    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"], user["email"]), claims["pw"]):
+        raise used
+    password_hash = await hash_new_password(fields["password"])
+    async with publishing():
+        # One conditional statement: only while the password and the address are still the ones the
+        # token was made for. Of two uses of one token, even at the same instant, the second changes
+        # nothing; nor does a use racing an address change.
+        if not await database.fetch_one(
+                "UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old AND email = :email "
+                "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"], "email": user["email"]}):
+            raise used
+        # Every session ends, its access tokens too, and its streams and sockets: whoever made the
+        # reset necessary is logged out. The reset logs nobody in: the owner logs in anew.
+        await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
+                               {"now": utc_now(), "id": user["id"]})
+        await database.execute("DELETE FROM guesses WHERE key = :account", {"account": f"account:{user['id']}"})
+        await publish("user_changed", user_id=user["id"])
+        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, with a reset "
+                                      "link mailed to this address. Every login of yours has ended."))
+    return Response(status_code=204)
+
+
+async def request_verify_token(request: Request) -> Response:
+    """Mail a new verification link to an account's unverified address; the answer never says if one was sent."""
+    return await mail_a_link(request, "verify-mail", lambda user: None if user["email_verified"] else verification_mail(user))
+
+
+async def verify_email(request: Request) -> Response:
+    """Mark your address verified with the token of a verification mail."""
+    token = (await read_body(request, TOKEN_BODY))["token"]
+    claims = read_mailed_token(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification")
+    async with publishing():
+        # One conditional statement: the address must still be the account's, and not yet verified.
+        user = await database.fetch_one(
+            "UPDATE users SET email_verified = 1 WHERE id = :id AND email = :email AND email_verified = 0 "
+            "RETURNING " + USER_COLUMNS, {"id": claims["sub"], "email": claims["email"]})
+        if user is None:
+            raise HTTPException(400, "This verification link has been used, or the address has changed since; "
+                                     "ask for a new one.")
+        await publish("user_changed", user_id=user["id"])  # open sockets reconnect, with the right to write
+    return JSONResponse(user_out(user))
+
+
+async def change_email(user: dict, email: str) -> None:
+    """In a publishing transaction: give the user a new address, unverified until its link is
+    opened; mail that link to it and a notice to the old one. 409 if another account has it.
+    The NOT EXISTS cannot race: every write of an address (a registration, a change) is in a
+    publishing() transaction, and those take turns, so each sees the others' commits."""
+    changed = await database.fetch_one(
+        "UPDATE users SET email = :email, email_verified = 0 WHERE id = :id AND NOT EXISTS "
+        "(SELECT 1 FROM users WHERE email = :email) RETURNING id, username, email", {"email": email, "id": user["id"]})
+    if changed is None:
+        raise HTTPException(409, "That email is already taken.")
+    await queue_mail(*verification_mail(changed))
+    await queue_mail(*notice_mail(user["email"], user["username"], f"The address of your account was changed "
+                                  f"from this one to {email}."))
+    await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
+
+
+#### Appendix B. For admins: the accounts list, and the audit (the record of decisions, read back)
+
+
+# ?q= is the start of a username or an email, in any case: "AL" finds alice and al@example.com.
+# LIKE's own wildcards in it are escaped, so "a_" finds "a_b" and not "ab".
+ACCOUNT_SEARCH = {"type": "string", "maxLength": 254, "description": "the start of a username or an email"}
+ROLE_QUERY = ROLE_BODY["properties"]["role"]
+ACCOUNTS_SELECT = """
+    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified,
+           (SELECT COUNT(*) FROM blogs WHERE author_id = u.id) AS blogs
+    FROM users u
+    WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!' OR u.email LIKE :prefix ESCAPE '!')
+      AND (CAST(:role AS TEXT) IS NULL OR u.role = :role) AND u.id < :before
+    ORDER BY u.id DESC LIMIT :limit"""
+
+
+@requires_role("admin")
+async def list_users(request: Request) -> Response:
+    """List accounts, newest first, with their role, their count of blogs and whether their address
+    is verified; ?q= and ?role= narrow it."""
+    limit, before = page_params(request)
+    text, role = query_param(request, "q", ACCOUNT_SEARCH), query_param(request, "role", ROLE_QUERY)
+    prefix = None if text is None else re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
+    rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before, "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, lambda row: user_out(row) | {"blogs": row["blogs"]}))
 
 
 ACTOR_QUERY = {"type": "string", "maxLength": 32, "description": "the username of whoever decided"}
@@ -2199,7 +2374,7 @@ async def list_audit(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, record_out))
 
 
-#### The page at / for browsers, where to go for everyone else, health, the API's documents
+#### Appendix C. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
 
 # page.html is a browser client of this API in one file. Its script and its style are inline,
 # and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
@@ -2271,306 +2446,251 @@ async def swagger_ui(request: Request) -> Response:
     return HTMLResponse(SWAGGER_UI_PAGE)
 
 
-#### The app: routes, error handlers, lifespan
+# The API document: OpenAPI 3.1, built from the same declarations, and Swagger UI over it.
+# Request bodies and query parameters are documented with the very declarations the handlers
+# validate with, and who may call what comes from the requires_role decorator, so the document
+# cannot drift from what the server enforces.
 
-routes = [
-    Route("/", home, include_in_schema=False),
-    Route("/health", health),
-    Route("/openapi.json", openapi_json, include_in_schema=False),
-    Route("/docs", swagger_ui, include_in_schema=False),
-    Mount("/docs/assets", StaticFiles(directory=swagger_ui_files.static_path), name="swagger_ui_assets"),
-    Route("/api/auth/register", register, methods=["POST"]),
-    Route("/api/auth/login", login, methods=["POST"]),
-    Route("/api/auth/refresh", refresh, methods=["POST"]),
-    Route("/api/auth/logout", logout, methods=["POST"]),
-    Route("/api/auth/me", me),
-    Route("/api/auth/stream-ticket", stream_ticket, methods=["POST"]),
-    Route("/api/auth/password", change_password, methods=["POST"]),
-    Route("/api/auth/forgot-password", forgot_password, methods=["POST"]),
-    Route("/api/auth/reset-password", reset_password, methods=["POST"]),
-    Route("/api/auth/request-verify-token", request_verify_token, methods=["POST"]),
-    Route("/api/auth/verify", verify_email, methods=["POST"]),
-    Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
-    Route("/api/users", list_users),
-    Route("/api/users/me", update_profile, methods=["PATCH"]),
-    Route("/api/users/{username}", get_profile),
-    Route("/api/users/{username}", delete_user, methods=["DELETE"]),
-    Route("/api/users/{username}/role", change_role, methods=["PATCH"]),
-    Route("/api/users/{username}/follow", follow_user, methods=["PUT"]),
-    Route("/api/users/{username}/follow", unfollow_user, methods=["DELETE"]),
-    Route("/api/users/{username}/followers", list_followers),
-    Route("/api/users/{username}/following", list_following),
-    Route("/api/blogs/", list_blogs),
-    Route("/api/blogs/", create_blog, methods=["POST"]),
-    Route("/api/blogs/pending", list_pending_blogs),
-    Route("/api/blogs/{blog_id:id}", get_blog),
-    Route("/api/blogs/{blog_id:id}", update_blog, methods=["PUT"]),
-    Route("/api/blogs/{blog_id:id}", delete_blog, methods=["DELETE"]),
-    Route("/api/blogs/{blog_id:id}/approve", approve_blog, methods=["POST"]),
-    Route("/api/blogs/{blog_id:id}/reject", reject_blog, methods=["POST"]),
-    Route("/api/blogs/{blog_id:id}/history", blog_history),
-    Route("/api/blogs/{blog_id:id}/like", like_blog, methods=["PUT"]),
-    Route("/api/blogs/{blog_id:id}/like", unlike_blog, methods=["DELETE"]),
-    Route("/api/blogs/{blog_id:id}/likes", list_likes),
-    Route("/api/feed", feed),
-    Route("/api/blogs/{blog_id:id}/comments", list_comments),
-    Route("/api/comments/{comment_id:id}", delete_comment, methods=["DELETE"]),
-    WebSocketRoute("/api/blogs/{blog_id:id}/ws", chat),
-    Route("/api/notifications/sse", notifications),
-    Route("/api/feature-requests/", list_feature_requests),
-    Route("/api/feature-requests/", create_feature_request, methods=["POST"]),
-    Route("/api/feature-requests/{request_id:id}", triage_feature_request, methods=["PATCH"]),
-    Route("/api/session/draft", get_draft),
-    Route("/api/session/draft", save_draft, methods=["POST"]),
-    Route("/api/session/draft", delete_draft, methods=["DELETE"]),
-    Route("/api/session/draft/generate", generate_draft, methods=["POST"]),
-    Route("/api/jobs", list_jobs),
-    Route("/api/jobs/{job_id:id}", get_job),
-    Route("/api/audit", list_audit),
-]
+ID, TEXT = {"type": "integer"}, {"type": "string"}
+TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
 
 
-async def http_error(request: Request, error: HTTPException) -> Response:
-    """Every refusal, ours or Starlette's (404, 405), as {"detail": "..."}."""
-    headers = dict(error.headers or {})
-    if error.status_code == 405:
-        headers["Allow"] = allowed_methods(request.scope)
-    return JSONResponse({"detail": error.detail}, error.status_code, headers=headers)
+def shape(**properties) -> dict:
+    """A JSON object schema with every property required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
-def allowed_methods(scope) -> str:
-    """Every method the routes take at this path; Starlette's own 405 names only one route's. A
-    path a route names outright ("/api/users/me") is that route's, not a pattern's ("{username}")."""
-    matching = [route for route in routes if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE]
-    outright = [route for route in matching if not route.param_convertors]
-    return ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
+def page_shape(item: str) -> dict:
+    """A page of items: {"items": [...], "next_cursor": "42" or null}."""
+    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+                 next_cursor={"type": ["string", "null"]})
 
 
-async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Response:
-    """A write that refers to a row another request has just deleted (an account, a blog): the
-    foreign key refuses it, and the client is told so rather than answered 500."""
-    return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
+BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
+                   status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
+                   created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
+BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
+SHAPES = {
+    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                  email_verified={"type": "boolean"}),
+    "Accepted": shape(detail=TEXT),
+    "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
+                     avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
+    "ProfilePage": page_shape("Profile"),
+    "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
+    "StreamTicket": shape(ticket=TEXT, expires_in={"const": TICKET_SECONDS}),
+    "Blog": BLOG_SHAPE,
+    "BlogPage": page_shape("Blog"),
+    "Comment": shape(id=ID, blog_id=ID, author_id=ID, author=TEXT, text=TEXT, created_at=TIMESTAMP),
+    "CommentPage": page_shape("Comment"),
+    "FeatureRequest": shape(id=ID, title=TEXT, description=TEXT, status=TRIAGE_BODY["properties"]["status"],
+                            priority=FEATURE_REQUEST_BODY["properties"]["priority"], author_id=ID,
+                            created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "FeatureRequestPage": page_shape("FeatureRequest"),
+    "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
+    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
+                 result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
+                 filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
+                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "JobPage": page_shape("Job"),
+    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                     email_verified={"type": "boolean"}, blogs=ID),
+    "AccountPage": page_shape("Account"),
+    "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
+                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
+                    detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
+                            "feature_request_triaged: status; the others say what they were about"}),
+    "RecordPage": page_shape("Record"),
+    "History": shape(items={"type": "array", "items": {"$ref": "#/components/schemas/Record"}}),
+    "Health": shape(status={"const": "ok"}),
+    "Error": shape(detail=TEXT),
+}
+
+EVENT_STREAM = {"description": (
+    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
+    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
+    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
+    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
+    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
+    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
+    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
+    "changes; open it anew with a fresh ticket."),
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
+        "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
+        "{\"type\": \"message\", ...comment}, and it is stored as one of these comments. Closes with 1008 and a "
+        "reason for a bad ticket or token, a blog you may not see, a flood, an expired token or a changed role.")
 
 
-async def database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
-    """The database is out of reach or cannot write for now: a 503 to retry, not a 500 and a traceback."""
-    log.warning("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": "The database is unavailable for a moment; please try again shortly."}, 503,
-                        headers={"Retry-After": "5"})
+def query(name: str, rule: dict) -> dict:
+    """A documented query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": rule}
 
 
-async def server_error(request: Request, error: Exception) -> Response:
-    """An unexpected failure: logged by Starlette with its traceback; the client learns nothing internal."""
-    return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
+PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
+STREAM_QUERY = [
+    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
+    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
+    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
+          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
+
+# Per handler: its request body, what success returns, and the refusals particular to it.
+# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
+# unknown id) are added by openapi_operation.
+OPERATIONS = {
+    health: {"ok": (200, "Health"), "errors": [503]},
+    register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409, 429]},
+    login: {"body": LOGIN_BODY, "form": True, "ok": (200, "Tokens"), "errors": [401, 429]},
+    refresh: {"body": REFRESH_BODY, "ok": (200, "Tokens"), "errors": [401]},
+    logout: {"body": REFRESH_BODY, "ok": (204, None)},
+    me: {"ok": (200, "User")},
+    stream_ticket: {"ok": (200, "StreamTicket")},
+    change_password: {"body": PASSWORD_BODY, "ok": (204, None), "errors": [403, 429]},
+    forgot_password: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    reset_password: {"body": RESET_BODY, "ok": (204, None)},
+    request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
+    get_profile: {"ok": (200, "Profile")},
+    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
+    follow_user: {"ok": (204, None), "errors": [409]},
+    unfollow_user: {"ok": (204, None)},
+    list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    list_following: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    make_admin: {"ok": (200, "User"), "errors": [409]},
+    change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
+    delete_user: {"ok": (204, None), "errors": [409]},
+    list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
+                 "ok": (200, "BlogPage")},
+    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
+                 "ok": (200, "AccountPage")},
+    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
+    list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
+    get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
+    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
+    blog_history: {"optional_token": True, "ok": (200, "History")},
+    delete_blog: {"ok": (204, None), "errors": [403]},
+    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
+    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
+    like_blog: {"ok": (204, None)},
+    unlike_blog: {"ok": (204, None)},
+    list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    feed: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
+    delete_comment: {"ok": (204, None), "errors": [403]},
+    list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
+    notifications: {"query": STREAM_QUERY, "ok": (200, EVENT_STREAM), "errors": [429]},
+    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
+                            "ok": (200, "FeatureRequestPage")},
+    create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
+    triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
+    get_draft: {"ok": (200, "Draft"), "errors": [404], "etag": True, "condition": "If-None-Match"},
+    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft"), "etag": True, "condition": "If-Match"},
+    delete_draft: {"ok": (204, None)},
+    generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
+    get_job: {"ok": (200, "Job")},
+    list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
+    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
+                 "ok": (200, "RecordPage")},
+}
 
 
-class JSONCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS middleware, with its refusal of a preflight (an origin, method or header not
-    allowed: 400, no Access-Control-Allow-Origin) in JSON, like every other error, not plain text."""
-
-    def preflight_response(self, request_headers) -> Response:
-        answer = super().preflight_response(request_headers)
-        if answer.status_code == 200:
-            return answer
-        headers = {name: value for name, value in answer.headers.items() if name not in ("content-length", "content-type")}
-        detail = f"{answer.body.decode()}: browsers may call this API only from the origins, and with the headers, it allows."
-        return JSONResponse({"detail": detail}, answer.status_code, headers=headers)
+def response(returns) -> dict:
+    """A documented response: a named shape, nothing (None), or a response object as it is."""
+    if returns is None:
+        return {"description": "Done; no content."}
+    if isinstance(returns, dict):
+        return returns
+    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
 
 
-def refuse_a_weak_secret_key() -> None:
-    """Stop with a message that says how to make a good key, if SECRET_KEY is under 32 bytes."""
-    if SECRET_KEY_TOO_SHORT:
-        sys.exit("SECRET_KEY is too short: it signs every token, and needs at least 32 bytes. Make one with\n"
-                 "    python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+def path_parameter(name: str, convertor: Convertor) -> dict:
+    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
+    if isinstance(convertor, IdConvertor):
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-@asynccontextmanager
-async def lifespan(app: Starlette):
-    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
-    its job runner and its mail sender; undo it all at shutdown."""
-    for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
-        logging.getLogger(logger).addFilter(redact_tokens)
-    refuse_a_weak_secret_key()
-    if SECRET_KEY_IS_RANDOM:
-        log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
-    await database.connect()
-    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
-    public_cache.clear()  # what an earlier run of the app in this process kept may be stale
-    app.state.search_turns = asyncio.Semaphore(1)
-    if not SMTP_URL:
-        log.warning("SMTP_URL is not set: mails (password resets, verification links) are written to this log "
-                    "instead of sent.")
-    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs()),
-                  asyncio.create_task(run_mail_sender())]
-    if threading.current_thread() is threading.main_thread():  # only there can signals be handled
-        end_streams_when_stopping()
-    try:
-        yield
-    finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)  # the job runner puts its jobs back first
-        await database.disconnect()
+def openapi_operation(route: Route) -> dict:
+    """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
+    handler, spec = route.endpoint, OPERATIONS[route.endpoint]
+    roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
+    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
+    parameters += spec.get("query", [])
+    operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
+                 "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
+    if "description" in spec:
+        operation["description"] = spec["description"]
+    if "body" in spec:
+        content = {"application/json": {"schema": spec["body"]}}
+        if spec.get("form"):  # the OAuth2 password flow posts a form
+            content["application/x-www-form-urlencoded"] = {"schema": spec["body"]}
+        operation["requestBody"] = {"required": body_needed(spec["body"]), "content": content}
+        errors |= {400, 413, 422}
+    if roles:
+        operation["security"] = [{"bearer": []}, {"password": []}]
+        operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
+        errors |= {401} | ({403} if set(roles) != set(ROLES) or handler.verified else set())
+        if handler.verified:
+            operation["description"] += "With REQUIRE_VERIFIED_EMAIL on, it needs a verified address (else 403). "
+    if spec.get("optional_token"):
+        operation["security"] = [{}, {"bearer": []}, {"password": []}]
+        errors.add(401)
+    if route.param_convertors:
+        errors.add(404)
+    if spec.get("query"):
+        errors.add(422)
+    errors |= document_versions(operation, spec)
+    for status in sorted(errors):
+        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return operation
 
 
-app = Starlette(
-    routes=routes,
-    middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-Match", "If-None-Match"],
-                           expose_headers=["ETag"])],  # a page's script may read a version, to send it back
-    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
-                        DatabaseUnavailable: database_unavailable, Exception: server_error},
-    lifespan=lifespan,
-)
+ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
+                              "this version, or in If-None-Match to be answered 304 while it is current",
+               "schema": {"type": "string"}}
+CONDITIONS = {
+    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
+                "with the current ETag (without this header, the save applies whatever the version)",
+    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
+}
 
 
-#### Command line: create-admin, migrate, --demo, and serving
+def document_versions(operation: dict, spec: dict) -> set[int]:
+    """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
+    if not spec.get("etag"):
+        return set()
+    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
+    if (condition := spec.get("condition")) is None:
+        return set()
+    operation["parameters"].append({"name": condition, "in": "header", "required": False,
+                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
+    if condition == "If-None-Match":
+        operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
+                                         "headers": {"ETag": ETAG_HEADER}}
+        return set()
+    return {412}
 
 
-async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
-    """Create or upgrade the tables, saying each step; exit with the reason if the database is refused."""
-    try:
-        return await upgrade_schema(dry_run, say=print)
-    except SchemaRefused as error:
-        sys.exit(str(error))
+def openapi_document() -> dict:
+    """The OpenAPI 3.1 document of every HTTP route in `routes`."""
+    paths = {}
+    for route in routes:
+        if isinstance(route, Route) and route.include_in_schema:
+            path = re.sub(r":\w+}", "}", route.path)  # "/api/blogs/{blog_id:id}" -> "/api/blogs/{blog_id}"
+            for method in sorted(route.methods - {"HEAD"}):
+                paths.setdefault(path, {})[method.lower()] = openapi_operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Blog platform API", "version": "1.0.0", "description": CHAT},
+        "paths": paths,
+        "components": {"schemas": SHAPES, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
+        }},
+    }
 
 
-async def restore(file: str, replace: bool) -> None:
-    """Bring a backup back, after checking it; then upgrade it to this code's version."""
-    path = Path(file).resolve()  # absolute: a name like "-x" is never taken for an option
-    version = check_backup(path)
-    refuse_or_exit(version)
-    async with database:
-        if not replace and await holds_data():
-            sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
-                     "Back it up first, then run restore again with --replace.")
-        if database.url.dialect == "postgresql" and await schema_version() not in (None, version):
-            await make_room_for(version)
-    copy_back(path)
-    async with database:
-        await upgrade_or_exit()
-        if database.url.dialect == "postgresql":
-            # pg_restore brings the rows back but not the planner's statistics: without them the
-            # first plans of a list can read every post (bench.py reads, "no statistics").
-            await database.run_script("ANALYZE")
-    print(f"Restored {path} (schema version {version}).")
-
-
-async def upgrade_before_serving() -> None:
-    async with database:
-        await upgrade_or_exit()
-
-
-async def migrate(dry_run: bool) -> None:
-    """Apply the pending upgrade steps and exit, for a deploy script; or only list them."""
-    async with database:
-        pending = await upgrade_or_exit(dry_run)
-        version = await schema_version()
-    for step in pending if dry_run else []:
-        print(f"Would apply {step}")
-    if not pending:
-        print(f"Nothing to apply: the database is at version {version}, as this code is.")
-
-
-def read_new_password() -> str:
-    """Ask for a password twice (on a terminal), or read two lines from standard input."""
-    if sys.stdin.isatty():
-        first, second = getpass.getpass("Password: "), getpass.getpass("Password again: ")
-    else:
-        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
-    if first != second:
-        sys.exit("The two passwords differ.")
-    return first
-
-
-async def add_user_from_command_line(username: str, email: str, password: str, role: str) -> bool:
-    """Store a user checked like a registration, verified; False if the name or email is taken."""
-    fields = validate({"username": username, "email": email, "password": password}, REGISTER_BODY)
-    return await add_user(fields, role, verified=True) is not None  # their owner typed the address in
-
-
-async def create_admin(username: str, email: str, password: str) -> None:
-    """The first admin, from the command line: nobody can make themselves one over HTTP."""
-    async with database:
-        await upgrade_or_exit()
-        try:
-            created = await add_user_from_command_line(username, email, password, "admin")
-        except HTTPException as error:
-            sys.exit(error.detail)
-    if not created:
-        sys.exit(f"The username {username!r} or the email {email!r} is already taken.")
-    print(f"Admin {username} created.")
-
-
-DEMO_ACCOUNTS = [("demo-admin", "admin"), ("demo-approver", "approver"), ("demo-user", "user")]
-DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", "pending", None),
-              ("A rough first try", "rejected", "Please add an introduction.")]
-
-
-async def seed_demo() -> None:
-    """One account per role and a blog in each status, so a walkthrough starts at once."""
-    async with database:
-        await upgrade_or_exit()
-        for username, role in DEMO_ACCOUNTS:
-            await add_user_from_command_line(username, f"{username}@example.com", f"{username}-password", role)
-        author = await database.fetch_one(USER_BY_NAME, {"username": "demo-user"})
-        for title, status, reason in DEMO_BLOGS:
-            await database.execute(
-                "INSERT INTO blogs (title, content, images, search_words, status, reject_reason, author_id, "
-                "created_at, updated_at) SELECT :title, :content, :images, :search_words, :status, :reason, "
-                ":author_id, :now, :now WHERE NOT EXISTS (SELECT 1 FROM blogs WHERE title = :title)",
-                blog_values({"title": title, "content": f"# {title}\n\nWritten by the demo seed."})
-                | {"status": status, "reason": reason, "author_id": author["id"], "now": utc_now()})
-    print("Demo accounts (their passwords are public: never run --demo on a public server):")
-    for username, role in DEMO_ACCOUNTS:
-        print(f"  {role:9} username {username:14} password {username}-password")
-    if not SMTP_URL:
-        print("SMTP_URL is not set: mails (a password reset's link, say) are written to this log instead of sent.")
-
-
-def main(argv: list[str]) -> None:
-    """Parse the command line; with no command, serve the API."""
-    global DEMO
-    parser = argparse.ArgumentParser(description="The blog platform API.")
-    parser.add_argument("--demo", action="store_true", help="seed demo accounts and posts, then serve")
-    parser.add_argument("--workers", type=int, default=1, help="app processes to serve with (PostgreSQL only)")
-    commands = parser.add_subparsers(dest="command")
-    admin = commands.add_parser("create-admin", help="create an admin account (asks for the password)")
-    admin.add_argument("username")
-    admin.add_argument("email")
-    upgrade = commands.add_parser("migrate", help="apply the pending schema upgrades, then exit")
-    upgrade.add_argument("--dry-run", action="store_true", help="list what would be applied, change nothing")
-    commands.add_parser("backup", help="write a consistent copy of the database to FILE").add_argument("file")
-    back = commands.add_parser("restore", help="bring a backup back, upgraded to this version")
-    back.add_argument("file")
-    back.add_argument("--replace", action="store_true", help="replace a database that holds data")
-    args = parser.parse_args(argv)
-    if args.command == "migrate":
-        return asyncio.run(migrate(args.dry_run))
-    if args.command == "backup":
-        return back_up(Path(args.file).resolve())
-    if args.command == "restore":
-        return asyncio.run(restore(args.file, args.replace))
-    refuse_a_weak_secret_key()
-    if args.command == "create-admin":
-        return asyncio.run(create_admin(args.username, args.email, read_new_password()))
-    if args.workers > 1 and database.url.dialect == "sqlite":
-        sys.exit("More than one worker needs PostgreSQL: on SQLite the one writer connection and the event "
-                 "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
-    if args.demo:
-        asyncio.run(seed_demo())
-        DEMO = True  # the page at / offers the accounts
-        os.environ["DEMO"] = "true"  # and so does each worker, which imports this file anew
-    else:  # upgrade once, before any worker starts, and refuse without a traceback
-        asyncio.run(upgrade_before_serving())
-    # Several workers are separate processes, each importing the app by name ("blog:app").
-    uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
-                proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
-                ws_ping_interval=WEBSOCKET_PING_SECONDS, ws_ping_timeout=WEBSOCKET_PING_SECONDS,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
-
-
-#### Appendix A. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
+#### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
 #
 # The handlers use `database` as the `databases` package documents it (see "The database, as the
 # handlers use it"). This appendix is the only code that touches `databases` or a driver. It
@@ -2975,72 +3095,7 @@ def schema_script(path: Path) -> str:
     return script
 
 
-#### Appendix B. The event bus: how each process hears every event, in order
-#
-# Every app process runs one bus (see lifespan). Woken by a notification (PostgreSQL's NOTIFY,
-# sent by publish() and delivered on commit; on SQLite a stand-in in this one process), or every
-# few seconds anyway, it reads the events table after the last id it has seen, in id order, and
-# hands each event to deliver(). Publishing transactions take turns (lock_event_log), so ids
-# commit in order and "id > last seen" never passes over one; a listening connection that drops
-# is made again and the bus reads what it missed (Appendix A).
-
-
-def event_of(row: dict) -> dict:
-    """An event as listeners get it: {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}."""
-    return {"id": row["id"], "type": row["kind"], "data": json.loads(row["data"])}
-
-
-async def run_event_bus() -> None:
-    """This process's end of the bus, until cancelled: deliver new events, and tidy the tables."""
-    woken = asyncio.Event()
-    listener = asyncio.create_task(database.listen(lambda payload: woken.set()))
-    last_id = await database.fetch_val("SELECT COALESCE(MAX(id), 0) FROM events")
-    tidy_at = 0.0
-    try:
-        while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that
-            # arrives as its wait ends, and this loop would then outlive the app's shutdown, which waits on it.
-            with suppress(TimeoutError):
-                async with asyncio.timeout(EVENT_POLL_SECONDS):
-                    await woken.wait()
-            woken.clear()
-            try:
-                last_id = await deliver_events_after(last_id)
-                if time.monotonic() > tidy_at:
-                    await tidy_tables()
-                    tidy_at = time.monotonic() + 60
-            except DATABASE_ERRORS as error:  # read again at the next wake-up
-                log.warning("Events: could not read the event log (%s)", error)
-    finally:
-        listener.cancel()
-
-
-async def deliver_events_after(last_id: int) -> int:
-    """Hand every event after `last_id` to this process's listeners, in order; return the last id."""
-    while rows := await database.fetch_all(
-            "SELECT id, kind, data FROM events WHERE id > :after ORDER BY id LIMIT 500", {"after": last_id}):
-        for row in rows:
-            deliver(event_of(row))
-        last_id = rows[-1]["id"]
-    return last_id
-
-
-async def tidy_tables() -> None:
-    """Forget what has aged out: old events (all but the newest), expired sessions, stale guesses."""
-    now = datetime.now(UTC)
-    await database.execute("DELETE FROM events WHERE created_at < :before AND id < (SELECT MAX(id) FROM events)",
-                           {"before": utc_time(now - timedelta(hours=EVENT_RETENTION_HOURS))})
-    await database.execute("DELETE FROM sessions WHERE expires_at < :now", {"now": utc_time(now)})
-    await database.execute("DELETE FROM guesses WHERE window_ends < :now", {"now": utc_time(now)})
-
-
-def deliver(event: dict) -> None:
-    """Hand one event to the functions of this process that registered for its kind (@on_event)."""
-    for handler in event_handlers.get(event["type"], []):
-        handler(event)
-
-
-#### Appendix C. The public cache
+#### Appendix E. The public cache
 
 
 class PublicCache:
@@ -3092,7 +3147,7 @@ def empty_public_cache(event: dict) -> None:
     public_cache.clear()
 
 
-#### Appendix D. The job runner: claims, heartbeats, the writer
+#### Appendix F. The job runner: claims, heartbeats, the writer
 
 
 job_runner_wakeups: set[asyncio.Event] = set()
@@ -3295,353 +3350,6 @@ def storable(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
-#### Appendix E. Reading bodies: strict JSON, the 1 MiB limit, and the validator's few JSON Schema keywords
-#
-# Each body is declared once, as a JSON Schema object; `validate` enforces the few keywords used
-# here (type, also as [type, "null"], required, anyOf of required, minLength, maxLength, pattern,
-# enum, minimum, maximum, maxItems, items). Patterns are anchored and matched whole, so "alice\n" is not a username.
-
-
-def parse_json(raw: bytes | str):
-    """Parse JSON strictly: NaN, Infinity, 5000-digit numbers and deep nesting are refused."""
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-    try:
-        return json.loads(raw, parse_constant=refuse)
-    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8 and huge ints are ValueErrors
-        raise HTTPException(400, "The body is not valid JSON.")
-
-
-async def read_raw_body(request: Request) -> bytes:
-    """Read the body, refusing with 413 as soon as it passes 1 MiB.
-
-    Starlette's own max_body_size answers in plain text when Content-Length is too large,
-    and every error here is JSON, so the limit is kept here, where bodies are read.
-    """
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise HTTPException(413, "The body is larger than 1 MiB.")
-    except ClientDisconnect:  # the client left mid-body: nobody to answer, and nothing to log
-        raise HTTPException(400, "The body ended before its Content-Length.")
-    return bytes(body)
-
-
-def body_needed(schema: dict) -> bool:
-    """Whether a request must have a body: one that requires fields. (Reject's reason is optional.)"""
-    return "required" in schema or "anyOf" in schema
-
-
-def validate(body, schema: dict) -> dict:
-    """Check a parsed body against its declaration; return the declared fields it holds."""
-    if not isinstance(body, dict):
-        raise HTTPException(422, "The body must be a JSON object.")
-    for name in schema.get("required", []):
-        if name not in body:
-            raise invalid(name, "this field is required")
-    if "anyOf" in schema and not any(option["required"][0] in body for option in schema["anyOf"]):
-        names = [option["required"][0] for option in schema["anyOf"]]
-        raise invalid(" or ".join(names), "the body must hold at least one of these fields")
-    return {name: check_value(name, body[name], rule)
-            for name, rule in schema["properties"].items() if name in body}
-
-
-def check_value(name: str, value, rule: dict):
-    """Check one value against its rule and return it, or raise a 422 naming the field."""
-    kind = rule["type"]
-    if isinstance(kind, list):  # ["string", "null"]: the value may also be null (it clears the field)
-        if value is None:
-            return None
-        kind = kind[0]
-    if kind == "string":
-        check_string(name, value, rule)
-    elif kind == "integer":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON has one number type: 5.0 is the integer 5
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise invalid(name, "must be an integer")
-        if not rule.get("minimum", -math.inf) <= value <= rule.get("maximum", math.inf):
-            raise invalid(name, f"must be from {rule['minimum']} to {rule['maximum']}")
-    elif kind == "array":
-        if not isinstance(value, list):
-            raise invalid(name, "must be a list")
-        if len(value) > rule["maxItems"]:
-            raise invalid(name, f"must have at most {rule['maxItems']} items")
-        for index, item in enumerate(value):
-            check_value(f"{name}[{index}]", item, rule["items"])
-    return value
-
-
-def is_storable(text: str) -> bool:
-    """False for a NUL or a lone surrogate: legal in JSON, but no database stores them as text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
-def check_string(name: str, value, rule: dict) -> None:
-    """Check a string's type, length, characters, pattern and allowed values."""
-    if not isinstance(value, str):
-        raise invalid(name, "must be a string")
-    low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
-    if not low <= len(value) <= high:
-        raise invalid(name, f"must be {low} to {high} characters long")
-    if not is_storable(value):
-        raise invalid(name, "must not contain NUL characters or lone surrogates")
-    if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
-        raise invalid(name, "is not in the expected form")
-    if "enum" in rule and value not in rule["enum"]:
-        raise invalid(name, "must be one of " + ", ".join(rule["enum"]))
-
-
-#### Appendix F. API documentation: an OpenAPI 3.1 document built from the same declarations, and Swagger UI
-# Request bodies and query parameters are documented with the very declarations the handlers
-# validate with, and who may call what comes from the requires_role decorator, so the document
-# cannot drift from what the server enforces.
-
-ID, TEXT = {"type": "integer"}, {"type": "string"}
-TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
-
-
-def shape(**properties) -> dict:
-    """A JSON object schema with every property required."""
-    return {"type": "object", "required": list(properties), "properties": properties}
-
-
-def page_shape(item: str) -> dict:
-    """A page of items: {"items": [...], "next_cursor": "42" or null}."""
-    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-                 next_cursor={"type": ["string", "null"]})
-
-
-BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
-                   status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
-                   created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
-BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
-SHAPES = {
-    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                  email_verified={"type": "boolean"}),
-    "Accepted": shape(detail=TEXT),
-    "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
-                     avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
-    "ProfilePage": page_shape("Profile"),
-    "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
-    "StreamTicket": shape(ticket=TEXT, expires_in={"const": TICKET_SECONDS}),
-    "Blog": BLOG_SHAPE,
-    "BlogPage": page_shape("Blog"),
-    "Comment": shape(id=ID, blog_id=ID, author_id=ID, author=TEXT, text=TEXT, created_at=TIMESTAMP),
-    "CommentPage": page_shape("Comment"),
-    "FeatureRequest": shape(id=ID, title=TEXT, description=TEXT, status=TRIAGE_BODY["properties"]["status"],
-                            priority=FEATURE_REQUEST_BODY["properties"]["priority"], author_id=ID,
-                            created_at=TIMESTAMP, updated_at=TIMESTAMP),
-    "FeatureRequestPage": page_shape("FeatureRequest"),
-    "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
-    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
-                 result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
-                 filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
-                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
-    "JobPage": page_shape("Job"),
-    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                     email_verified={"type": "boolean"}, blogs=ID),
-    "AccountPage": page_shape("Account"),
-    "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
-                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
-                    detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
-                            "feature_request_triaged: status; the others say what they were about"}),
-    "RecordPage": page_shape("Record"),
-    "History": shape(items={"type": "array", "items": {"$ref": "#/components/schemas/Record"}}),
-    "Health": shape(status={"const": "ok"}),
-    "Error": shape(detail=TEXT),
-}
-
-EVENT_STREAM = {"description": (
-    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
-    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
-    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
-    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
-    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
-    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
-    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
-    "changes; open it anew with a fresh ticket."),
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
-        "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
-        "{\"type\": \"message\", ...comment}, and it is stored as one of these comments. Closes with 1008 and a "
-        "reason for a bad ticket or token, a blog you may not see, a flood, an expired token or a changed role.")
-
-
-def query(name: str, rule: dict) -> dict:
-    """A documented query parameter."""
-    return {"name": name, "in": "query", "required": False, "schema": rule}
-
-
-PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
-STREAM_QUERY = [
-    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
-    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
-    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
-          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
-
-# Per handler: its request body, what success returns, and the refusals particular to it.
-# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
-# unknown id) are added by openapi_operation.
-OPERATIONS = {
-    health: {"ok": (200, "Health"), "errors": [503]},
-    register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409, 429]},
-    login: {"body": LOGIN_BODY, "form": True, "ok": (200, "Tokens"), "errors": [401, 429]},
-    refresh: {"body": REFRESH_BODY, "ok": (200, "Tokens"), "errors": [401]},
-    logout: {"body": REFRESH_BODY, "ok": (204, None)},
-    me: {"ok": (200, "User")},
-    stream_ticket: {"ok": (200, "StreamTicket")},
-    change_password: {"body": PASSWORD_BODY, "ok": (204, None), "errors": [403, 429]},
-    forgot_password: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
-    reset_password: {"body": RESET_BODY, "ok": (204, None)},
-    request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
-    verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
-    get_profile: {"ok": (200, "Profile")},
-    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
-    follow_user: {"ok": (204, None), "errors": [409]},
-    unfollow_user: {"ok": (204, None)},
-    list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    list_following: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    make_admin: {"ok": (200, "User"), "errors": [409]},
-    change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
-    delete_user: {"ok": (204, None), "errors": [409]},
-    list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
-                 "ok": (200, "BlogPage")},
-    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
-                 "ok": (200, "AccountPage")},
-    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
-    list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
-    get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
-    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
-    blog_history: {"optional_token": True, "ok": (200, "History")},
-    delete_blog: {"ok": (204, None), "errors": [403]},
-    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
-    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
-    like_blog: {"ok": (204, None)},
-    unlike_blog: {"ok": (204, None)},
-    list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    feed: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
-    delete_comment: {"ok": (204, None), "errors": [403]},
-    list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
-    notifications: {"query": STREAM_QUERY, "ok": (200, EVENT_STREAM), "errors": [429]},
-    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
-                            "ok": (200, "FeatureRequestPage")},
-    create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
-    triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
-    get_draft: {"ok": (200, "Draft"), "errors": [404], "etag": True, "condition": "If-None-Match"},
-    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft"), "etag": True, "condition": "If-Match"},
-    delete_draft: {"ok": (204, None)},
-    generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
-    get_job: {"ok": (200, "Job")},
-    list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
-    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
-                 "ok": (200, "RecordPage")},
-}
-
-
-def response(returns) -> dict:
-    """A documented response: a named shape, nothing (None), or a response object as it is."""
-    if returns is None:
-        return {"description": "Done; no content."}
-    if isinstance(returns, dict):
-        return returns
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
-
-
-def path_parameter(name: str, convertor: Convertor) -> dict:
-    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
-    if isinstance(convertor, IdConvertor):
-        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def openapi_operation(route: Route) -> dict:
-    """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
-    handler, spec = route.endpoint, OPERATIONS[route.endpoint]
-    roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
-    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
-    parameters += spec.get("query", [])
-    operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
-                 "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
-    if "description" in spec:
-        operation["description"] = spec["description"]
-    if "body" in spec:
-        content = {"application/json": {"schema": spec["body"]}}
-        if spec.get("form"):  # the OAuth2 password flow posts a form
-            content["application/x-www-form-urlencoded"] = {"schema": spec["body"]}
-        operation["requestBody"] = {"required": body_needed(spec["body"]), "content": content}
-        errors |= {400, 413, 422}
-    if roles:
-        operation["security"] = [{"bearer": []}, {"password": []}]
-        operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
-        errors |= {401} | ({403} if set(roles) != set(ROLES) or handler.verified else set())
-        if handler.verified:
-            operation["description"] += "With REQUIRE_VERIFIED_EMAIL on, it needs a verified address (else 403). "
-    if spec.get("optional_token"):
-        operation["security"] = [{}, {"bearer": []}, {"password": []}]
-        errors.add(401)
-    if route.param_convertors:
-        errors.add(404)
-    if spec.get("query"):
-        errors.add(422)
-    errors |= document_versions(operation, spec)
-    for status in sorted(errors):
-        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return operation
-
-
-ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
-                              "this version, or in If-None-Match to be answered 304 while it is current",
-               "schema": {"type": "string"}}
-CONDITIONS = {
-    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
-                "with the current ETag (without this header, the save applies whatever the version)",
-    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
-}
-
-
-def document_versions(operation: dict, spec: dict) -> set[int]:
-    """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
-    if not spec.get("etag"):
-        return set()
-    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
-    if (condition := spec.get("condition")) is None:
-        return set()
-    operation["parameters"].append({"name": condition, "in": "header", "required": False,
-                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
-    if condition == "If-None-Match":
-        operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
-                                         "headers": {"ETag": ETAG_HEADER}}
-        return set()
-    return {412}
-
-
-def openapi_document() -> dict:
-    """The OpenAPI 3.1 document of every HTTP route in `routes`."""
-    paths = {}
-    for route in routes:
-        if isinstance(route, Route) and route.include_in_schema:
-            path = re.sub(r":\w+}", "}", route.path)  # "/api/blogs/{blog_id:id}" -> "/api/blogs/{blog_id}"
-            for method in sorted(route.methods - {"HEAD"}):
-                paths.setdefault(path, {})[method.lower()] = openapi_operation(route)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Blog platform API", "version": "1.0.0", "description": CHAT},
-        "paths": paths,
-        "components": {"schemas": SHAPES, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-            "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
-        }},
-    }
-
-
 #### Appendix G. Log redaction: no token or ticket in a log line
 
 
@@ -3673,7 +3381,7 @@ class RedactTokens(logging.Filter):
 redact_tokens = RedactTokens()
 
 
-#### Appendix H. Schema versions, upgrades and backups: upgrades/N-name.sql, each step once, in order
+#### Appendix H. Schema versions, upgrades and backups: upgrades/N-name.sql, each step once, in order; migrate, backup, restore
 #
 # The database keeps its schema version in the one row of schema_version; a database made
 # before versions were kept (it has tables, but not that one) is at version 1. The code's
@@ -3901,11 +3609,56 @@ def copy_back(path: Path) -> None:
                       "changed nothing")
 
 
+async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
+    """Create or upgrade the tables, saying each step; exit with the reason if the database is refused."""
+    try:
+        return await upgrade_schema(dry_run, say=print)
+    except SchemaRefused as error:
+        sys.exit(str(error))
+
+
+async def restore(file: str, replace: bool) -> None:
+    """Bring a backup back, after checking it; then upgrade it to this code's version."""
+    path = Path(file).resolve()  # absolute: a name like "-x" is never taken for an option
+    version = check_backup(path)
+    refuse_or_exit(version)
+    async with database:
+        if not replace and await holds_data():
+            sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
+                     "Back it up first, then run restore again with --replace.")
+        if database.url.dialect == "postgresql" and await schema_version() not in (None, version):
+            await make_room_for(version)
+    copy_back(path)
+    async with database:
+        await upgrade_or_exit()
+        if database.url.dialect == "postgresql":
+            # pg_restore brings the rows back but not the planner's statistics: without them the
+            # first plans of a list can read every post (bench.py reads, "no statistics").
+            await database.run_script("ANALYZE")
+    print(f"Restored {path} (schema version {version}).")
+
+
+async def upgrade_before_serving() -> None:
+    async with database:
+        await upgrade_or_exit()
+
+
+async def migrate(dry_run: bool) -> None:
+    """Apply the pending upgrade steps and exit, for a deploy script; or only list them."""
+    async with database:
+        pending = await upgrade_or_exit(dry_run)
+        version = await schema_version()
+    for step in pending if dry_run else []:
+        print(f"Would apply {step}")
+    if not pending:
+        print(f"Nothing to apply: the database is at version {version}, as this code is.")
+
+
 #### Appendix I. The mail sender: the outbox, claims that lapse, SMTP in a thread, retries
 #
 # queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and
 # publishes "mail_queued", which wakes the sender of every process. Each sender claims one due
-# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix D), sends it
+# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix F), sends it
 # with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS ahead:
 # if its process dies mid-send, the claim lapses and a sender (of another process, or of this
 # one restarted) tries the mail again. A failed try waits a pause that doubles each time, from
@@ -4020,6 +3773,260 @@ def smtp_connection() -> smtplib.SMTP:
     if url.username:
         smtp.login(unquote(url.username), unquote(url.password or ""))
     return smtp
+
+
+#### The app: routes, error handlers, lifespan (last: the routes table names every handler, the appendices' too)
+
+routes = [
+    Route("/", home, include_in_schema=False),
+    Route("/health", health),
+    Route("/openapi.json", openapi_json, include_in_schema=False),
+    Route("/docs", swagger_ui, include_in_schema=False),
+    Mount("/docs/assets", StaticFiles(directory=swagger_ui_files.static_path), name="swagger_ui_assets"),
+    Route("/api/auth/register", register, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/refresh", refresh, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/auth/me", me),
+    Route("/api/auth/stream-ticket", stream_ticket, methods=["POST"]),
+    Route("/api/auth/password", change_password, methods=["POST"]),
+    Route("/api/auth/forgot-password", forgot_password, methods=["POST"]),
+    Route("/api/auth/reset-password", reset_password, methods=["POST"]),
+    Route("/api/auth/request-verify-token", request_verify_token, methods=["POST"]),
+    Route("/api/auth/verify", verify_email, methods=["POST"]),
+    Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
+    Route("/api/users", list_users),
+    Route("/api/users/me", update_profile, methods=["PATCH"]),
+    Route("/api/users/{username}", get_profile),
+    Route("/api/users/{username}", delete_user, methods=["DELETE"]),
+    Route("/api/users/{username}/role", change_role, methods=["PATCH"]),
+    Route("/api/users/{username}/follow", follow_user, methods=["PUT"]),
+    Route("/api/users/{username}/follow", unfollow_user, methods=["DELETE"]),
+    Route("/api/users/{username}/followers", list_followers),
+    Route("/api/users/{username}/following", list_following),
+    Route("/api/blogs/", list_blogs),
+    Route("/api/blogs/", create_blog, methods=["POST"]),
+    Route("/api/blogs/pending", list_pending_blogs),
+    Route("/api/blogs/{blog_id:id}", get_blog),
+    Route("/api/blogs/{blog_id:id}", update_blog, methods=["PUT"]),
+    Route("/api/blogs/{blog_id:id}", delete_blog, methods=["DELETE"]),
+    Route("/api/blogs/{blog_id:id}/approve", approve_blog, methods=["POST"]),
+    Route("/api/blogs/{blog_id:id}/reject", reject_blog, methods=["POST"]),
+    Route("/api/blogs/{blog_id:id}/history", blog_history),
+    Route("/api/blogs/{blog_id:id}/like", like_blog, methods=["PUT"]),
+    Route("/api/blogs/{blog_id:id}/like", unlike_blog, methods=["DELETE"]),
+    Route("/api/blogs/{blog_id:id}/likes", list_likes),
+    Route("/api/feed", feed),
+    Route("/api/blogs/{blog_id:id}/comments", list_comments),
+    Route("/api/comments/{comment_id:id}", delete_comment, methods=["DELETE"]),
+    WebSocketRoute("/api/blogs/{blog_id:id}/ws", chat),
+    Route("/api/notifications/sse", notifications),
+    Route("/api/feature-requests/", list_feature_requests),
+    Route("/api/feature-requests/", create_feature_request, methods=["POST"]),
+    Route("/api/feature-requests/{request_id:id}", triage_feature_request, methods=["PATCH"]),
+    Route("/api/session/draft", get_draft),
+    Route("/api/session/draft", save_draft, methods=["POST"]),
+    Route("/api/session/draft", delete_draft, methods=["DELETE"]),
+    Route("/api/session/draft/generate", generate_draft, methods=["POST"]),
+    Route("/api/jobs", list_jobs),
+    Route("/api/jobs/{job_id:id}", get_job),
+    Route("/api/audit", list_audit),
+]
+
+
+async def http_error(request: Request, error: HTTPException) -> Response:
+    """Every refusal, ours or Starlette's (404, 405), as {"detail": "..."}."""
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        headers["Allow"] = allowed_methods(request.scope)
+    return JSONResponse({"detail": error.detail}, error.status_code, headers=headers)
+
+
+def allowed_methods(scope) -> str:
+    """Every method the routes take at this path; Starlette's own 405 names only one route's. A
+    path a route names outright ("/api/users/me") is that route's, not a pattern's ("{username}")."""
+    matching = [route for route in routes if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE]
+    outright = [route for route in matching if not route.param_convertors]
+    return ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
+
+
+async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Response:
+    """A write that refers to a row another request has just deleted (an account, a blog): the
+    foreign key refuses it, and the client is told so rather than answered 500."""
+    return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
+
+
+async def database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
+    """The database is out of reach or cannot write for now: a 503 to retry, not a 500 and a traceback."""
+    log.warning("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": "The database is unavailable for a moment; please try again shortly."}, 503,
+                        headers={"Retry-After": "5"})
+
+
+async def server_error(request: Request, error: Exception) -> Response:
+    """An unexpected failure: logged by Starlette with its traceback; the client learns nothing internal."""
+    return JSONResponse({"detail": "Something went wrong on our side; please try again."}, 500)
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, with its refusal of a preflight (an origin, method or header not
+    allowed: 400, no Access-Control-Allow-Origin) in JSON, like every other error, not plain text."""
+
+    def preflight_response(self, request_headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        headers = {name: value for name, value in answer.headers.items() if name not in ("content-length", "content-type")}
+        detail = f"{answer.body.decode()}: browsers may call this API only from the origins, and with the headers, it allows."
+        return JSONResponse({"detail": detail}, answer.status_code, headers=headers)
+
+
+def refuse_a_weak_secret_key() -> None:
+    """Stop with a message that says how to make a good key, if SECRET_KEY is under 32 bytes."""
+    if SECRET_KEY_TOO_SHORT:
+        sys.exit("SECRET_KEY is too short: it signs every token, and needs at least 32 bytes. Make one with\n"
+                 "    python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette):
+    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
+    its job runner and its mail sender; undo it all at shutdown."""
+    for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
+        logging.getLogger(logger).addFilter(redact_tokens)
+    refuse_a_weak_secret_key()
+    if SECRET_KEY_IS_RANDOM:
+        log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
+    await database.connect()
+    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
+    public_cache.clear()  # what an earlier run of the app in this process kept may be stale
+    app.state.search_turns = asyncio.Semaphore(1)
+    if not SMTP_URL:
+        log.warning("SMTP_URL is not set: mails (password resets, verification links) are written to this log "
+                    "instead of sent.")
+    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs()),
+                  asyncio.create_task(run_mail_sender())]
+    if threading.current_thread() is threading.main_thread():  # only there can signals be handled
+        end_streams_when_stopping()
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # the job runner puts its jobs back first
+        await database.disconnect()
+
+
+app = Starlette(
+    routes=routes,
+    middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-Match", "If-None-Match"],
+                           expose_headers=["ETag"])],  # a page's script may read a version, to send it back
+    exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
+                        DatabaseUnavailable: database_unavailable, Exception: server_error},
+    lifespan=lifespan,
+)
+
+
+#### Command line: create-admin, --demo, and serving (migrate, backup and restore are in Appendix H)
+
+
+def read_new_password() -> str:
+    """Ask for a password twice (on a terminal), or read two lines from standard input."""
+    if sys.stdin.isatty():
+        first, second = getpass.getpass("Password: "), getpass.getpass("Password again: ")
+    else:
+        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+    if first != second:
+        sys.exit("The two passwords differ.")
+    return first
+
+
+async def add_user_from_command_line(username: str, email: str, password: str, role: str) -> bool:
+    """Store a user checked like a registration, verified; False if the name or email is taken."""
+    fields = validate({"username": username, "email": email, "password": password}, REGISTER_BODY)
+    return await add_user(fields, role, verified=True) is not None  # their owner typed the address in
+
+
+async def create_admin(username: str, email: str, password: str) -> None:
+    """The first admin, from the command line: nobody can make themselves one over HTTP."""
+    async with database:
+        await upgrade_or_exit()
+        try:
+            created = await add_user_from_command_line(username, email, password, "admin")
+        except HTTPException as error:
+            sys.exit(error.detail)
+    if not created:
+        sys.exit(f"The username {username!r} or the email {email!r} is already taken.")
+    print(f"Admin {username} created.")
+
+
+DEMO_ACCOUNTS = [("demo-admin", "admin"), ("demo-approver", "approver"), ("demo-user", "user")]
+DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", "pending", None),
+              ("A rough first try", "rejected", "Please add an introduction.")]
+
+
+async def seed_demo() -> None:
+    """One account per role and a blog in each status, so a walkthrough starts at once."""
+    async with database:
+        await upgrade_or_exit()
+        for username, role in DEMO_ACCOUNTS:
+            await add_user_from_command_line(username, f"{username}@example.com", f"{username}-password", role)
+        author = await database.fetch_one(USER_BY_NAME, {"username": "demo-user"})
+        for title, status, reason in DEMO_BLOGS:
+            await database.execute(
+                "INSERT INTO blogs (title, content, images, search_words, status, reject_reason, author_id, "
+                "created_at, updated_at) SELECT :title, :content, :images, :search_words, :status, :reason, "
+                ":author_id, :now, :now WHERE NOT EXISTS (SELECT 1 FROM blogs WHERE title = :title)",
+                blog_values({"title": title, "content": f"# {title}\n\nWritten by the demo seed."})
+                | {"status": status, "reason": reason, "author_id": author["id"], "now": utc_now()})
+    print("Demo accounts (their passwords are public: never run --demo on a public server):")
+    for username, role in DEMO_ACCOUNTS:
+        print(f"  {role:9} username {username:14} password {username}-password")
+    if not SMTP_URL:
+        print("SMTP_URL is not set: mails (a password reset's link, say) are written to this log instead of sent.")
+
+
+def main(argv: list[str]) -> None:
+    """Parse the command line; with no command, serve the API."""
+    global DEMO
+    parser = argparse.ArgumentParser(description="The blog platform API.")
+    parser.add_argument("--demo", action="store_true", help="seed demo accounts and posts, then serve")
+    parser.add_argument("--workers", type=int, default=1, help="app processes to serve with (PostgreSQL only)")
+    commands = parser.add_subparsers(dest="command")
+    admin = commands.add_parser("create-admin", help="create an admin account (asks for the password)")
+    admin.add_argument("username")
+    admin.add_argument("email")
+    upgrade = commands.add_parser("migrate", help="apply the pending schema upgrades, then exit")
+    upgrade.add_argument("--dry-run", action="store_true", help="list what would be applied, change nothing")
+    commands.add_parser("backup", help="write a consistent copy of the database to FILE").add_argument("file")
+    back = commands.add_parser("restore", help="bring a backup back, upgraded to this version")
+    back.add_argument("file")
+    back.add_argument("--replace", action="store_true", help="replace a database that holds data")
+    args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return asyncio.run(migrate(args.dry_run))
+    if args.command == "backup":
+        return back_up(Path(args.file).resolve())
+    if args.command == "restore":
+        return asyncio.run(restore(args.file, args.replace))
+    refuse_a_weak_secret_key()
+    if args.command == "create-admin":
+        return asyncio.run(create_admin(args.username, args.email, read_new_password()))
+    if args.workers > 1 and database.url.dialect == "sqlite":
+        sys.exit("More than one worker needs PostgreSQL: on SQLite the one writer connection and the event "
+                 "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
+    if args.demo:
+        asyncio.run(seed_demo())
+        DEMO = True  # the page at / offers the accounts
+        os.environ["DEMO"] = "true"  # and so does each worker, which imports this file anew
+    else:  # upgrade once, before any worker starts, and refuse without a traceback
+        asyncio.run(upgrade_before_serving())
+    # Several workers are separate processes, each importing the app by name ("blog:app").
+    uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
+                proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
+                ws_ping_interval=WEBSOCKET_PING_SECONDS, ws_ping_timeout=WEBSOCKET_PING_SECONDS,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
 if __name__ == "__main__":
