@@ -57,6 +57,7 @@ command line: last because the routes table names every handler, the appendices'
 import argparse
 import asyncio
 import base64
+import fcntl
 import functools
 import getpass
 import hashlib
@@ -75,6 +76,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -990,6 +992,10 @@ async def deliver_events_after(last_id: int) -> int:
         for row in rows:
             deliver(event_of(row))
         last_id = rows[-1]["id"]
+    # The log went back (a backup restored under a running app)? "id > last seen" would skip every new event.
+    if last_id > (newest := await database.fetch_val("SELECT COALESCE(MAX(id), 0) FROM events")):
+        log.warning("Events: the event log went back from id %s to %s (restored?); carrying on", last_id, newest)
+        return newest
     return last_id
 
 
@@ -3073,7 +3079,8 @@ def make_database(url: str) -> Database:
     # min_size=0: connections are made as requests need them. With a floor, asyncpg's pool would
     # remake the lost ones on its own while PostgreSQL restarts, logging a traceback each time.
     timeout = {"statement_timeout": str(round(STATEMENT_TIMEOUT_SECONDS * 1000))}  # milliseconds
-    return PostgresDatabase(url, reset=keep_session, server_settings=timeout, min_size=0)
+    return PostgresDatabase(url, reset=keep_session, min_size=0,  # named in pg_stat_activity: restore looks
+                            server_settings=timeout | {"application_name": f"blog.py, pid {os.getpid()}"})
 
 
 database = make_database(DATABASE_URL)
@@ -3479,14 +3486,6 @@ async def apply_step(path: Path | None, before: int | None, after: int, say: Cal
         say(f"Schema: applied {path.name}; the database is at version {after}.")
 
 
-def refuse_or_exit(version: int) -> None:
-    """Exit with the reason if a backup's schema is newer than this code's."""
-    try:
-        refuse_a_newer(version, len(upgrade_steps()) + 1)
-    except SchemaRefused as error:
-        sys.exit(f"The backup is refused: {error}")
-
-
 async def holds_data() -> bool:
     return await schema_version() is not None and await database.fetch_val("SELECT COUNT(*) FROM users") > 0
 
@@ -3494,19 +3493,23 @@ async def holds_data() -> bool:
 # Backups. SQLite: its online backup API copies a consistent snapshot while the app keeps
 # writing (a plain copy of a live WAL database can miss commits still in the -wal file, or tear
 # pages). PostgreSQL: pg_dump's custom format, a consistent snapshot that blocks no writer.
-# Either is written beside FILE first and renamed once whole, so FILE is never half a backup.
+# Either is written in a new folder beside FILE that only its owner can enter, and renamed once
+# whole: FILE is never half a backup, and nothing planted beside it is written through.
 
 
 def sqlite_path() -> Path:
     return Path(database.url.database)  # sqlite:///blog.db -> blog.db
 
 
-def postgres_tool(name: str, *args: str, failed: str) -> str:
-    """Run pg_dump or pg_restore; its output, or exit saying what failed (`failed`) and why."""
+def postgres_tool(name: str, *args: str, failed: str, login: bool = False) -> str:
+    """Run pg_dump or pg_restore (on the database, with `login`); its output, or exit saying what failed
+    (`failed`) and why. The password goes in its environment: every local user can read a command line."""
     if not (program := shutil.which(name)):
         sys.exit(f"{name} is not installed: it comes with PostgreSQL's client programs "
                  "(on Debian and Ubuntu: apt-get install postgresql-client).")
-    done = subprocess.run([program, *args], capture_output=True, text=True)
+    login_args = [f"--dbname={database.url.replace(password=None)}"] if login else []
+    password = {"PGPASSWORD": database.url.password} if database.url.password else {}
+    done = subprocess.run([program, *args, *login_args], capture_output=True, text=True, env=os.environ | password)
     if done.returncode:
         sys.exit(f"{failed}: {done.stderr.strip()}")
     return done.stdout
@@ -3521,73 +3524,133 @@ def refuse_the_database_itself(file: Path) -> None:
 
 
 def back_up(file: Path) -> None:
-    """Write a consistent copy of the database to `file`, while the app serves."""
-    partial = file.with_name(file.name + ".partial")
+    """Write a consistent copy of the database to `file`, readable by its owner only, while the app serves."""
     refuse_the_database_itself(file)
-    if file.is_dir():
-        sys.exit(f"{file} is a folder: name the file to write the backup to.")
-    if database.url.dialect == "postgresql":
-        postgres_tool("pg_dump", "--format=custom", f"--file={partial}", f"--dbname={database.url}",
-                      failed="pg_dump could not back up the database")
-    elif not sqlite_path().is_file():
+    if file.is_symlink() or file.exists() and not file.is_file():  # a link, a folder, a FIFO, a device
+        sys.exit(f"{file} is not a regular file: name a new file, or an earlier backup to replace.")
+    if database.url.dialect == "sqlite" and not sqlite_path().is_file():
         sys.exit(f"There is no database at {sqlite_path()} to back up.")
-    else:
-        try:
-            with closing(sqlite3.connect(sqlite_path())) as source, closing(sqlite3.connect(partial)) as copy:
-                source.backup(copy)  # every page, as of one moment
-                copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
-        except (sqlite3.Error, OSError) as error:
-            partial.unlink(missing_ok=True)
-            sys.exit(f"Could not write the backup {file}: {error}")
-    partial.replace(file)
+    try:  # mkdtemp makes a new folder, mode 0700, and never takes an existing one or a link
+        with tempfile.TemporaryDirectory(dir=file.parent, prefix=f".{file.name}.") as folder:
+            partial = Path(folder, "backup")
+            if database.url.dialect == "postgresql":
+                postgres_tool("pg_dump", "--format=custom", f"--file={partial}", login=True,
+                              failed="pg_dump could not back up the database")
+            else:
+                with closing(sqlite3.connect(sqlite_path())) as source, closing(sqlite3.connect(partial)) as copy:
+                    source.backup(copy)  # every page, as of one moment
+                    copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+            partial.chmod(0o600)  # it holds every password hash
+            partial.replace(file)
+    except (sqlite3.Error, OSError) as error:
+        sys.exit(f"Could not write the backup {file}: {error}")
     print(f"Backed up to {file}.")
 
 
 # The tables every backup of this app holds, whatever its version (version 1 made them all).
 VERSION_1_TABLES = {"users", "sessions", "guesses", "blogs", "comments", "follows", "likes", "feature_requests",
                     "drafts", "jobs", "events"}
+# What an SQLite database holds, one line each: "table users.email", "index users_role on users",
+# "trigger blog_search_insert: CREATE TRIGGER ..." (a trigger's or view's name alone proves nothing).
+SQLITE_OBJECTS = """SELECT m.type || ' ' || m.name || CASE m.type WHEN 'table' THEN '.' || c.name
+    WHEN 'index' THEN ' on ' || m.tbl_name ELSE ': ' || m.sql END FROM sqlite_master m
+    LEFT JOIN pragma_table_info(m.name) c ON m.type = 'table' WHERE m.name NOT LIKE 'sqlite_stat%'"""
 
 
 def check_backup(path: Path) -> int:
-    """The schema version of a backup, once it is found sound; otherwise exit saying what is wrong."""
+    """The schema version of a backup, once it is found sound and holding only what schema.sql makes (the
+    steps only add: an older version's schema is part of it); otherwise exit saying what is wrong."""
     if not path.is_file():
         sys.exit(f"There is no file {path}.")
     refuse_the_database_itself(path)
     if database.url.dialect == "postgresql":
-        return postgres_backup_version(path)
+        version, extra = postgres_backup_contents(path)
+    else:
+        version, extra = sqlite_backup_contents(path)
+    try:
+        refuse_a_newer(version, len(upgrade_steps()) + 1)
+    except SchemaRefused as error:
+        sys.exit(f"The backup is refused: {error}")
+    if extra:  # a trigger slipped into a stored backup would act on every later write
+        sys.exit(f"{path} holds what this version's schema has not, and is refused: {'; '.join(sorted(extra))}")
+    return version
+
+
+def sqlite_backup_contents(path: Path) -> tuple[int, set[str]]:
+    """An SQLite backup's schema version, and what it holds that schema.sql makes not (SQLITE_OBJECTS)."""
     try:  # read-only: checking a file never changes it
-        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as copy:
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as copy, \
+                closing(sqlite3.connect(":memory:")) as reference:
             if (verdict := copy.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
                 sys.exit(f"{path} fails SQLite's integrity check: {verdict}")
             tables = {row[0] for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = copy.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] \
                 if "schema_version" in tables else 1
+            reference.executescript(schema_script(SCHEMA_PATH))
+            extra = {row[0] for row in copy.execute(SQLITE_OBJECTS)} - {row[0] for row in reference.execute(SQLITE_OBJECTS)}
     except sqlite3.DatabaseError as error:
         sys.exit(f"{path} is not an SQLite database made by `python blog.py backup` ({error}).")
     if missing := sorted(VERSION_1_TABLES - tables):
         sys.exit(f"{path} is an SQLite database, but not one of this app: it has no {', '.join(missing)} table.")
     if not isinstance(version, int):
         sys.exit(f"{path} has a schema version that is no number: {version!r}.")
-    return version
+    return version, extra
 
 
-def postgres_backup_version(path: Path) -> int:
-    """A pg_dump file's schema version, read from its table of contents and its schema_version data."""
+def postgres_backup_contents(path: Path) -> tuple[int, list[str]]:
+    """A pg_dump file's schema version, from its table of contents and schema_version data, and the entries
+    ("TABLE public users postgres") but schema.sql's tables, their sequences, constraints and indexes."""
     contents = postgres_tool("pg_restore", "--list", str(path),
                              failed=f"{path} is not a backup made by `python blog.py backup` on PostgreSQL")
     if missing := sorted(table for table in VERSION_1_TABLES if f" TABLE public {table} " not in contents):
         sys.exit(f"{path} is a PostgreSQL backup, but not one of this app: it has no {', '.join(missing)} table.")
+    script = schema_script(SCHEMA_PATH)
+    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", script)
+    names = {*tables, *(f"{table}_id_seq" for table in tables), *re.findall(r"INDEX IF NOT EXISTS (\w+)", script)}
+    kinds = "TABLE|TABLE DATA|SEQUENCE|SEQUENCE SET|CONSTRAINT|FK CONSTRAINT|INDEX"
+    extra = [entry for entry in re.findall(r"^\d+; \d+ \d+ (.*) \S*$", contents, re.MULTILINE)
+             if not ((known := re.fullmatch(rf"(?:{kinds}) public (\w+)(?: \w+)?", entry)) and known[1] in names)]
     if not re.search(r" TABLE DATA public schema_version ", contents):
-        return 1
+        return 1, extra
     data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
                          failed=f"{path} could not be read")
-    return int(re.search(r"FROM stdin;\n(\d+)\n", data)[1])
+    return int(re.search(r"FROM stdin;\n(\d+)\n", data)[1]), extra
+
+
+def lock_the_database(exclusive: bool):
+    """On SQLite, lock blog.db.in-use until the file returned is closed: shared by every app, alone by a
+    restore, so neither starts under the other. (flock leaves SQLite's own fcntl locks alone.)"""
+    if database.url.dialect != "sqlite":
+        return None
+    marker = open(f"{sqlite_path()}.in-use", "a")
+    try:
+        fcntl.flock(marker, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        marker.close()
+        if not exclusive:
+            raise SchemaRefused(f"{sqlite_path()} is being restored: start once that is done.") from None
+        # Who holds it, from Linux's /proc/locks: "1: FLOCK ADVISORY READ 4242 08:01:1234 0 EOF".
+        locks = Path("/proc/locks").read_text().split("\n") if Path("/proc/locks").exists() else []
+        holders = {f"process {fields[-4]}" for fields in map(str.split, locks) if fields and "->" not in fields
+                   and fields[-3].endswith(f":{Path(marker.name).stat().st_ino}")}
+        sys.exit(f"{sqlite_path()} is in use by {', '.join(sorted(holders)) or 'an app'}: stop it, then restore.")
+    return marker
+
+
+async def refuse_a_database_in_use():
+    """Exit, naming it, if an app uses the database (its live features would hear nothing after a restore
+    under it): PostgreSQL names every session; on SQLite, return the lock that keeps apps out."""
+    in_use = lock_the_database(exclusive=True)
+    if database.url.dialect == "postgresql" and (apps := await database.fetch_val(
+            "SELECT string_agg(DISTINCT application_name, '; ') FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'blog.py%' AND application_name NOT LIKE :this", {"this": f"%, pid {os.getpid()}"})):
+        sys.exit(f"The database is in use by {apps}: stop the app, then restore.")
+    return in_use
 
 
 async def make_room_for(version: int) -> None:
-    """pg_restore --clean replaces the tables a backup holds, and leaves the others: those of a
-    database at another version would stay beside the backup's. Drop them all if they hold no
-    data; refuse otherwise."""
+    """pg_restore --clean replaces the tables a backup holds, and leaves those of a database at another
+    version beside them: drop them all if they hold no data; refuse otherwise."""
     if await holds_data():
         sys.exit(f"The database is at schema version {await schema_version()}, the backup at {version}: restore "
                  "it into a new, empty database (createdb), and point DATABASE_URL at that one.")
@@ -3599,14 +3662,25 @@ async def make_room_for(version: int) -> None:
 
 def copy_back(path: Path) -> None:
     """Replace the database's contents with the backup's, all or nothing."""
-    if database.url.dialect == "sqlite":
-        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as copy, \
-                closing(sqlite3.connect(sqlite_path())) as target:
-            copy.backup(target)  # the whole file, page by page, in one transaction on the target
-    else:  # --clean: what the backup holds replaces what is there; one transaction, stopped at any error
-        postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-                      "--exit-on-error", f"--dbname={database.url}", str(path), failed="pg_restore failed, and "
-                      "changed nothing")
+    if database.url.dialect == "postgresql":  # --clean: what the backup holds replaces what is there; one transaction
+        postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
+                      str(path), login=True, failed="pg_restore failed, and changed nothing")
+        return
+    # SQLite: a copy beside the database, checked, renamed over it: the database is whole at every moment,
+    # old or new, and what is swapped in is what was checked, whatever became of FILE since.
+    target = sqlite_path().resolve()
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as folder:
+        copy = Path(folder, "restoring")
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as backup, \
+                closing(sqlite3.connect(copy)) as new:
+            backup.backup(new)
+            new.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        check_backup(copy)
+        # Leaving WAL mode writes the old -wal's commits into the old file and deletes it: left beside the
+        # new file, SQLite would apply it to that.
+        with closing(sqlite3.connect(target)) as old:
+            old.execute("PRAGMA journal_mode = DELETE")
+        copy.replace(target)
 
 
 async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
@@ -3618,23 +3692,23 @@ async def upgrade_or_exit(dry_run: bool = False) -> list[str]:
 
 
 async def restore(file: str, replace: bool) -> None:
-    """Bring a backup back, after checking it; then upgrade it to this code's version."""
+    """Bring a backup back, after checking it, into a database no app uses; upgrade it to this version."""
     path = Path(file).resolve()  # absolute: a name like "-x" is never taken for an option
     version = check_backup(path)
-    refuse_or_exit(version)
     async with database:
+        in_use = await refuse_a_database_in_use()
         if not replace and await holds_data():
             sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
                      "Back it up first, then run restore again with --replace.")
         if database.url.dialect == "postgresql" and await schema_version() not in (None, version):
             await make_room_for(version)
-    copy_back(path)
-    async with database:
-        await upgrade_or_exit()
-        if database.url.dialect == "postgresql":
-            # pg_restore brings the rows back but not the planner's statistics: without them the
-            # first plans of a list can read every post (bench.py reads, "no statistics").
-            await database.run_script("ANALYZE")
+    with in_use or nullcontext():  # on SQLite no app starts until the restored database is upgraded
+        copy_back(path)
+        async with database:
+            await upgrade_or_exit()
+            if database.url.dialect == "postgresql":
+                # pg_restore brings no planner's statistics: without them a list's first plans can read every post.
+                await database.run_script("ANALYZE")
     print(f"Restored {path} (schema version {version}).")
 
 
@@ -3897,6 +3971,7 @@ async def lifespan(app: Starlette):
     refuse_a_weak_secret_key()
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
+    in_use = lock_the_database(exclusive=False)  # on SQLite: restore refuses while an app holds it
     await database.connect()
     await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
@@ -3915,6 +3990,8 @@ async def lifespan(app: Starlette):
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)  # the job runner puts its jobs back first
         await database.disconnect()
+        if in_use:
+            in_use.close()
 
 
 app = Starlette(
