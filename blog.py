@@ -3519,7 +3519,7 @@ def refuse_the_database_itself(file: Path) -> None:
     """Exit if `file` is the SQLite database (or its -wal, -shm or -journal): writing there would lose
     writes, or leave SQLite a "hot journal" that stops every later backup."""
     named = file.with_name(file.name.removesuffix("-wal").removesuffix("-shm").removesuffix("-journal"))
-    if database.url.dialect == "sqlite" and named == sqlite_path().resolve():
+    if database.url.dialect == "sqlite" and named.resolve() == sqlite_path().resolve():
         sys.exit(f"{file} is the database itself: name another file.")
 
 
@@ -4084,7 +4084,7 @@ def main(argv: list[str]) -> None:
     if args.command == "migrate":
         return asyncio.run(migrate(args.dry_run))
     if args.command == "backup":
-        return back_up(Path(args.file).resolve())
+        return back_up(Path(os.path.abspath(args.file)))  # not resolve(): a link at FILE is refused, not followed
     if args.command == "restore":
         return asyncio.run(restore(args.file, args.replace))
     refuse_a_weak_secret_key()

@@ -4425,6 +4425,237 @@ def test_a_backup_restores_into_an_empty_database_made_by_a_newer_version(new_da
     assert schema_version_of(target) == 2
 
 
+def test_restore_refuses_a_database_an_app_is_using_naming_it_and_the_app_still_delivers(new_database):
+    database_url, file = new_database(), TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    if "postgresql" in database_url:
+        require("pg_dump")
+    with running_server(database_url) as server:
+        live = Live(server)
+        assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0  # a backup, while it serves
+        done = blog_command(HERE, database_url, "restore", str(file), "--replace")
+        assert done.returncode != 0 and "in use by" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        if database_url.startswith("postgresql"):  # its pool's sessions and its listener, by their names
+            assert f"blog.py, pid {server.process.pid}" in done.stderr, done.stderr
+            assert f"blog.py events, pid {server.process.pid}" in done.stderr, done.stderr
+        else:
+            assert f"process {server.process.pid}" in done.stderr, done.stderr
+        assert_chat_and_streams_deliver(live)
+    done = blog_command(HERE, database_url, "restore", str(file), "--replace")  # the app stopped: now it may
+    assert done.returncode == 0, done.stderr
+
+
+def assert_chat_and_streams_deliver(live) -> None:
+    """A reviewer's event stream hears of a new post, and a chat room carries a message to a reader."""
+    reviewer, author, reader = live.user("approver"), live.user(), live.user()
+    with event_stream(live, headers=reviewer["headers"]) as lines:
+        post = live.blog(author, "Heard")
+        assert json.loads(read_event(lines)["data"])["blog_id"] == post["id"]
+    post = live.blog(author, status="approved")
+
+    async def chat():
+        async with await chat_socket(live, post["id"], author) as a, await chat_socket(live, post["id"], reader) as b:
+            await a.send(json.dumps({"text": "Still here"}))
+            return await receive_json(b)
+    assert run(chat())["text"] == "Still here"
+
+
+def test_an_app_whose_event_log_goes_back_says_so_once_and_keeps_delivering(new_database):
+    """The event log replaced under a running app (as a restore would), its ids starting again below
+    what the app has seen: the app notices, logs one line, and its streams and rooms keep working."""
+    database_url = new_database()
+    with running_server(database_url) as server:
+        live = Live(server)
+        author, reviewer = live.user(), live.user("approver")
+        with event_stream(live, headers=reviewer["headers"]) as lines:  # the app has seen events up to id 5
+            posts = [live.blog(author) for _ in range(5)]
+            while json.loads(read_event(lines)["data"])["blog_id"] != posts[-1]["id"]:
+                pass
+        reset = ("DELETE FROM sqlite_sequence WHERE name = 'events'" if database_url.startswith("sqlite")
+                 else "ALTER TABLE events ALTER COLUMN id RESTART WITH 1")
+        on_database(database_url, ("DELETE FROM events", {}), (reset, {}))
+        live.blog(author)  # event 1 again: the app hears of it, and finds the log behind what it has seen
+        wait_until(lambda: "the event log went back" in server.log(), what="the app to notice the log went back")
+        assert_chat_and_streams_deliver(live)
+        assert server.log().count("the event log went back") == 1, server.log()
+
+
+def test_pg_dump_and_pg_restore_get_the_password_in_their_environment_never_in_argv(postgres):
+    import asyncio
+    require("pg_dump")
+    password, name = f"pw-{secrets.token_hex(8)}", f"blog_{os.urandom(4).hex()}"
+
+    async def make_role():
+        connection = await ASYNCPG_CONNECT(postgres + "/postgres")
+        await connection.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        await connection.execute(f"CREATE DATABASE {name} OWNER {name}")
+        await connection.close()
+    asyncio.run(make_role())
+    database_url = postgres.replace("postgres@", f"{name}:{password}@") + f"/{name}"
+    wrappers, seen = TEST_DIR / f"wrappers-{os.urandom(4).hex()}", TEST_DIR / f"seen-{os.urandom(4).hex()}"
+    wrappers.mkdir()
+    for program in ("pg_dump", "pg_restore"):  # each records its command line and whether it had the password
+        (wrappers / program).write_text(f'#!/bin/sh\nprintf "%s\\n" "$0 $*" >> {seen}\n'
+                                        f'[ "$PGPASSWORD" = "{password}" ] && echo "password in the environment" >> {seen}\n'
+                                        f'exec {shutil.which(program)} "$@"\n')
+        (wrappers / program).chmod(0o755)
+    env = {**os.environ, "PATH": f"{wrappers}:{os.environ['PATH']}"}
+
+    def command(url, *args):
+        return subprocess.run([sys.executable, str(HERE / "blog.py"), *args], capture_output=True, text=True,
+                              env=env | {"DATABASE_URL": url}, timeout=60)
+    file = TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    assert command(database_url, "migrate").returncode == 0
+    for done in (command(database_url, "backup", str(file)), command(database_url, "restore", str(file), "--replace")):
+        assert done.returncode == 0 and password not in done.stdout + done.stderr, done.stderr
+    failed = command(database_url.replace(f"/{name}", "/no_such_database"), "backup", str(file) + "-2")
+    assert failed.returncode != 0 and "no_such_database" in failed.stderr and password not in failed.stderr
+    lines = seen.read_text().splitlines()
+    argvs = [line for line in lines if line != "password in the environment"]
+    assert any("pg_dump" in argv and "--dbname=" in argv for argv in argvs)
+    assert any("pg_restore" in argv and "--dbname=" in argv for argv in argvs)
+    assert not [argv for argv in argvs if password in argv]
+    assert lines.count("password in the environment") == len(argvs)
+
+
+def test_a_backup_is_made_in_a_file_of_its_own_never_through_a_planted_link_nor_over_a_fifo(new_database):
+    database_url, folder = new_database(), TEST_DIR / f"backups-{os.urandom(4).hex()}"
+    if "postgresql" in database_url:
+        require("pg_dump")
+    folder.mkdir()
+    assert blog_command(HERE, database_url, "migrate").returncode == 0
+    file, elsewhere = folder / "blog.backup", folder / "elsewhere"
+    (folder / "blog.backup.partial").symlink_to(elsewhere)  # planted where the old code wrote its copy
+    done = blog_command(HERE, database_url, "backup", str(file))
+    assert done.returncode == 0, done.stderr
+    assert not elsewhere.exists()  # the link's target was never written
+    assert file.is_file() and not file.is_symlink() and backup_is_sound(database_url, file)
+    assert file.stat().st_mode & 0o777 == 0o600  # it holds every password hash
+    assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0  # an earlier backup is replaced
+    fifo = folder / "fifo"
+    os.mkfifo(fifo)
+    for odd in (fifo, folder, folder / "blog.backup.partial"):  # a FIFO, a folder, a link
+        done = blog_command(HERE, database_url, "backup", str(odd))
+        assert done.returncode != 0 and "not a regular file" in done.stderr, done.stderr
+    assert __import__("stat").S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(path.name for path in folder.iterdir()) == ["blog.backup", "blog.backup.partial", "fifo"]
+
+
+# What an attacker who can write to the stored backups slips in, on each database: each is refused by name.
+EXTRA_OBJECTS = {
+    "sqlite": [("make_admin", "CREATE TRIGGER make_admin AFTER INSERT ON users BEGIN "
+                              "UPDATE users SET role = 'admin' WHERE id = new.id; END"),
+               ("every_hash", "CREATE VIEW every_hash AS SELECT password_hash FROM users"),
+               ("stash", "CREATE TABLE stash (x TEXT)")],
+    "postgresql": [("make_admin", "CREATE FUNCTION make_admin() RETURNS trigger LANGUAGE plpgsql AS "
+                                  "$$BEGIN NEW.role := 'admin'; RETURN NEW; END$$;\nCREATE TRIGGER make_admin "
+                                  "BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION make_admin()"),
+                   ("every_hash", "CREATE VIEW every_hash AS SELECT password_hash FROM users"),
+                   ("stash", "CREATE TABLE stash (x TEXT)")]}
+
+
+def test_a_backup_holding_an_extra_trigger_view_or_table_is_refused_naming_it(new_database):
+    database_url = new_database()
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    if dialect == "postgresql":
+        require("pg_dump")
+    assert blog_command(HERE, database_url, "migrate").returncode == 0
+    for name, statements in EXTRA_OBJECTS[dialect]:
+        source, file, target = new_database(), TEST_DIR / f"backup-{os.urandom(4).hex()}", new_database()
+        assert blog_command(HERE, source, "migrate").returncode == 0
+        if dialect == "sqlite":
+            with contextlib.closing(sqlite3.connect(source.removeprefix("sqlite:///"))) as db:
+                db.executescript(statements + ";")
+        else:
+            on_database(source, *[(statement, {}) for statement in statements.split(";\n")])
+        assert blog_command(HERE, source, "backup", str(file)).returncode == 0
+        done = blog_command(HERE, target, "restore", str(file))
+        assert done.returncode != 0 and name in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert not on_database(target, (blog.make_database(target).TABLE_NAMED, {"name": "users"}))[0]  # untouched
+
+
+# Runs `python blog.py restore FILE --replace` and, at the nth call of a function (a Python one, or
+# one of C like sqlite3's backup), kills itself (SIGKILL) or first replaces FILE with another file.
+RESTORE_INTERRUPTED = """
+import os, shutil, signal, sys
+kind, name, nth, action, file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+calls = 0
+def watch(frame, event, arg):
+    global calls
+    if event == kind and (arg.__name__ if kind == "c_call" else frame.f_code.co_qualname) == name:
+        calls += 1
+        if calls == nth and action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif calls == nth:
+            shutil.copy(action, file)
+sys.argv = ["blog.py", "restore", file, "--replace"]
+sys.path.insert(0, {here!r})
+sys.setprofile(watch)
+import runpy
+runpy.run_path({blog!r}, run_name="__main__")
+"""
+
+
+def sqlite_users(path: Path) -> set[str]:
+    """The usernames of an SQLite database, once it passes SQLite's integrity check."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return {row[0] for row in db.execute("SELECT username FROM users")}
+
+
+def sqlite_with_users(names: list[str], in_the_wal: bool = False) -> Path:
+    """A database made by migrate, holding these users; with in_the_wal, their rows still in its -wal file
+    (the process that wrote them died before any checkpoint)."""
+    path = TEST_DIR / f"{os.urandom(4).hex()}.db"
+    assert blog_command(HERE, f"sqlite:///{path}", "migrate").returncode == 0
+    inserts = "".join(f"db.execute(\"INSERT INTO users (username, email, password_hash, role, created_at) VALUES "
+                      f"('{name}', '{name}@x.io', 'x', 'user', 'now')\"); " for name in names)
+    subprocess.run([sys.executable, "-c", f"import os, sqlite3; db = sqlite3.connect({str(path)!r}); "
+                    "db.execute('PRAGMA journal_mode = WAL'); db.execute('PRAGMA wal_autocheckpoint = 0'); "
+                    f"{inserts}db.commit(); " + ("os._exit(0)" if in_the_wal else "db.close()")], check=True)
+    assert Path(f"{path}-wal").exists() == in_the_wal
+    return path
+
+
+@pytest.mark.parametrize("kind, name, nth", [
+    ("call", "check_backup", 1), ("c_call", "backup", 1), ("call", "check_backup", 2), ("call", "Path.replace", 1),
+    ("call", "upgrade_or_exit", 1)], ids=["before-anything", "before-copying", "copied-unchecked",
+                                          "checked-old-out-of-wal", "swapped-not-upgraded"])
+def test_a_sqlite_restore_killed_at_any_step_leaves_the_old_database_or_the_new_whole(kind, name, nth):
+    old_names, new_names = [f"old-{n}" for n in range(20)], [f"new-{n}" for n in range(20)]
+    backup = TEST_DIR / f"backup-{os.urandom(4).hex()}"
+    assert blog_command(HERE, f"sqlite:///{sqlite_with_users(new_names)}", "backup", str(backup)).returncode == 0
+    database = sqlite_with_users(old_names, in_the_wal=True)
+    script = TEST_DIR / "restore_interrupted.py"
+    script.write_text(RESTORE_INTERRUPTED.format(here=str(HERE), blog=str(HERE / "blog.py")))
+    done = subprocess.run([sys.executable, str(script), kind, name, str(nth), "kill", str(backup)], capture_output=True,
+                          text=True, env={**os.environ, "DATABASE_URL": f"sqlite:///{database}"}, timeout=60)
+    assert done.returncode == -9, done.stderr  # killed there
+    assert sqlite_users(database) in ({*old_names}, {*new_names})
+    assert blog_command(HERE, f"sqlite:///{database}", "migrate").returncode == 0  # the app can start on it
+    assert sqlite_users(database) in ({*old_names}, {*new_names})
+    done = blog_command(HERE, f"sqlite:///{database}", "restore", str(backup), "--replace")  # and a restore again
+    assert done.returncode == 0 and sqlite_users(database) == {*new_names}, done.stderr
+
+
+def test_a_sqlite_restore_swaps_in_only_the_copy_it_checked():
+    """The backup file replaced, between restore's first check and its copy, by one holding a trigger.
+    (SQLite only: pg_restore reads the file once, inside its one transaction.)"""
+    backup, evil = TEST_DIR / f"backup-{os.urandom(4).hex()}", TEST_DIR / f"evil-{os.urandom(4).hex()}"
+    assert blog_command(HERE, f"sqlite:///{sqlite_with_users(['new'])}", "backup", str(backup)).returncode == 0
+    shutil.copy(backup, evil)
+    with contextlib.closing(sqlite3.connect(evil)) as db:
+        db.executescript(EXTRA_OBJECTS["sqlite"][0][1] + ";")
+    database = sqlite_with_users(["old"])
+    script = TEST_DIR / "restore_interrupted.py"
+    script.write_text(RESTORE_INTERRUPTED.format(here=str(HERE), blog=str(HERE / "blog.py")))
+    done = subprocess.run([sys.executable, str(script), "call", "copy_back", "1", str(evil), str(backup)],
+                          capture_output=True, text=True, env={**os.environ, "DATABASE_URL": f"sqlite:///{database}"})
+    assert done.returncode != 0 and "make_admin" in done.stderr, done.stderr
+    assert sqlite_users(database) == {"old"}
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert not db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'make_admin'").fetchall()
+
+
 #### Across the app. API documentation: /openapi.json agrees with the server, and /docs works in a browser
 
 
