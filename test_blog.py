@@ -4507,7 +4507,7 @@ def test_pg_dump_and_pg_restore_get_the_password_in_their_environment_never_in_a
     assert command(database_url, "migrate").returncode == 0
     for done in (command(database_url, "backup", str(file)), command(database_url, "restore", str(file), "--replace")):
         assert done.returncode == 0 and password not in done.stdout + done.stderr, done.stderr
-    failed = command(database_url.replace(f"/{name}", "/no_such_database"), "backup", str(file) + "-2")
+    failed = command(database_url.rsplit("/", 1)[0] + "/no_such_database", "backup", str(file) + "-2")
     assert failed.returncode != 0 and "no_such_database" in failed.stderr and password not in failed.stderr
     lines = seen.read_text().splitlines()
     argvs = [line for line in lines if line != "password in the environment"]
