@@ -3501,15 +3501,14 @@ def sqlite_path() -> Path:
     return Path(database.url.database)  # sqlite:///blog.db -> blog.db
 
 
-def postgres_tool(name: str, *args: str, failed: str, login: bool = False) -> str:
-    """Run pg_dump or pg_restore (on the database, with `login`); its output, or exit saying what failed
-    (`failed`) and why. The password goes in its environment: every local user can read a command line."""
+def postgres_tool(name: str, *args: str, failed: str) -> str:
+    """Run pg_dump or pg_restore; its output, or exit saying what failed (`failed`) and why. The password
+    goes in its environment, never in --dbname=: every local user can read a command line."""
     if not (program := shutil.which(name)):
         sys.exit(f"{name} is not installed: it comes with PostgreSQL's client programs "
                  "(on Debian and Ubuntu: apt-get install postgresql-client).")
-    login_args = [f"--dbname={database.url.replace(password=None)}"] if login else []
     password = {"PGPASSWORD": database.url.password} if database.url.password else {}
-    done = subprocess.run([program, *args, *login_args], capture_output=True, text=True, env=os.environ | password)
+    done = subprocess.run([program, *args], capture_output=True, text=True, env=os.environ | password)
     if done.returncode:
         sys.exit(f"{failed}: {done.stderr.strip()}")
     return done.stdout
@@ -3534,7 +3533,7 @@ def back_up(file: Path) -> None:
         with tempfile.TemporaryDirectory(dir=file.parent, prefix=f".{file.name}.") as folder:
             partial = Path(folder, "backup")
             if database.url.dialect == "postgresql":
-                postgres_tool("pg_dump", "--format=custom", f"--file={partial}", login=True,
+                postgres_tool("pg_dump", "--format=custom", f"--file={partial}", f"--dbname={database.url.replace(password=None)}",
                               failed="pg_dump could not back up the database")
             else:
                 with closing(sqlite3.connect(sqlite_path())) as source, closing(sqlite3.connect(partial)) as copy:
@@ -3563,10 +3562,7 @@ def check_backup(path: Path) -> int:
     if not path.is_file():
         sys.exit(f"There is no file {path}.")
     refuse_the_database_itself(path)
-    if database.url.dialect == "postgresql":
-        version, extra = postgres_backup_contents(path)
-    else:
-        version, extra = sqlite_backup_contents(path)
+    version, extra = (postgres_backup_contents if database.url.dialect == "postgresql" else sqlite_backup_contents)(path)
     try:
         refuse_a_newer(version, len(upgrade_steps()) + 1)
     except SchemaRefused as error:
@@ -3607,9 +3603,9 @@ def postgres_backup_contents(path: Path) -> tuple[int, list[str]]:
     script = schema_script(SCHEMA_PATH)
     tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", script)
     names = {*tables, *(f"{table}_id_seq" for table in tables), *re.findall(r"INDEX IF NOT EXISTS (\w+)", script)}
-    kinds = "TABLE|TABLE DATA|SEQUENCE|SEQUENCE SET|CONSTRAINT|FK CONSTRAINT|INDEX"
-    extra = [entry for entry in re.findall(r"^\d+; \d+ \d+ (.*) \S*$", contents, re.MULTILINE)
-             if not ((known := re.fullmatch(rf"(?:{kinds}) public (\w+)(?: \w+)?", entry)) and known[1] in names)]
+    extra = [entry for entry in re.findall(r"^\d+; \d+ \d+ (.*) \S*$", contents, re.MULTILINE) if not ((known := re.fullmatch(
+        r"(?:TABLE|TABLE DATA|SEQUENCE|SEQUENCE SET|CONSTRAINT|FK CONSTRAINT|INDEX) public (\w+)(?: \w+)?", entry))
+        and known[1] in names)]
     if not re.search(r" TABLE DATA public schema_version ", contents):
         return 1, extra
     data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
@@ -3619,16 +3615,13 @@ def postgres_backup_contents(path: Path) -> tuple[int, list[str]]:
 
 def lock_the_database(exclusive: bool):
     """On SQLite, lock blog.db.in-use until the file returned is closed: shared by every app, alone by a
-    restore, so neither starts under the other. (flock leaves SQLite's own fcntl locks alone.)"""
+    restore, so neither runs under the other: an app waits. (flock leaves SQLite's own fcntl locks alone.)"""
     if database.url.dialect != "sqlite":
         return None
     marker = open(f"{sqlite_path()}.in-use", "a")
     try:
-        fcntl.flock(marker, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        marker.close()
-        if not exclusive:
-            raise SchemaRefused(f"{sqlite_path()} is being restored: start once that is done.") from None
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+    except BlockingIOError:  # a restore, which does not wait
         # Who holds it, from Linux's /proc/locks: "1: FLOCK ADVISORY READ 4242 08:01:1234 0 EOF".
         locks = Path("/proc/locks").read_text().split("\n") if Path("/proc/locks").exists() else []
         holders = {f"process {fields[-4]}" for fields in map(str.split, locks) if fields and "->" not in fields
@@ -3664,7 +3657,7 @@ def copy_back(path: Path) -> None:
     """Replace the database's contents with the backup's, all or nothing."""
     if database.url.dialect == "postgresql":  # --clean: what the backup holds replaces what is there; one transaction
         postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
-                      str(path), login=True, failed="pg_restore failed, and changed nothing")
+                      f"--dbname={database.url.replace(password=None)}", str(path), failed="pg_restore failed, and changed nothing")
         return
     # SQLite: a copy beside the database, checked, renamed over it: the database is whole at every moment,
     # old or new, and what is swapped in is what was checked, whatever became of FILE since.
