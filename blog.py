@@ -114,6 +114,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 #### Configuration: read once from the environment (or a .env file), nowhere else
+#
+# One exception: `python blog.py --demo` sets DEMO, here and, through the environment, in its workers.
 
 # Starlette's Config warns when the file is missing, and a .env is optional here.
 config = Config(".env" if os.path.isfile(".env") else None)
@@ -203,14 +205,17 @@ def utc_now() -> str:
 
 #### The database, as the handlers use it
 #
-# `database` (made at the end of Appendix D, for DATABASE_URL) behaves as the `databases` package
-# documents: `await database.fetch_all(query, values)`, `fetch_one` (a dict or None), `fetch_val`
-# and `execute`, each with :name parameters, and `async with database.transaction():` for
-# statements that must commit together. On PostgreSQL transactions really run at once, so a
-# transaction that reads a row to decide how to change it locks it first: `database.LOCKING` is
-# " FOR UPDATE" there, and "" on SQLite, where a transaction already holds the whole database.
-# A few more attributes of `database` say where the two databases differ (SEARCH, BY_AUTHOR,
-# listening); each is explained where its driver defines it, in Appendix D.
+# `database` (made in Appendix D, for DATABASE_URL) is a `databases.Database` with this file's
+# own query methods, each with :name parameters: `await database.fetch_all(query, values)` (a list
+# of plain dicts), `fetch_one` (a dict or None), `fetch_val` (the first column of the first row, or
+# None) and `execute` (returns None; a statement that must say what it changed ends in RETURNING,
+# read with fetch_one). `async with database.transaction():` runs statements that must commit
+# together; transactions do not nest, on either database: a second one inside the first raises
+# RuntimeError. On PostgreSQL transactions really run at once, so a transaction that reads a row
+# to decide how to change it locks it first: `database.LOCKING` is " FOR UPDATE" there, and "" on
+# SQLite, where a transaction already holds the whole database. A few more attributes of
+# `database` say where the two databases differ (SEARCH, BY_AUTHOR, listening); each is explained
+# where its driver defines it, in Appendix D.
 
 
 class RowDeletedMeanwhile(Exception):
@@ -274,7 +279,7 @@ def unauthorized(detail: str) -> HTTPException:
 # are alike. "type" keeps the two apart: a refresh token is no access token, and the other way round.
 JWT_ALGORITHM = "HS256"
 TOKEN_KINDS = ("access", "refresh")
-USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see ABOVE_EVERY_ID)
+USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see NO_CURSOR)
 SESSION_ID_CLAIM = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16), as start_session makes them
 
 
@@ -340,11 +345,6 @@ async def start_session(user_id: int) -> dict:
     return tokens_out(user_id, session_id, refresh_token)
 
 
-async def user_for_token(token: str) -> dict:
-    """The user an access token belongs to (see user_for_claims)."""
-    return await user_for_claims(read_token(token, "access"))
-
-
 USER_IN_SESSION = """
     SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open
     FROM users u LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND s.ended_at IS NULL
@@ -399,7 +399,7 @@ async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> 
         if ticket := connection.query_params.get("ticket"):
             return await user_for_claims(read_ticket(ticket))
         token = connection.query_params.get("token", "")
-    return await user_for_token(token) if token else None
+    return await user_for_claims(read_token(token, "access")) if token else None
 
 
 def requires_role(*roles: str, for_stream: bool = False, verified: bool = False):
@@ -598,11 +598,9 @@ TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.
 
 #### Auth: register, login, refresh, logout, me, stream tickets, change password
 #
-# Mail goes out through an outbox: `await queue_mail(to, subject, body)` inside the `async with
-# publishing():` block of what causes it writes the mail in the same transaction, so a change
-# that rolls back mails nothing, and one that commits has its mail waiting in the database for
-# whichever process's sender claims it (Appendix I): it goes out after a restart or a crash too,
-# retried for MAIL_RETRY_MINUTES while the mail server is away, and never holds up a request.
+# A mail (a verification link, a notice) is queued with `await queue_mail(to, subject, body)`
+# inside the `async with publishing():` block of what causes it: it commits with the change, or
+# not at all, and a sender sends it later (Appendix I), never holding up a request.
 
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"}
@@ -828,10 +826,7 @@ def page_params(request: Request) -> tuple[int, int]:
 def page_of(rows: list, limit: int, item_out) -> dict:
     """Turn `limit + 1` fetched rows into a page: the extra row only says a next page exists."""
     items = [item_out(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = str(items[-1]["id"])
-    return {"items": items, "next_cursor": next_cursor}
+    return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
 
 
 class IdConvertor(IntegerConvertor):
@@ -912,28 +907,22 @@ def on_event(*kinds: str):
     return register
 
 
-class Publication:
-    """What the transaction of a publishing() block has published that this process acts on itself."""
-
-    def __init__(self):
-        self.public_pages_changed = False
-
-
-publishing_now: ContextVar[Publication | None] = ContextVar("publishing_now", default=None)
+# Inside a publishing() block, what this process does itself once it commits: {"public_changed"}.
+publishing_now: ContextVar[set[str] | None] = ContextVar("publishing_now", default=None)
 
 
 @asynccontextmanager
 async def publishing() -> AsyncIterator[None]:
     """A transaction that may publish(): its events go out once it commits, in the order of their ids."""
-    publication = Publication()
+    after_commit = set()
     async with database.transaction():
         await database.lock_event_log()
-        token = publishing_now.set(publication)
+        token = publishing_now.set(after_commit)
         try:
             yield
         finally:
             publishing_now.reset(token)
-    if publication.public_pages_changed:
+    if "public_changed" in after_commit:
         # Here at once, after the commit: a client that saw the change cannot then be sent an
         # older page by this process. (The others empty theirs when the event reaches them.)
         public_cache.clear()
@@ -949,13 +938,12 @@ async def publish(kind: str, **data) -> None:
     await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
 
 
-# How this process hears every event, in order. Every app process runs one bus (see lifespan). Woken by a notification (PostgreSQL's NOTIFY,
-# sent by publish() and delivered on commit; on SQLite a stand-in in this one process), or every
-# few seconds anyway, it reads the events table after the last id it has seen, in id order, and
-# hands each event to deliver(). Publishing transactions take turns (lock_event_log), so ids
-# commit in order and "id > last seen" never passes over one; a listening connection that drops
-# is made again and the bus reads what it missed (Appendix D: only that transport between
-# processes is an appendix).
+# Each process's event bus (started by lifespan): woken by a notification (PostgreSQL's NOTIFY,
+# delivered on commit; on SQLite a stand-in in this one process), or every few seconds anyway, it
+# reads the events table after the last id it has seen, in id order, and deliver()s each event.
+# Publishing transactions take turns (lock_event_log), so ids commit in order and "id > last
+# seen" never passes over one. A listening connection that drops is made again, and the bus
+# then reads what it missed (Appendix D).
 
 
 async def run_event_bus() -> None:
@@ -1017,7 +1005,7 @@ async def public_pages_changed() -> None:
     """Say, in a publishing() block, that what everyone sees has changed: every process empties its
     public cache (Appendix E), this one as soon as the block commits."""
     await publish("public_changed")
-    publishing_now.get().public_pages_changed = True
+    publishing_now.get().add("public_changed")
 
 
 @dataclass(frozen=True)
@@ -2692,13 +2680,15 @@ def openapi_document() -> dict:
 
 #### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
 #
-# The handlers use `database` as the `databases` package documents it (see "The database, as the
-# handlers use it"). This appendix is the only code that touches `databases` or a driver. It
-# takes the connections and PostgreSQL's pool from `databases`, then hands the SQL to the driver
-# as it is written, rather than have `databases` build and compile each query with SQLAlchemy
-# first, on every call: the drivers take :name or $1 parameters themselves, and asyncpg keeps
-# the prepared statements. Rows come back as plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
-# a step of Appendix H: `async with database.schema_change(): await database.run_script(...)`.
+# The handlers use `database` as "The database, as the handlers use it" says. This appendix is
+# the only code that queries the app's database through `databases` or a driver (the backup code
+# of Appendix H also opens the SQLite file with sqlite3, to copy it, and runs pg_dump and
+# pg_restore). It takes the connections and PostgreSQL's pool from `databases`, then hands the
+# SQL to the driver as it is written, rather than have `databases` build and compile each query
+# with SQLAlchemy first, on every call: the drivers take :name or $1 parameters themselves, and
+# asyncpg keeps the prepared statements. Rows come back as plain dicts, and a driver's
+# foreign-key failure as RowDeletedMeanwhile. Each driver also runs a step of Appendix H:
+# `async with database.schema_change(): await database.run_script(...)`.
 
 # What a driver raises when its database is out of reach or failing: the background tasks
 # (the event bus, the job runner) log it and try again later.
@@ -2807,6 +2797,8 @@ class SQLiteDatabase(Database):
         self.listeners, self.notifications = [], []
 
     async def open_connection(self) -> databases.core.Connection:
+        # `databases` has no public way to hold a connection outside a task's own: this reaches its
+        # backend through a private attribute, as of databases 0.9 (requirements.txt pins it).
         connection = databases.core.Connection(self, self._backend)
         await connection.__aenter__()
         return connection
@@ -2938,6 +2930,7 @@ class PostgresDatabase(Database):
 
     LOCKING = " FOR UPDATE"  # appended to a SELECT whose rows the transaction goes on to change
     listening = False  # until listen() has its connection
+    transaction_tasks: set[asyncio.Task] = set()  # the tasks now inside a transaction
     # ?q=: the ids of the newest approved posts below the cursor holding every word (über & café),
     # through the full-text index of schema.sql. Left to itself, the planner picks one of two plans
     # that are each slow for half the words (100,000 posts): walk the primary key newest first
@@ -2984,10 +2977,17 @@ class PostgresDatabase(Database):
     async def transaction(self) -> AsyncIterator[None]:
         """Run the block as one transaction on this task's connection, which its queries use too.
         asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
-        for ever when BEGIN fails (as it does while PostgreSQL restarts)."""
-        with unavailable_as_such():
-            async with self.connection() as connection, connection.raw_connection.transaction():
-                yield
+        for ever when BEGIN fails (as it does while PostgreSQL restarts). A transaction inside it
+        raises, as on SQLite: asyncpg would make it a savepoint, which SQLite's writer cannot."""
+        if (task := asyncio.current_task()) in self.transaction_tasks:
+            raise RuntimeError("Transactions do not nest.")
+        self.transaction_tasks.add(task)
+        try:
+            with unavailable_as_such():
+                async with self.connection() as connection, connection.raw_connection.transaction():
+                    yield
+        finally:
+            self.transaction_tasks.discard(task)
 
     @asynccontextmanager
     async def schema_change(self) -> AsyncIterator[None]:
@@ -3898,7 +3898,8 @@ async def lifespan(app: Starlette):
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     await database.connect()
-    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
+    if not getattr(app.state, "schema_checked", False):  # by `python blog.py`, which refuses a bad database plainly
+        await upgrade_schema()  # under uvicorn blog:app, a worker, or a test; SchemaRefused stops the start
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     if not SMTP_URL:
@@ -4018,10 +4019,10 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
-        DEMO = True  # the page at / offers the accounts
-        os.environ["DEMO"] = "true"  # and so does each worker, which imports this file anew
+        DEMO, os.environ["DEMO"] = True, "true"  # the page at / offers the accounts, in each worker too
     else:  # upgrade once, before any worker starts, and refuse without a traceback
         asyncio.run(upgrade_before_serving())
+    app.state.schema_checked = True  # the lifespan of this process need not (each worker's checks anew)
     # Several workers are separate processes, each importing the app by name ("blog:app").
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
