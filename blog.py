@@ -14,8 +14,8 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
-in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: every flow
-below can be followed without opening an appendix.
+in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: the three
+flows below run through the lesson alone, with no appendix needed to follow them.
 
 1. Configuration: every setting, read once from the environment.
 2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
@@ -34,11 +34,22 @@ below can be followed without opening an appendix.
 8. One section per resource: Users, Blogs, Likes and the feed, Comments and chat,
    Notifications, Feature requests, Drafts, Writing assistant.
 
+The three flows, as the functions they pass through, in file order (test_blog.py checks it):
+A role check: read_token -> user_for_claims -> authenticate -> requires_role -> approve_blog
+A post reviewed and heard live: requires_role -> read_body -> validate -> on_event -> publishing
+   -> publish -> run_event_bus -> deliver_events_after -> deliver -> record -> create_blog
+   -> review_blog -> approve_blog -> send_to_event_streams -> hears -> subscribe -> sse_frame
+   -> event_stream -> EventStreamResponse -> notifications
+A chat message reaching its room: read_ticket -> authenticate -> check_verified -> parse_json
+   -> validate -> publishing -> publish -> run_event_bus -> deliver_events_after -> deliver
+   -> offer -> count_connection -> get_visible_blog -> chat -> post_chat_message
+   -> store_chat_message -> join_room -> send_outbox -> room_broadcast -> send_chat_message
+
 The appendices are the secondary flows and the machinery behind those interfaces; a first
 reading may skip them:
 A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
    and texts (mail is queued beside the change with `await queue_mail(to, subject, body)`).
-B. For admins: the accounts list, and the audit of decisions.
+B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
 C. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
    /docs, built from the same declarations as the handlers use.
 D. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
@@ -172,23 +183,12 @@ LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest f
 LOGIN_FAILURES_PER_ADDRESS = 20
 REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, default=10)  # within the window
 MAILS_PER_ACCOUNT_PER_HOUR = 3  # reset or verification mails to one address; more are silently not sent
-SMTP_TIMEOUT_SECONDS = 30
-MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
-MAIL_POLL_SECONDS = 1  # how often each sender looks for mails that came due (a retry), unwoken
 SEARCH_MAX_CHARACTERS = 200
-CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
-WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
 CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
-SHUTDOWN_GRACE_SECONDS = 3  # how long uvicorn waits for open requests when told to stop
-SQLITE_READERS = 4  # connections that read beside SQLite's one writer
 EVENT_RETENTION_HOURS = 24  # how far back an event stream can replay what a client missed
-EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 EVENT_POLL_SECONDS = 5  # each process reads the log this often even when no notification comes
-LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
-EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
-SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -566,15 +566,6 @@ def check_value(name: str, value, rule: dict):
     return value
 
 
-def is_storable(text: str) -> bool:
-    """False for a NUL or a lone surrogate: legal in JSON, but no database stores them as text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
 def check_string(name: str, value, rule: dict) -> None:
     """Check a string's type, length, characters, pattern and allowed values."""
     if not isinstance(value, str):
@@ -582,7 +573,7 @@ def check_string(name: str, value, rule: dict) -> None:
     low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
     if not low <= len(value) <= high:
         raise invalid(name, f"must be {low} to {high} characters long")
-    if not is_storable(value):
+    if re.search("[\x00\ud800-\udfff]", value):  # legal in JSON, but no database stores them as text
         raise invalid(name, "must not contain NUL characters or lone surrogates")
     if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
         raise invalid(name, "is not in the expected form")
@@ -1100,7 +1091,7 @@ def record_out(row: dict) -> dict:
     return row | {"detail": json.loads(row["detail"])}
 
 
-#### Users: profiles and follows; roles and accounts, managed by admins
+#### Users: profiles and follows
 
 
 USER_BY_NAME = "SELECT " + USER_COLUMNS + " FROM users WHERE LOWER(username) = LOWER(:username)"
@@ -1114,11 +1105,6 @@ PROFILE_SELECT = """
            (SELECT COUNT(*) FROM blogs WHERE author_id = u.id AND status = 'approved') AS blogs
     FROM users u"""
 PROFILE_BY_ID = PROFILE_SELECT + " WHERE u.id = :id"
-
-
-ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "approver"}], "properties": {
-    "role": {"type": "string", "enum": list(ROLES)},
-}}
 
 
 PROFILE_FIELDS = ("display_name", "bio", "avatar_url")
@@ -1221,59 +1207,6 @@ async def list_following(request: Request) -> Response:
     user_id = await user_id_named(request.path_params["username"])
     return await profile_page(request, PROFILE_SELECT + " JOIN follows f ON f.followed_id = u.id "
                                        "WHERE f.follower_id = :id", {"id": user_id})
-
-
-async def user_leaving_a_role(username: str, role: str | None) -> dict:
-    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
-    The last admin can neither step down nor go, or nobody could manage roles again."""
-    # The admins' rows are locked too: of two admins demoting each other at once, the second
-    # waits for the first to commit, then finds one admin left.
-    admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
-    user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
-    if user is None:
-        raise HTTPException(404, f"There is no user {username!r}.")
-    if user["role"] == "admin" and role != "admin" and len(admins) == 1:
-        raise HTTPException(409, "This is the last admin; make another admin first.")
-    return user
-
-
-async def set_role(admin: dict, username: str, role: str) -> dict:
-    """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
-    async with publishing():
-        user = await user_leaving_a_role(username, role)
-        if user["role"] != role:  # the role they already have is no change, and leaves no record
-            await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
-            await record("role_changed", admin, target=user["username"], detail={"from": user["role"], "to": role})
-            await publish("user_changed", user_id=user["id"])
-    return user_out(user | {"role": role})
-
-
-@requires_role("admin", verified=True)
-async def make_admin(request: Request) -> Response:
-    """Make a user an admin."""
-    return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
-
-
-@requires_role("admin", verified=True)
-async def change_role(request: Request) -> Response:
-    """Give a user the role user, approver or admin."""
-    fields = await read_body(request, ROLE_BODY)
-    return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
-
-
-@requires_role("admin", verified=True)
-async def delete_user(request: Request) -> Response:
-    """Delete an account with everything that is theirs; their streams and sockets end at once."""
-    async with publishing():
-        user = await user_leaving_a_role(request.path_params["username"], None)
-        had_public_blogs = await database.fetch_val(
-            "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
-        await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
-        await record("user_deleted", request.state.user, target=user["username"], detail={"role": user["role"]})
-        await publish("user_changed", user_id=user["id"])
-        if had_public_blogs:
-            await public_pages_changed()
-    return Response(status_code=204)
 
 
 #### Blogs: write, review, read, search
@@ -1837,25 +1770,6 @@ def subscribe(user: dict, queue: asyncio.Queue) -> Iterator[None]:
         log.info("Notification stream closed (%d open)", len(streams))
 
 
-def end_streams() -> None:
-    """End every event stream of this process: uvicorn's graceful shutdown waits for open
-    responses, and an event stream never ends by itself. (EventSource reconnects, elsewhere.)"""
-    for queue in streams:
-        end(queue, SERVER_STOPPING)
-
-
-def end_streams_when_stopping() -> None:
-    """Chain end_streams() in front of uvicorn's SIGINT and SIGTERM handlers (main thread only)."""
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        uvicorn_handler = signal.getsignal(signal_number)
-        if callable(uvicorn_handler):
-            def handler(number, frame, uvicorn_handler=uvicorn_handler):
-                loop.call_soon_threadsafe(end_streams)
-                uvicorn_handler(number, frame)
-            signal.signal(signal_number, handler)
-
-
 def sse_frame(event: dict) -> str:
     """One event on the wire, ended by a blank line; its id is the event log's:
 
@@ -2035,6 +1949,10 @@ def draft_response(row) -> Response:
 
 
 DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
+# A draft saved whole over the one before, a version on; the job runner fills drafts with it too.
+SAVE_DRAFT = ("INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :content, "
+              ":images, :now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
+              "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1")
 DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
                  "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
 
@@ -2058,11 +1976,7 @@ async def save_draft(request: Request) -> Response:
         current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
         check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
         row = await database.fetch_one(
-            "INSERT INTO drafts (user_id, title, content, images, updated_at) "
-            "VALUES (:user_id, :title, :content, :images, :now) "
-            "ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
-            "RETURNING title, content, images, updated_at, version",
+            SAVE_DRAFT + " RETURNING title, content, images, updated_at, version",
             {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
              "images": json.dumps(fields.get("images", [])), "now": utc_now()})
     return draft_response(row)
@@ -2077,17 +1991,10 @@ async def delete_draft(request: Request) -> Response:
 
 #### Writing assistant: background jobs that draft a post with a language model
 #
-# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
-# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
-# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
-# in_progress -> completed or failed; its owner hears of the end on their event stream. A
-# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
-# process died) is failed by whichever process notices, so no job stays in progress for ever.
+# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table,
+# that a job runner (Appendix F) takes up; its owner hears of the end on their event stream.
 
 JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
-PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs
-WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
-                       "the title is given. Follow the author's notes.")
 GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
                                                                         "notes": "Small, async, readable."}],
                  "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
@@ -2319,7 +2226,65 @@ async def change_email(user: dict, email: str) -> None:
     await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
 
 
-#### Appendix B. For admins: the accounts list, and the audit (the record of decisions, read back)
+#### Appendix B. For admins: roles, deleting accounts, the accounts list, the audit of decisions
+
+
+ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "approver"}], "properties": {
+    "role": {"type": "string", "enum": list(ROLES)},
+}}
+
+
+async def user_leaving_a_role(username: str, role: str | None) -> dict:
+    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
+    The last admin can neither step down nor go, or nobody could manage roles again."""
+    # The admins' rows are locked too: of two admins demoting each other at once, the second
+    # waits for the first to commit, then finds one admin left.
+    admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
+    user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
+    if user is None:
+        raise HTTPException(404, f"There is no user {username!r}.")
+    if user["role"] == "admin" and role != "admin" and len(admins) == 1:
+        raise HTTPException(409, "This is the last admin; make another admin first.")
+    return user
+
+
+async def set_role(admin: dict, username: str, role: str) -> dict:
+    """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
+    async with publishing():
+        user = await user_leaving_a_role(username, role)
+        if user["role"] != role:  # the role they already have is no change, and leaves no record
+            await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
+            await record("role_changed", admin, target=user["username"], detail={"from": user["role"], "to": role})
+            await publish("user_changed", user_id=user["id"])
+    return user_out(user | {"role": role})
+
+
+@requires_role("admin", verified=True)
+async def make_admin(request: Request) -> Response:
+    """Make a user an admin."""
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
+
+
+@requires_role("admin", verified=True)
+async def change_role(request: Request) -> Response:
+    """Give a user the role user, approver or admin."""
+    fields = await read_body(request, ROLE_BODY)
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
+
+
+@requires_role("admin", verified=True)
+async def delete_user(request: Request) -> Response:
+    """Delete an account with everything that is theirs; their streams and sockets end at once."""
+    async with publishing():
+        user = await user_leaving_a_role(request.path_params["username"], None)
+        had_public_blogs = await database.fetch_val(
+            "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
+        await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
+        await record("user_deleted", request.state.user, target=user["username"], detail={"role": user["role"]})
+        await publish("user_changed", user_id=user["id"])
+        if had_public_blogs:
+            await public_pages_changed()
+    return Response(status_code=204)
 
 
 # ?q= is the start of a username or an email, in any case: "AL" finds alice and al@example.com.
@@ -2690,6 +2655,11 @@ def openapi_document() -> dict:
 # foreign-key failure as RowDeletedMeanwhile. Each driver also runs a step of Appendix H:
 # `async with database.schema_change(): await database.run_script(...)`.
 
+SQLITE_READERS = 4  # connections that read beside SQLite's one writer
+EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
+LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
+EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
+SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 # What a driver raises when its database is out of reach or failing: the background tasks
 # (the event bus, the job runner) log it and try again later.
 DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
@@ -3097,6 +3067,8 @@ def schema_script(path: Path) -> str:
 
 #### Appendix E. The public cache
 
+CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
+
 
 class PublicCache:
     """What everyone is sent alike, kept as sent for a second: the front page, approved blogs.
@@ -3148,6 +3120,17 @@ def empty_public_cache(event: dict) -> None:
 
 
 #### Appendix F. The job runner: claims, heartbeats, the writer
+#
+# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
+# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
+# in_progress -> completed or failed. A running job's heartbeat is refreshed every
+# JOB_HEARTBEAT_SECONDS; one that missed three (its process died) is failed by whichever process
+# notices, so no job stays in progress for ever.
+
+PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs (and on mails, Appendix I)
+WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
+                       "the title is given. Follow the author's notes.")
+WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
 
 
 job_runner_wakeups: set[asyncio.Event] = set()
@@ -3285,12 +3268,9 @@ async def run_job(job: dict) -> None:
         # The draft takes the post only if it was not saved since the job was asked for (one statement,
         # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
         filled = await database.fetch_one(
-            "INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :text, '[]', "
-            ":now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
-            "WHERE drafts.updated_at <= :asked "
-            "RETURNING user_id", {"user_id": job["user_id"], "title": fields["title"], "text": text,
-                                  "now": utc_now(), "asked": job["created_at"]})
+            SAVE_DRAFT + " WHERE drafts.updated_at <= :asked RETURNING user_id",
+            {"user_id": job["user_id"], "title": fields["title"], "content": text, "images": "[]", "now": utc_now(),
+             "asked": job["created_at"]})
         await end_job(job, "completed", result=text, filled_draft=filled is not None)
 
 
@@ -3666,6 +3646,9 @@ async def migrate(dry_run: bool) -> None:
 # A mail is sent at least once; twice only if a process dies between the mail server's "250 OK"
 # and the DELETE, which no outbox can rule out.
 
+SMTP_TIMEOUT_SECONDS = 30
+MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
+MAIL_POLL_SECONDS = 1  # how often each sender looks for mails that came due (a retry), unwoken
 mail_sender_wakeups: set[asyncio.Event] = set()
 
 
@@ -3888,6 +3871,25 @@ def refuse_a_weak_secret_key() -> None:
                  "    python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
 
+def end_streams() -> None:
+    """End every event stream of this process: uvicorn's graceful shutdown waits for open
+    responses, and an event stream never ends by itself. (EventSource reconnects, elsewhere.)"""
+    for queue in streams:
+        end(queue, SERVER_STOPPING)
+
+
+def end_streams_when_stopping() -> None:
+    """Chain end_streams() in front of uvicorn's SIGINT and SIGTERM handlers (main thread only)."""
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        uvicorn_handler = signal.getsignal(signal_number)
+        if callable(uvicorn_handler):
+            def handler(number, frame, uvicorn_handler=uvicorn_handler):
+                loop.call_soon_threadsafe(end_streams)
+                uvicorn_handler(number, frame)
+            signal.signal(signal_number, handler)
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette):
     """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
@@ -3962,6 +3964,7 @@ async def create_admin(username: str, email: str, password: str) -> None:
     print(f"Admin {username} created.")
 
 
+SHUTDOWN_GRACE_SECONDS = 3  # how long uvicorn waits for open requests when told to stop
 DEMO_ACCOUNTS = [("demo-admin", "admin"), ("demo-approver", "approver"), ("demo-user", "user")]
 DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", "pending", None),
               ("A rough first try", "rejected", "Please add an introduction.")]

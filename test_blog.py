@@ -5441,3 +5441,27 @@ def screenshot(path: str) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["screenshot"]:
     screenshot(sys.argv[2] if len(sys.argv) > 2 else "docs/two-windows.png")
+
+
+#### The reading guide: the three flows it names run, in file order, through the lesson alone
+
+
+def test_the_guides_flows_run_in_file_order_through_the_lesson():
+    """Each flow the guide names is a path of functions defined in blog.py, before the first
+    appendix, in the order the guide gives: a reader who stops at the appendices has followed it."""
+    source = Path(blog.__file__).read_text().splitlines()
+    first_appendix = next(number for number, line in enumerate(source, 1) if line.startswith("#### Appendix"))
+    defined = {}
+    for number, line in enumerate(source, 1):
+        if match := re.match(r"(?:async def|def|class) (\w+)", line):
+            defined.setdefault(match[1], number)
+    guide = blog.__doc__.split("The three flows")[1].split("\n\n")[0]
+    flows = re.findall(r"^(A [^:\n]+): (.+(?:\n   -> .+)*)", guide, re.MULTILINE)
+    assert [name for name, _ in flows] == ["A role check", "A post reviewed and heard live",
+                                           "A chat message reaching its room"]
+    for name, path in flows:
+        steps = [step.strip() for step in path.split("->")]
+        lines = [defined.get(step) for step in steps]
+        assert None not in lines, f"{name}: not defined in blog.py: {[s for s, l in zip(steps, lines) if l is None]}"
+        assert all(line < first_appendix for line in lines), f"{name}: defined in an appendix: {steps}"
+        assert lines == sorted(lines) and len(set(lines)) == len(lines), f"{name}: not in file order: {steps}"
