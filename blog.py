@@ -32,7 +32,7 @@ flows below run through the lesson alone, with no appendix needed to follow them
    The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
    same block, so that every decision leaves one entry, committed with it.
 8. One section per resource: Users, Blogs, Likes and the feed, Comments and chat,
-   Notifications, Feature requests, Drafts, Writing assistant.
+   Notifications.
 
 The three flows, as the functions they pass through, in file order (test_blog.py checks it):
 A role check: read_token -> user_for_claims -> authenticate -> requires_role -> approve_blog
@@ -50,13 +50,15 @@ reading may skip them:
 A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
    and texts (mail is queued beside the change with `await queue_mail(to, subject, body)`).
 B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
-C. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
-   /docs, built from the same declarations as the handlers use.
+C. More resources: feature requests (users suggest, admins triage), one saved draft per user,
+   and the writing assistant: background jobs that draft a post with a language model, claimed,
+   kept alive and ended once, across processes.
 D. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
    readers) and on PostgreSQL (a pool, row locks, a listening connection that carries events
    between processes), and schema.sql run.
 E. The public cache: why the front page and public blogs are served from memory for a second.
-F. The job runner: how writing jobs are claimed, kept alive and ended once, across processes.
+F. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
+   /docs, built from the same declarations as the handlers use.
 G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: how a database made by an older version is brought up
    to date, and the `migrate`, `backup` and `restore` commands.
@@ -1859,194 +1861,6 @@ async def notifications(request: Request) -> Response:
     return EventStreamResponse(request.state.user, int(last_event_id) if re.fullmatch(r"[0-9]{1,9}", last_event_id) else None)
 
 
-#### Feature requests: users suggest, admins triage
-
-
-FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"],
-                        "examples": [{"title": "Dark mode", "description": "Easier on the eyes.", "priority": 4}],
-                        "properties": {
-    "title": TITLE,
-    "description": {"type": "string", "minLength": 1, "maxLength": 5000},
-    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-}}
-TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status": "accepted", "priority": 5}],
-               "properties": {
-    "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
-    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-}}
-
-
-FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
-
-
-@login_required
-async def list_feature_requests(request: Request) -> Response:
-    """List feature requests, newest first; ?status= keeps one status."""
-    limit, before = page_params(request)
-    status = query_param(request, "status", TRIAGE_BODY["properties"]["status"])
-    rows = await database.fetch_all(
-        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
-        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
-        "AND id < :before ORDER BY id DESC LIMIT :limit",
-        {"status": status, "before": before, "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, dict))
-
-
-@verified_required
-async def create_feature_request(request: Request) -> Response:
-    """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
-    fields = await read_body(request, FEATURE_REQUEST_BODY)
-    now = utc_now()
-    row = await database.fetch_one(
-        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) "
-        "VALUES (:title, :description, 'pending', :priority, :author_id, :now, :now) "
-        "RETURNING " + FEATURE_REQUEST_COLUMNS,
-        {"title": fields["title"], "description": fields["description"], "priority": fields.get("priority", 3),
-         "author_id": request.state.user["id"], "now": now})
-    return JSONResponse(dict(row), 201)
-
-
-@requires_role("admin", verified=True)
-async def triage_feature_request(request: Request) -> Response:
-    """Accept or decline a feature request, and optionally change its priority."""
-    fields = await read_body(request, TRIAGE_BODY)
-    async with publishing():  # for record(): the triage and its entry commit together
-        row = await database.fetch_one(
-            "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
-            "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
-            {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
-             "id": request.path_params["request_id"]})
-        if row is None:
-            raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
-        author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": row["author_id"]})
-        await record("feature_request_triaged", request.state.user, target=author,
-                     detail={"feature_request_id": row["id"], "status": row["status"], "priority": row["priority"]})
-    return JSONResponse(dict(row))
-
-
-#### Drafts: one saved draft per user
-
-
-DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "content": "To be continued"}],
-              "anyOf": [{"required": ["title"]}, {"required": ["content"]}, {"required": ["images"]}],
-              "properties": {
-    "title": {"type": "string", "maxLength": 200},
-    "content": {"type": "string", "maxLength": 100_000},
-    "images": URL_LIST,
-}}
-
-
-def draft_etag(row) -> str:
-    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
-    too, as a draft deleted and saved anew starts again at version 1)."""
-    return f'"{row["version"]}.{row["updated_at"]}"'
-
-
-def draft_response(row) -> Response:
-    """A draft as clients see it, with its ETag."""
-    return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
-                         "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
-
-
-DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
-# A draft saved whole over the one before, a version on; the job runner fills drafts with it too.
-SAVE_DRAFT = ("INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :content, "
-              ":images, :now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-              "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1")
-DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
-                 "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
-
-
-@login_required
-async def get_draft(request: Request) -> Response:
-    """Show your saved draft."""
-    row = await database.fetch_one(DRAFT_OF_USER, {"user_id": request.state.user["id"]})
-    if row is None:
-        raise HTTPException(404, "You have no saved draft.")
-    return unless_unchanged(request, draft_response(row))
-
-
-@verified_required
-async def save_draft(request: Request) -> Response:
-    """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
-    fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
-    async with database.transaction():
-        # Locked from this read to the commit: of two saves sent with one If-Match, the second
-        # waits for the first, reads its version, and is refused.
-        current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
-        check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
-        row = await database.fetch_one(
-            SAVE_DRAFT + " RETURNING title, content, images, updated_at, version",
-            {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
-             "images": json.dumps(fields.get("images", [])), "now": utc_now()})
-    return draft_response(row)
-
-
-@verified_required
-async def delete_draft(request: Request) -> Response:
-    """Throw away your saved draft."""
-    await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
-    return Response(status_code=204)
-
-
-#### Writing assistant: background jobs that draft a post with a language model
-#
-# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table,
-# that a job runner (Appendix F) takes up; its owner hears of the end on their event stream.
-
-JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
-GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
-                                                                        "notes": "Small, async, readable."}],
-                 "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
-
-
-def job_out(row: dict) -> dict:
-    """A job as its owner sees it: {"id": 3, "kind": "draft_generation", "status": "completed", ...}."""
-    return row | {"filled_draft": bool(row["filled_draft"])}
-
-
-@verified_required
-async def generate_draft(request: Request) -> Response:
-    """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
-    fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
-    if not WRITER_URL:
-        raise HTTPException(503, "No writer is set up: set WRITER_URL to an OpenAI-compatible endpoint (for "
-                                 "Ollama, http://127.0.0.1:11434/v1), and WRITER_MODEL and WRITER_API_KEY as it needs.")
-    async with publishing():
-        if await database.fetch_val("SELECT COUNT(*) FROM jobs WHERE status = 'pending'") >= JOBS_WAITING_AT_MOST:
-            raise HTTPException(503, "The writer has too much to do just now; try again in a few minutes.")
-        # The partial unique index refuses a second unfinished job of one user: no row comes back.
-        job = await database.fetch_one(
-            "INSERT INTO jobs (user_id, kind, status, input, created_at, updated_at) VALUES (:user_id, "
-            "'draft_generation', 'pending', :input, :now, :now) ON CONFLICT DO NOTHING RETURNING " + JOB_COLUMNS,
-            {"user_id": request.state.user["id"], "input": json.dumps(fields), "now": now})
-        if job is None:
-            raise HTTPException(429, "You already have a writing job under way; wait for it to end.")
-        await publish("job_queued", job_id=job["id"])
-    return JSONResponse(job_out(job), 202)
-
-
-@login_required
-async def get_job(request: Request) -> Response:
-    """Show one of your jobs: its status, and its result or error once it has ended."""
-    job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
-                                   {"id": request.path_params["job_id"], "user_id": request.state.user["id"]})
-    if job is None:
-        raise HTTPException(404, f"You have no job {request.path_params['job_id']}.")
-    return JSONResponse(job_out(job))
-
-
-@login_required
-async def list_jobs(request: Request) -> Response:
-    """List your jobs, newest first."""
-    limit, before = page_params(request)
-    rows = await database.fetch_all(
-        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
-        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
-                                                        "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, job_out))
-
-
 #### Appendix A. Accounts by mail: password reset, verified addresses, address change
 #
 # The secondary flows of an account: a mailed link's token traded for a new password or a
@@ -2327,320 +2141,399 @@ async def list_audit(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, record_out))
 
 
-#### Appendix C. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
-
-# page.html is a browser client of this API in one file. Its script and its style are inline,
-# and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
-# anywhere but this origin: were some user's text ever to reach the page as HTML, an injected
-# <script> or onerror= would still not run.
-PAGE = Path(__file__).with_name("page.html").read_text()
-DEMO_PLACEHOLDER = '<meta name="demo-accounts" content="">'
+#### Appendix C. More resources: feature requests, drafts, and the writing assistant's jobs that draft a post
 
 
-def inline_hash(tag: str) -> str:
-    """The CSP source that allows page.html's one <tag>...</tag>: "'sha256-3q2+7w...='"."""
-    inline = re.search(f"<{tag}>(.*?)</{tag}>", PAGE, re.S).group(1)
-    return f"'sha256-{base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()}'"
+# Feature requests: users suggest, admins triage.
+FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"],
+                        "examples": [{"title": "Dark mode", "description": "Easier on the eyes.", "priority": 4}],
+                        "properties": {
+    "title": TITLE,
+    "description": {"type": "string", "minLength": 1, "maxLength": 5000},
+    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+}}
+TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status": "accepted", "priority": 5}],
+               "properties": {
+    "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
+    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+}}
 
 
-PAGE_HEADERS = {
-    "Content-Security-Policy": f"default-src 'self'; script-src {inline_hash('script')}; style-src {inline_hash('style')}; "
-                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # the stream tickets in the page's URLs go nowhere else
-    "Cache-Control": "no-cache",
-    "Vary": "Accept",  # the same address answers HTML or JSON: a cache must keep both apart
-}
+FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
 
 
-async def home(request: Request) -> Response:
-    """Show a browser the page; tell other clients where to go: the API's documents and its health check."""
-    if "text/html" in request.headers.get("accept", ""):
-        accounts = " ".join(username for username, role in DEMO_ACCOUNTS)
-        page = PAGE.replace(DEMO_PLACEHOLDER, f'<meta name="demo-accounts" content="{accounts}">') if DEMO else PAGE
-        return HTMLResponse(page, headers=PAGE_HEADERS)
-    return JSONResponse({"name": "Blog platform API", "docs": "/docs", "openapi": "/openapi.json",
-                         "health": "/health", "api": "/api/blogs/"}, headers={"Vary": "Accept"})
+@login_required
+async def list_feature_requests(request: Request) -> Response:
+    """List feature requests, newest first; ?status= keeps one status."""
+    limit, before = page_params(request)
+    status = query_param(request, "status", TRIAGE_BODY["properties"]["status"])
+    rows = await database.fetch_all(
+        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
+        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+        "AND id < :before ORDER BY id DESC LIMIT :limit",
+        {"status": status, "before": before, "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, dict))
 
 
-async def health(request: Request) -> Response:
-    """Say whether this process can reach its database and hears the event log's notifications."""
+@verified_required
+async def create_feature_request(request: Request) -> Response:
+    """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
+    fields = await read_body(request, FEATURE_REQUEST_BODY)
+    now = utc_now()
+    row = await database.fetch_one(
+        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) "
+        "VALUES (:title, :description, 'pending', :priority, :author_id, :now, :now) "
+        "RETURNING " + FEATURE_REQUEST_COLUMNS,
+        {"title": fields["title"], "description": fields["description"], "priority": fields.get("priority", 3),
+         "author_id": request.state.user["id"], "now": now})
+    return JSONResponse(dict(row), 201)
+
+
+@requires_role("admin", verified=True)
+async def triage_feature_request(request: Request) -> Response:
+    """Accept or decline a feature request, and optionally change its priority."""
+    fields = await read_body(request, TRIAGE_BODY)
+    async with publishing():  # for record(): the triage and its entry commit together
+        row = await database.fetch_one(
+            "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
+            "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
+            {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
+             "id": request.path_params["request_id"]})
+        if row is None:
+            raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
+        author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": row["author_id"]})
+        await record("feature_request_triaged", request.state.user, target=author,
+                     detail={"feature_request_id": row["id"], "status": row["status"], "priority": row["priority"]})
+    return JSONResponse(dict(row))
+
+
+# Drafts: one saved draft per user.
+DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "content": "To be continued"}],
+              "anyOf": [{"required": ["title"]}, {"required": ["content"]}, {"required": ["images"]}],
+              "properties": {
+    "title": {"type": "string", "maxLength": 200},
+    "content": {"type": "string", "maxLength": 100_000},
+    "images": URL_LIST,
+}}
+
+
+def draft_etag(row) -> str:
+    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
+    too, as a draft deleted and saved anew starts again at version 1)."""
+    return f'"{row["version"]}.{row["updated_at"]}"'
+
+
+def draft_response(row) -> Response:
+    """A draft as clients see it, with its ETag."""
+    return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
+                         "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
+
+
+DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
+# A draft saved whole over the one before, a version on; the job runner fills drafts with it too.
+SAVE_DRAFT = ("INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :content, "
+              ":images, :now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
+              "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1")
+DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
+                 "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
+
+
+@login_required
+async def get_draft(request: Request) -> Response:
+    """Show your saved draft."""
+    row = await database.fetch_one(DRAFT_OF_USER, {"user_id": request.state.user["id"]})
+    if row is None:
+        raise HTTPException(404, "You have no saved draft.")
+    return unless_unchanged(request, draft_response(row))
+
+
+@verified_required
+async def save_draft(request: Request) -> Response:
+    """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
+    fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
+    async with database.transaction():
+        # Locked from this read to the commit: of two saves sent with one If-Match, the second
+        # waits for the first, reads its version, and is refused.
+        current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
+        check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
+        row = await database.fetch_one(
+            SAVE_DRAFT + " RETURNING title, content, images, updated_at, version",
+            {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
+             "images": json.dumps(fields.get("images", [])), "now": utc_now()})
+    return draft_response(row)
+
+
+@verified_required
+async def delete_draft(request: Request) -> Response:
+    """Throw away your saved draft."""
+    await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
+    return Response(status_code=204)
+
+
+# The writing assistant.
+# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
+# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
+# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
+# in_progress -> completed or failed; its owner hears of the end on their event stream. A
+# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
+# process died) is failed by whichever process notices, so no job stays in progress for ever.
+
+JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
+GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
+                                                                        "notes": "Small, async, readable."}],
+                 "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
+
+
+def job_out(row: dict) -> dict:
+    """A job as its owner sees it: {"id": 3, "kind": "draft_generation", "status": "completed", ...}."""
+    return row | {"filled_draft": bool(row["filled_draft"])}
+
+
+@verified_required
+async def generate_draft(request: Request) -> Response:
+    """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
+    fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
+    if not WRITER_URL:
+        raise HTTPException(503, "No writer is set up: set WRITER_URL to an OpenAI-compatible endpoint (for "
+                                 "Ollama, http://127.0.0.1:11434/v1), and WRITER_MODEL and WRITER_API_KEY as it needs.")
+    async with publishing():
+        if await database.fetch_val("SELECT COUNT(*) FROM jobs WHERE status = 'pending'") >= JOBS_WAITING_AT_MOST:
+            raise HTTPException(503, "The writer has too much to do just now; try again in a few minutes.")
+        # The partial unique index refuses a second unfinished job of one user: no row comes back.
+        job = await database.fetch_one(
+            "INSERT INTO jobs (user_id, kind, status, input, created_at, updated_at) VALUES (:user_id, "
+            "'draft_generation', 'pending', :input, :now, :now) ON CONFLICT DO NOTHING RETURNING " + JOB_COLUMNS,
+            {"user_id": request.state.user["id"], "input": json.dumps(fields), "now": now})
+        if job is None:
+            raise HTTPException(429, "You already have a writing job under way; wait for it to end.")
+        await publish("job_queued", job_id=job["id"])
+    return JSONResponse(job_out(job), 202)
+
+
+@login_required
+async def get_job(request: Request) -> Response:
+    """Show one of your jobs: its status, and its result or error once it has ended."""
+    job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
+                                   {"id": request.path_params["job_id"], "user_id": request.state.user["id"]})
+    if job is None:
+        raise HTTPException(404, f"You have no job {request.path_params['job_id']}.")
+    return JSONResponse(job_out(job))
+
+
+@login_required
+async def list_jobs(request: Request) -> Response:
+    """List your jobs, newest first."""
+    limit, before = page_params(request)
+    rows = await database.fetch_all(
+        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
+        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
+                                                        "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, job_out))
+
+
+# The job runner: claims, heartbeats, the writer.
+
+PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs (and on mails, Appendix I)
+WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
+                       "the title is given. Follow the author's notes.")
+WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
+
+
+job_runner_wakeups: set[asyncio.Event] = set()
+
+
+@on_event("job_queued")
+def wake_job_runners(event: dict) -> None:
+    """A job is waiting: every process's runner looks for room to take it."""
+    for woken in job_runner_wakeups:
+        woken.set()
+
+
+class WriterFailed(Exception):
+    """The writer gave no usable post. The message says why, for the job's owner, in words that show
+    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
+    error may quote the key); `details` say it all, for the server log."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.details = details
+
+
+def writer_answer_start(raw: bytes) -> str:
+    """The start of a writer's answer, for the log: one line, and never the API key it may quote."""
+    start = bytes(raw[:200]).decode(errors="replace")
+    return repr(start.replace(WRITER_API_KEY, "[the API key]") if WRITER_API_KEY else start)
+
+
+async def run_jobs() -> None:
+    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
+    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
+    woken, running = asyncio.Event(), {}  # job id -> its task
+    job_runner_wakeups.add(woken)
     try:
-        await database.fetch_val("SELECT 1")
-    except DATABASE_ERRORS as error:
-        log.warning("Health check: the database did not answer (%s)", error)
-        return JSONResponse({"detail": "The database is not answering."}, 503)
-    if not database.listening:  # its streams, rooms and cache would fall behind the other processes'
-        return JSONResponse({"detail": "This process is not listening for events; it is reconnecting."}, 503)
-    return JSONResponse({"status": "ok"})
+        while True:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(JOB_HEARTBEAT_SECONDS):  # not wait_for: see run_event_bus
+                    await woken.wait()
+            woken.clear()
+            try:
+                await beat_and_reap(list(running))
+                await fail_jobs_waiting_too_long()
+                while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
+                    running[job["id"]] = asyncio.create_task(run_job(job))
+                    running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
+            except DATABASE_ERRORS as error:  # try again at the next beat
+                log.warning("Jobs: could not reach the jobs table (%s)", error)
+    finally:
+        job_runner_wakeups.discard(woken)
+        for task in running.values():
+            task.cancel()
+        with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
+            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
+                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
 
 
-async def openapi_json(request: Request) -> Response:
-    """Serve the OpenAPI document."""
-    return JSONResponse(openapi_document())
+def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
+    """Forget a job's task once it ends. One that could not reach the database to end its job
+    leaves it in progress without a heartbeat: some process fails it as abandoned."""
+    running.pop(job_id, None)
+    if task.cancelled() or not (error := task.exception()):
+        return
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
+    else:
+        log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
 
 
-# Swagger UI's files come from a Python package, not a CDN: the docs then work offline, in a
-# demo room without network and in a test's headless browser alike.
-SWAGGER_UI_PAGE = """<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Blog platform API</title>
-<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});</script>
-</body>
-</html>"""
+ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
 
 
-async def swagger_ui(request: Request) -> Response:
-    """Show Swagger UI over the OpenAPI document."""
-    return HTMLResponse(SWAGGER_UI_PAGE)
+async def beat_and_reap(running: list[int]) -> None:
+    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
+    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
+    now = datetime.now(UTC)
+    for job_id in running:
+        await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
+                               {"id": job_id, "me": PROCESS_ID, "now": utc_time(now)})
+    stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
+    if await database.fetch_one(ABANDONED_JOBS, stale):
+        async with publishing():  # locked, read again: of two processes reaping at once, one does
+            for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
+                await end_job(job, "failed", error="The writing was interrupted; try again.")
 
 
-# The API document: OpenAPI 3.1, built from the same declarations, and Swagger UI over it.
-# Request bodies and query parameters are documented with the very declarations the handlers
-# validate with, and who may call what comes from the requires_role decorator, so the document
-# cannot drift from what the server enforces.
-
-ID, TEXT = {"type": "integer"}, {"type": "string"}
-TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
+WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
 
 
-def shape(**properties) -> dict:
-    """A JSON object schema with every property required."""
-    return {"type": "object", "required": list(properties), "properties": properties}
+async def fail_jobs_waiting_too_long() -> None:
+    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
+    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
+    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
+    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
+    of two processes failing the same job, the second finds it no longer pending."""
+    too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
+    if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
+        async with publishing():
+            for job in await database.fetch_all(
+                    "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
+                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
+                                                                                        "now": utc_now()}):
+                await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
+                              error=WRITER_TOO_BUSY)
 
 
-def page_shape(item: str) -> dict:
-    """A page of items: {"items": [...], "next_cursor": "42" or null}."""
-    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-                 next_cursor={"type": ["string", "null"]})
+async def claim_job() -> dict | None:
+    """Take the oldest pending job for this process, or None. One conditional statement: of two
+    processes claiming the same job, the second finds it no longer pending (and claims none)."""
+    now = utc_now()
+    return await database.fetch_one(
+        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
+        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
+        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
 
 
-BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
-                   status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
-                   created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
-BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
-SHAPES = {
-    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                  email_verified={"type": "boolean"}),
-    "Accepted": shape(detail=TEXT),
-    "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
-                     avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
-    "ProfilePage": page_shape("Profile"),
-    "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
-    "StreamTicket": shape(ticket=TEXT, expires_in={"const": TICKET_SECONDS}),
-    "Blog": BLOG_SHAPE,
-    "BlogPage": page_shape("Blog"),
-    "Comment": shape(id=ID, blog_id=ID, author_id=ID, author=TEXT, text=TEXT, created_at=TIMESTAMP),
-    "CommentPage": page_shape("Comment"),
-    "FeatureRequest": shape(id=ID, title=TEXT, description=TEXT, status=TRIAGE_BODY["properties"]["status"],
-                            priority=FEATURE_REQUEST_BODY["properties"]["priority"], author_id=ID,
-                            created_at=TIMESTAMP, updated_at=TIMESTAMP),
-    "FeatureRequestPage": page_shape("FeatureRequest"),
-    "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
-    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
-                 result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
-                 filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
-                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
-    "JobPage": page_shape("Job"),
-    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                     email_verified={"type": "boolean"}, blogs=ID),
-    "AccountPage": page_shape("Account"),
-    "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
-                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
-                    detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
-                            "feature_request_triaged: status; the others say what they were about"}),
-    "RecordPage": page_shape("Record"),
-    "History": shape(items={"type": "array", "items": {"$ref": "#/components/schemas/Record"}}),
-    "Health": shape(status={"const": "ok"}),
-    "Error": shape(detail=TEXT),
-}
-
-EVENT_STREAM = {"description": (
-    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
-    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
-    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
-    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
-    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
-    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
-    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
-    "changes; open it anew with a fresh ticket."),
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
-        "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
-        "{\"type\": \"message\", ...comment}, and it is stored as one of these comments. Closes with 1008 and a "
-        "reason for a bad ticket or token, a blog you may not see, a flood, an expired token or a changed role.")
+async def run_job(job: dict) -> None:
+    """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
+    fields = json.loads(job["input"])
+    try:
+        text = await ask_writer(fields["title"], fields.get("notes", ""))
+    except WriterFailed as failure:
+        log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
+        async with publishing():
+            await end_job(job, "failed", error=storable(str(failure)))
+        return
+    except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
+        log.exception("Jobs: job %s failed", job["id"])
+        async with publishing():
+            await end_job(job, "failed", error="The writing failed on our side; try again.")
+        return
+    async with publishing():
+        if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
+                                        "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
+            return  # it took so long that another process took it for abandoned, and failed it: no draft
+        # The draft takes the post only if it was not saved since the job was asked for (one statement,
+        # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
+        filled = await database.fetch_one(
+            SAVE_DRAFT + " WHERE drafts.updated_at <= :asked RETURNING user_id",
+            {"user_id": job["user_id"], "title": fields["title"], "content": text, "images": "[]", "now": utc_now(),
+             "asked": job["created_at"]})
+        await end_job(job, "completed", result=text, filled_draft=filled is not None)
 
 
-def query(name: str, rule: dict) -> dict:
-    """A documented query parameter."""
-    return {"name": name, "in": "query", "required": False, "schema": rule}
+async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
+                  filled_draft: bool = False) -> None:
+    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
+    while it is still in progress under the same claim: a job that another process has meanwhile
+    taken for abandoned, and failed, has ended once and is not ended again."""
+    ended = await database.fetch_one(
+        "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
+        "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
+        "RETURNING id", {"status": status, "result": result, "error": error, "filled": int(filled_draft),
+                         "now": utc_now(), "id": job["id"], "claimed_by": job["claimed_by"]})
+    if ended:
+        await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
 
 
-PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
-STREAM_QUERY = [
-    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
-    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
-    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
-          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
-
-# Per handler: its request body, what success returns, and the refusals particular to it.
-# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
-# unknown id) are added by openapi_operation.
-OPERATIONS = {
-    health: {"ok": (200, "Health"), "errors": [503]},
-    register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409, 429]},
-    login: {"body": LOGIN_BODY, "form": True, "ok": (200, "Tokens"), "errors": [401, 429]},
-    refresh: {"body": REFRESH_BODY, "ok": (200, "Tokens"), "errors": [401]},
-    logout: {"body": REFRESH_BODY, "ok": (204, None)},
-    me: {"ok": (200, "User")},
-    stream_ticket: {"ok": (200, "StreamTicket")},
-    change_password: {"body": PASSWORD_BODY, "ok": (204, None), "errors": [403, 429]},
-    forgot_password: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
-    reset_password: {"body": RESET_BODY, "ok": (204, None)},
-    request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
-    verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
-    get_profile: {"ok": (200, "Profile")},
-    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
-    follow_user: {"ok": (204, None), "errors": [409]},
-    unfollow_user: {"ok": (204, None)},
-    list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    list_following: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    make_admin: {"ok": (200, "User"), "errors": [409]},
-    change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
-    delete_user: {"ok": (204, None), "errors": [409]},
-    list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
-                 "ok": (200, "BlogPage")},
-    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
-                 "ok": (200, "AccountPage")},
-    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
-    list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
-    get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
-    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
-    blog_history: {"optional_token": True, "ok": (200, "History")},
-    delete_blog: {"ok": (204, None), "errors": [403]},
-    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
-    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
-    like_blog: {"ok": (204, None)},
-    unlike_blog: {"ok": (204, None)},
-    list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
-    feed: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
-    delete_comment: {"ok": (204, None), "errors": [403]},
-    list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
-    notifications: {"query": STREAM_QUERY, "ok": (200, EVENT_STREAM), "errors": [429]},
-    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
-                            "ok": (200, "FeatureRequestPage")},
-    create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
-    triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
-    get_draft: {"ok": (200, "Draft"), "errors": [404], "etag": True, "condition": "If-None-Match"},
-    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft"), "etag": True, "condition": "If-Match"},
-    delete_draft: {"ok": (204, None)},
-    generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
-    get_job: {"ok": (200, "Job")},
-    list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
-    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
-                 "ok": (200, "RecordPage")},
-}
+async def ask_writer(title: str, notes: str) -> str:
+    """The post the writer wrote, in Markdown; WriterFailed, with a reason a person can act on."""
+    body = {"model": WRITER_MODEL, "messages": [
+        {"role": "system", "content": WRITER_INSTRUCTIONS},
+        {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
+    headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
+    host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
+    try:
+        async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
+            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
+                raw = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > WRITER_MAX_ANSWER_BYTES:
+                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
+                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
+    except TimeoutError:
+        raise WriterFailed("The writer did not answer in time; try again later.",
+                           f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
+    except httpx.HTTPError as error:
+        raise WriterFailed("The writer could not be reached.", f"{type(error).__name__} reaching {host}")
+    if answer.status_code != 200:
+        said = f"{host} answered {answer.status_code}: {writer_answer_start(raw)}"
+        if answer.status_code < 500:
+            raise WriterFailed(f"The writer refused the request ({answer.status_code}).", said)
+        raise WriterFailed(f"The writer failed to write the post ({answer.status_code}); try again later.", said)
+    try:
+        text = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError, RecursionError):
+        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
+                           f"{host} answered {writer_answer_start(raw)}")
+    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
+        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
+    return storable(text)
 
 
-def response(returns) -> dict:
-    """A documented response: a named shape, nothing (None), or a response object as it is."""
-    if returns is None:
-        return {"description": "Done; no content."}
-    if isinstance(returns, dict):
-        return returns
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
-
-
-def path_parameter(name: str, convertor: Convertor) -> dict:
-    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
-    if isinstance(convertor, IdConvertor):
-        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def openapi_operation(route: Route) -> dict:
-    """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
-    handler, spec = route.endpoint, OPERATIONS[route.endpoint]
-    roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
-    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
-    parameters += spec.get("query", [])
-    operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
-                 "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
-    if "description" in spec:
-        operation["description"] = spec["description"]
-    if "body" in spec:
-        content = {"application/json": {"schema": spec["body"]}}
-        if spec.get("form"):  # the OAuth2 password flow posts a form
-            content["application/x-www-form-urlencoded"] = {"schema": spec["body"]}
-        operation["requestBody"] = {"required": body_needed(spec["body"]), "content": content}
-        errors |= {400, 413, 422}
-    if roles:
-        operation["security"] = [{"bearer": []}, {"password": []}]
-        operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
-        errors |= {401} | ({403} if set(roles) != set(ROLES) or handler.verified else set())
-        if handler.verified:
-            operation["description"] += "With REQUIRE_VERIFIED_EMAIL on, it needs a verified address (else 403). "
-    if spec.get("optional_token"):
-        operation["security"] = [{}, {"bearer": []}, {"password": []}]
-        errors.add(401)
-    if route.param_convertors:
-        errors.add(404)
-    if spec.get("query"):
-        errors.add(422)
-    errors |= document_versions(operation, spec)
-    for status in sorted(errors):
-        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return operation
-
-
-ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
-                              "this version, or in If-None-Match to be answered 304 while it is current",
-               "schema": {"type": "string"}}
-CONDITIONS = {
-    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
-                "with the current ETag (without this header, the save applies whatever the version)",
-    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
-}
-
-
-def document_versions(operation: dict, spec: dict) -> set[int]:
-    """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
-    if not spec.get("etag"):
-        return set()
-    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
-    if (condition := spec.get("condition")) is None:
-        return set()
-    operation["parameters"].append({"name": condition, "in": "header", "required": False,
-                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
-    if condition == "If-None-Match":
-        operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
-                                         "headers": {"ETag": ETAG_HEADER}}
-        return set()
-    return {412}
-
-
-def openapi_document() -> dict:
-    """The OpenAPI 3.1 document of every HTTP route in `routes`."""
-    paths = {}
-    for route in routes:
-        if isinstance(route, Route) and route.include_in_schema:
-            path = re.sub(r":\w+}", "}", route.path)  # "/api/blogs/{blog_id:id}" -> "/api/blogs/{blog_id}"
-            for method in sorted(route.methods - {"HEAD"}):
-                paths.setdefault(path, {})[method.lower()] = openapi_operation(route)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Blog platform API", "version": "1.0.0", "description": CHAT},
-        "paths": paths,
-        "components": {"schemas": SHAPES, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-            "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
-        }},
-    }
+def storable(text: str) -> str:
+    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
+    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
 #### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
@@ -3119,215 +3012,320 @@ def empty_public_cache(event: dict) -> None:
     public_cache.clear()
 
 
-#### Appendix F. The job runner: claims, heartbeats, the writer
-#
-# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
-# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
-# in_progress -> completed or failed. A running job's heartbeat is refreshed every
-# JOB_HEARTBEAT_SECONDS; one that missed three (its process died) is failed by whichever process
-# notices, so no job stays in progress for ever.
+#### Appendix F. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
 
-PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs (and on mails, Appendix I)
-WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
-                       "the title is given. Follow the author's notes.")
-WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
+# page.html is a browser client of this API in one file. Its script and its style are inline,
+# and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
+# anywhere but this origin: were some user's text ever to reach the page as HTML, an injected
+# <script> or onerror= would still not run.
+PAGE = Path(__file__).with_name("page.html").read_text()
+DEMO_PLACEHOLDER = '<meta name="demo-accounts" content="">'
 
 
-job_runner_wakeups: set[asyncio.Event] = set()
+def inline_hash(tag: str) -> str:
+    """The CSP source that allows page.html's one <tag>...</tag>: "'sha256-3q2+7w...='"."""
+    inline = re.search(f"<{tag}>(.*?)</{tag}>", PAGE, re.S).group(1)
+    return f"'sha256-{base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()}'"
 
 
-@on_event("job_queued")
-def wake_job_runners(event: dict) -> None:
-    """A job is waiting: every process's runner looks for room to take it."""
-    for woken in job_runner_wakeups:
-        woken.set()
+PAGE_HEADERS = {
+    "Content-Security-Policy": f"default-src 'self'; script-src {inline_hash('script')}; style-src {inline_hash('style')}; "
+                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the stream tickets in the page's URLs go nowhere else
+    "Cache-Control": "no-cache",
+    "Vary": "Accept",  # the same address answers HTML or JSON: a cache must keep both apart
+}
 
 
-class WriterFailed(Exception):
-    """The writer gave no usable post. The message says why, for the job's owner, in words that show
-    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
-    error may quote the key); `details` say it all, for the server log."""
-
-    def __init__(self, reason: str, details: str = ""):
-        super().__init__(reason)
-        self.details = details
-
-
-def writer_answer_start(raw: bytes) -> str:
-    """The start of a writer's answer, for the log: one line, and never the API key it may quote."""
-    start = bytes(raw[:200]).decode(errors="replace")
-    return repr(start.replace(WRITER_API_KEY, "[the API key]") if WRITER_API_KEY else start)
+async def home(request: Request) -> Response:
+    """Show a browser the page; tell other clients where to go: the API's documents and its health check."""
+    if "text/html" in request.headers.get("accept", ""):
+        accounts = " ".join(username for username, role in DEMO_ACCOUNTS)
+        page = PAGE.replace(DEMO_PLACEHOLDER, f'<meta name="demo-accounts" content="{accounts}">') if DEMO else PAGE
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+    return JSONResponse({"name": "Blog platform API", "docs": "/docs", "openapi": "/openapi.json",
+                         "health": "/health", "api": "/api/blogs/"}, headers={"Vary": "Accept"})
 
 
-async def run_jobs() -> None:
-    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
-    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
-    woken, running = asyncio.Event(), {}  # job id -> its task
-    job_runner_wakeups.add(woken)
+async def health(request: Request) -> Response:
+    """Say whether this process can reach its database and hears the event log's notifications."""
     try:
-        while True:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(JOB_HEARTBEAT_SECONDS):  # not wait_for: see run_event_bus
-                    await woken.wait()
-            woken.clear()
-            try:
-                await beat_and_reap(list(running))
-                await fail_jobs_waiting_too_long()
-                while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
-                    running[job["id"]] = asyncio.create_task(run_job(job))
-                    running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
-            except DATABASE_ERRORS as error:  # try again at the next beat
-                log.warning("Jobs: could not reach the jobs table (%s)", error)
-    finally:
-        job_runner_wakeups.discard(woken)
-        for task in running.values():
-            task.cancel()
-        with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
-            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
-                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+        await database.fetch_val("SELECT 1")
+    except DATABASE_ERRORS as error:
+        log.warning("Health check: the database did not answer (%s)", error)
+        return JSONResponse({"detail": "The database is not answering."}, 503)
+    if not database.listening:  # its streams, rooms and cache would fall behind the other processes'
+        return JSONResponse({"detail": "This process is not listening for events; it is reconnecting."}, 503)
+    return JSONResponse({"status": "ok"})
 
 
-def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
-    """Forget a job's task once it ends. One that could not reach the database to end its job
-    leaves it in progress without a heartbeat: some process fails it as abandoned."""
-    running.pop(job_id, None)
-    if task.cancelled() or not (error := task.exception()):
-        return
-    if isinstance(error, DatabaseUnavailable):
-        log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
-    else:
-        log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
+async def openapi_json(request: Request) -> Response:
+    """Serve the OpenAPI document."""
+    return JSONResponse(openapi_document())
 
 
-ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
+# Swagger UI's files come from a Python package, not a CDN: the docs then work offline, in a
+# demo room without network and in a test's headless browser alike.
+SWAGGER_UI_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Blog platform API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});</script>
+</body>
+</html>"""
 
 
-async def beat_and_reap(running: list[int]) -> None:
-    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
-    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
-    now = datetime.now(UTC)
-    for job_id in running:
-        await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
-                               {"id": job_id, "me": PROCESS_ID, "now": utc_time(now)})
-    stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
-    if await database.fetch_one(ABANDONED_JOBS, stale):
-        async with publishing():  # locked, read again: of two processes reaping at once, one does
-            for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
-                await end_job(job, "failed", error="The writing was interrupted; try again.")
+async def swagger_ui(request: Request) -> Response:
+    """Show Swagger UI over the OpenAPI document."""
+    return HTMLResponse(SWAGGER_UI_PAGE)
 
 
-WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
+# The API document: OpenAPI 3.1, built from the same declarations, and Swagger UI over it.
+# Request bodies and query parameters are documented with the very declarations the handlers
+# validate with, and who may call what comes from the requires_role decorator, so the document
+# cannot drift from what the server enforces.
+
+ID, TEXT = {"type": "integer"}, {"type": "string"}
+TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
 
 
-async def fail_jobs_waiting_too_long() -> None:
-    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
-    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
-    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
-    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
-    of two processes failing the same job, the second finds it no longer pending."""
-    too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
-    if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
-        async with publishing():
-            for job in await database.fetch_all(
-                    "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
-                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
-                                                                                        "now": utc_now()}):
-                await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
-                              error=WRITER_TOO_BUSY)
+def shape(**properties) -> dict:
+    """A JSON object schema with every property required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
-async def claim_job() -> dict | None:
-    """Take the oldest pending job for this process, or None. One conditional statement: of two
-    processes claiming the same job, the second finds it no longer pending (and claims none)."""
-    now = utc_now()
-    return await database.fetch_one(
-        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
-        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
-        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
+def page_shape(item: str) -> dict:
+    """A page of items: {"items": [...], "next_cursor": "42" or null}."""
+    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+                 next_cursor={"type": ["string", "null"]})
 
 
-async def run_job(job: dict) -> None:
-    """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
-    fields = json.loads(job["input"])
-    try:
-        text = await ask_writer(fields["title"], fields.get("notes", ""))
-    except WriterFailed as failure:
-        log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
-        async with publishing():
-            await end_job(job, "failed", error=storable(str(failure)))
-        return
-    except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
-        log.exception("Jobs: job %s failed", job["id"])
-        async with publishing():
-            await end_job(job, "failed", error="The writing failed on our side; try again.")
-        return
-    async with publishing():
-        if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
-                                        "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
-            return  # it took so long that another process took it for abandoned, and failed it: no draft
-        # The draft takes the post only if it was not saved since the job was asked for (one statement,
-        # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
-        filled = await database.fetch_one(
-            SAVE_DRAFT + " WHERE drafts.updated_at <= :asked RETURNING user_id",
-            {"user_id": job["user_id"], "title": fields["title"], "content": text, "images": "[]", "now": utc_now(),
-             "asked": job["created_at"]})
-        await end_job(job, "completed", result=text, filled_draft=filled is not None)
+BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
+                   status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
+                   created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
+BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
+SHAPES = {
+    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                  email_verified={"type": "boolean"}),
+    "Accepted": shape(detail=TEXT),
+    "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
+                     avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
+    "ProfilePage": page_shape("Profile"),
+    "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
+    "StreamTicket": shape(ticket=TEXT, expires_in={"const": TICKET_SECONDS}),
+    "Blog": BLOG_SHAPE,
+    "BlogPage": page_shape("Blog"),
+    "Comment": shape(id=ID, blog_id=ID, author_id=ID, author=TEXT, text=TEXT, created_at=TIMESTAMP),
+    "CommentPage": page_shape("Comment"),
+    "FeatureRequest": shape(id=ID, title=TEXT, description=TEXT, status=TRIAGE_BODY["properties"]["status"],
+                            priority=FEATURE_REQUEST_BODY["properties"]["priority"], author_id=ID,
+                            created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "FeatureRequestPage": page_shape("FeatureRequest"),
+    "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
+    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
+                 result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
+                 filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
+                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
+    "JobPage": page_shape("Job"),
+    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+                     email_verified={"type": "boolean"}, blogs=ID),
+    "AccountPage": page_shape("Account"),
+    "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
+                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
+                    detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
+                            "feature_request_triaged: status; the others say what they were about"}),
+    "RecordPage": page_shape("Record"),
+    "History": shape(items={"type": "array", "items": {"$ref": "#/components/schemas/Record"}}),
+    "Health": shape(status={"const": "ok"}),
+    "Error": shape(detail=TEXT),
+}
+
+EVENT_STREAM = {"description": (
+    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
+    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
+    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
+    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
+    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
+    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
+    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
+    "changes; open it anew with a fresh ticket."),
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
+        "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
+        "{\"type\": \"message\", ...comment}, and it is stored as one of these comments. Closes with 1008 and a "
+        "reason for a bad ticket or token, a blog you may not see, a flood, an expired token or a changed role.")
 
 
-async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
-                  filled_draft: bool = False) -> None:
-    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
-    while it is still in progress under the same claim: a job that another process has meanwhile
-    taken for abandoned, and failed, has ended once and is not ended again."""
-    ended = await database.fetch_one(
-        "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
-        "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
-        "RETURNING id", {"status": status, "result": result, "error": error, "filled": int(filled_draft),
-                         "now": utc_now(), "id": job["id"], "claimed_by": job["claimed_by"]})
-    if ended:
-        await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
+def query(name: str, rule: dict) -> dict:
+    """A documented query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": rule}
 
 
-async def ask_writer(title: str, notes: str) -> str:
-    """The post the writer wrote, in Markdown; WriterFailed, with a reason a person can act on."""
-    body = {"model": WRITER_MODEL, "messages": [
-        {"role": "system", "content": WRITER_INSTRUCTIONS},
-        {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
-    headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
-    host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
-    try:
-        async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
-            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
-                raw = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    raw += chunk
-                    if len(raw) > WRITER_MAX_ANSWER_BYTES:
-                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
-                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
-    except TimeoutError:
-        raise WriterFailed("The writer did not answer in time; try again later.",
-                           f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
-    except httpx.HTTPError as error:
-        raise WriterFailed("The writer could not be reached.", f"{type(error).__name__} reaching {host}")
-    if answer.status_code != 200:
-        said = f"{host} answered {answer.status_code}: {writer_answer_start(raw)}"
-        if answer.status_code < 500:
-            raise WriterFailed(f"The writer refused the request ({answer.status_code}).", said)
-        raise WriterFailed(f"The writer failed to write the post ({answer.status_code}); try again later.", said)
-    try:
-        text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, LookupError, TypeError, RecursionError):
-        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
-                           f"{host} answered {writer_answer_start(raw)}")
-    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
-        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
-    return storable(text)
+PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
+STREAM_QUERY = [
+    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
+    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
+    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
+          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
+
+# Per handler: its request body, what success returns, and the refusals particular to it.
+# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
+# unknown id) are added by openapi_operation.
+OPERATIONS = {
+    health: {"ok": (200, "Health"), "errors": [503]},
+    register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409, 429]},
+    login: {"body": LOGIN_BODY, "form": True, "ok": (200, "Tokens"), "errors": [401, 429]},
+    refresh: {"body": REFRESH_BODY, "ok": (200, "Tokens"), "errors": [401]},
+    logout: {"body": REFRESH_BODY, "ok": (204, None)},
+    me: {"ok": (200, "User")},
+    stream_ticket: {"ok": (200, "StreamTicket")},
+    change_password: {"body": PASSWORD_BODY, "ok": (204, None), "errors": [403, 429]},
+    forgot_password: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    reset_password: {"body": RESET_BODY, "ok": (204, None)},
+    request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
+    verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
+    get_profile: {"ok": (200, "Profile")},
+    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
+    follow_user: {"ok": (204, None), "errors": [409]},
+    unfollow_user: {"ok": (204, None)},
+    list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    list_following: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    make_admin: {"ok": (200, "User"), "errors": [409]},
+    change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
+    delete_user: {"ok": (204, None), "errors": [409]},
+    list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
+                 "ok": (200, "BlogPage")},
+    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
+                 "ok": (200, "AccountPage")},
+    create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
+    list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
+    get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
+    update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
+    blog_history: {"optional_token": True, "ok": (200, "History")},
+    delete_blog: {"ok": (204, None), "errors": [403]},
+    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
+    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
+    like_blog: {"ok": (204, None)},
+    unlike_blog: {"ok": (204, None)},
+    list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
+    feed: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
+    delete_comment: {"ok": (204, None), "errors": [403]},
+    list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
+    notifications: {"query": STREAM_QUERY, "ok": (200, EVENT_STREAM), "errors": [429]},
+    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
+                            "ok": (200, "FeatureRequestPage")},
+    create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
+    triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
+    get_draft: {"ok": (200, "Draft"), "errors": [404], "etag": True, "condition": "If-None-Match"},
+    save_draft: {"body": DRAFT_BODY, "ok": (200, "Draft"), "etag": True, "condition": "If-Match"},
+    delete_draft: {"ok": (204, None)},
+    generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
+    get_job: {"ok": (200, "Job")},
+    list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
+    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
+                 "ok": (200, "RecordPage")},
+}
 
 
-def storable(text: str) -> str:
-    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
-    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode()
+def response(returns) -> dict:
+    """A documented response: a named shape, nothing (None), or a response object as it is."""
+    if returns is None:
+        return {"description": "Done; no content."}
+    if isinstance(returns, dict):
+        return returns
+    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
+
+
+def path_parameter(name: str, convertor: Convertor) -> dict:
+    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
+    if isinstance(convertor, IdConvertor):
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_operation(route: Route) -> dict:
+    """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
+    handler, spec = route.endpoint, OPERATIONS[route.endpoint]
+    roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
+    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
+    parameters += spec.get("query", [])
+    operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
+                 "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
+    if "description" in spec:
+        operation["description"] = spec["description"]
+    if "body" in spec:
+        content = {"application/json": {"schema": spec["body"]}}
+        if spec.get("form"):  # the OAuth2 password flow posts a form
+            content["application/x-www-form-urlencoded"] = {"schema": spec["body"]}
+        operation["requestBody"] = {"required": body_needed(spec["body"]), "content": content}
+        errors |= {400, 413, 422}
+    if roles:
+        operation["security"] = [{"bearer": []}, {"password": []}]
+        operation["description"] = f"Roles: {', '.join(roles)}. " + operation.get("description", "")
+        errors |= {401} | ({403} if set(roles) != set(ROLES) or handler.verified else set())
+        if handler.verified:
+            operation["description"] += "With REQUIRE_VERIFIED_EMAIL on, it needs a verified address (else 403). "
+    if spec.get("optional_token"):
+        operation["security"] = [{}, {"bearer": []}, {"password": []}]
+        errors.add(401)
+    if route.param_convertors:
+        errors.add(404)
+    if spec.get("query"):
+        errors.add(422)
+    errors |= document_versions(operation, spec)
+    for status in sorted(errors):
+        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return operation
+
+
+ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
+                              "this version, or in If-None-Match to be answered 304 while it is current",
+               "schema": {"type": "string"}}
+CONDITIONS = {
+    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
+                "with the current ETag (without this header, the save applies whatever the version)",
+    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
+}
+
+
+def document_versions(operation: dict, spec: dict) -> set[int]:
+    """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
+    if not spec.get("etag"):
+        return set()
+    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
+    if (condition := spec.get("condition")) is None:
+        return set()
+    operation["parameters"].append({"name": condition, "in": "header", "required": False,
+                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
+    if condition == "If-None-Match":
+        operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
+                                         "headers": {"ETag": ETAG_HEADER}}
+        return set()
+    return {412}
+
+
+def openapi_document() -> dict:
+    """The OpenAPI 3.1 document of every HTTP route in `routes`."""
+    paths = {}
+    for route in routes:
+        if isinstance(route, Route) and route.include_in_schema:
+            path = re.sub(r":\w+}", "}", route.path)  # "/api/blogs/{blog_id:id}" -> "/api/blogs/{blog_id}"
+            for method in sorted(route.methods - {"HEAD"}):
+                paths.setdefault(path, {})[method.lower()] = openapi_operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Blog platform API", "version": "1.0.0", "description": CHAT},
+        "paths": paths,
+        "components": {"schemas": SHAPES, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
+        }},
+    }
 
 
 #### Appendix G. Log redaction: no token or ticket in a log line
@@ -3638,7 +3636,7 @@ async def migrate(dry_run: bool) -> None:
 #
 # queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and
 # publishes "mail_queued", which wakes the sender of every process. Each sender claims one due
-# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix F), sends it
+# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix C), sends it
 # with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS ahead:
 # if its process dies mid-send, the claim lapses and a sender (of another process, or of this
 # one restarted) tries the mail again. A failed try waits a pause that doubles each time, from
