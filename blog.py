@@ -2141,7 +2141,7 @@ async def list_audit(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, record_out))
 
 
-#### Appendix C. More resources: feature requests, drafts, and the writing assistant's jobs that draft a post
+#### Appendix C. More resources: feature requests, drafts, and the writing assistant's jobs
 
 
 # Feature requests: users suggest, admins triage.
@@ -3756,7 +3756,7 @@ def smtp_connection() -> smtplib.SMTP:
     return smtp
 
 
-#### The app: routes, error handlers, lifespan (last: the routes table names every handler, the appendices' too)
+#### The app: routes, error handlers, lifespan (last, as the routes name every handler)
 
 routes = [
     Route("/", home, include_in_schema=False),
@@ -3890,8 +3890,8 @@ def end_streams_when_stopping() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
-    its job runner and its mail sender; undo it all at shutdown."""
+    """Connect, create or upgrade the tables (Appendix H) unless `python blog.py` has just done so, start
+    this process's event bus, its job runner and its mail sender; undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
