@@ -14,8 +14,8 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them
-in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: every flow
-below can be followed without opening an appendix.
+in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: the three
+flows below run through the lesson alone, with no appendix needed to follow them.
 
 1. Configuration: every setting, read once from the environment.
 2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
@@ -32,20 +32,33 @@ below can be followed without opening an appendix.
    The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
    same block, so that every decision leaves one entry, committed with it.
 8. One section per resource: Users, Blogs, Likes and the feed, Comments and chat,
-   Notifications, Feature requests, Drafts, Writing assistant.
+   Notifications.
+
+The three flows, as the functions they pass through, in file order (test_blog.py checks it):
+A role check: read_token -> user_for_claims -> authenticate -> requires_role -> approve_blog
+A post reviewed and heard live: requires_role -> read_body -> validate -> on_event -> publishing
+   -> publish -> run_event_bus -> deliver_events_after -> deliver -> record -> create_blog
+   -> review_blog -> approve_blog -> send_to_event_streams -> hears -> subscribe -> sse_frame
+   -> event_stream -> EventStreamResponse -> notifications
+A chat message reaching its room: read_ticket -> authenticate -> check_verified -> parse_json
+   -> validate -> publishing -> publish -> run_event_bus -> deliver_events_after -> deliver
+   -> offer -> count_connection -> get_visible_blog -> chat -> post_chat_message
+   -> store_chat_message -> join_room -> send_outbox -> room_broadcast -> send_chat_message
 
 The appendices are the secondary flows and the machinery behind those interfaces; a first
 reading may skip them:
 A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
    and texts (mail is queued beside the change with `await queue_mail(to, subject, body)`).
-B. For admins: the accounts list, and the audit of decisions.
-C. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
-   /docs, built from the same declarations as the handlers use.
+B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
+C. More resources: feature requests (users suggest, admins triage), one saved draft per user,
+   and the writing assistant: background jobs that draft a post with a language model, claimed,
+   kept alive and ended once, across processes.
 D. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
    readers) and on PostgreSQL (a pool, row locks, a listening connection that carries events
    between processes), and schema.sql run.
 E. The public cache: why the front page and public blogs are served from memory for a second.
-F. The job runner: how writing jobs are claimed, kept alive and ended once, across processes.
+F. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
+   /docs, built from the same declarations as the handlers use.
 G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: how a database made by an older version is brought up
    to date, and the `migrate`, `backup` and `restore` commands.
@@ -116,6 +129,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 #### Configuration: read once from the environment (or a .env file), nowhere else
+#
+# One exception: `python blog.py --demo` sets DEMO, here and, through the environment, in its workers.
 
 # Starlette's Config warns when the file is missing, and a .env is optional here.
 config = Config(".env" if os.path.isfile(".env") else None)
@@ -172,23 +187,12 @@ LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest f
 LOGIN_FAILURES_PER_ADDRESS = 20
 REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, default=10)  # within the window
 MAILS_PER_ACCOUNT_PER_HOUR = 3  # reset or verification mails to one address; more are silently not sent
-SMTP_TIMEOUT_SECONDS = 30
-MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
-MAIL_POLL_SECONDS = 1  # how often each sender looks for mails that came due (a retry), unwoken
 SEARCH_MAX_CHARACTERS = 200
-CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
-WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
 CHAT_MAX_FRAME_BYTES = 64 * 1024  # a bigger WebSocket frame closes the socket with 1009
-SHUTDOWN_GRACE_SECONDS = 3  # how long uvicorn waits for open requests when told to stop
-SQLITE_READERS = 4  # connections that read beside SQLite's one writer
 EVENT_RETENTION_HOURS = 24  # how far back an event stream can replay what a client missed
-EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 EVENT_POLL_SECONDS = 5  # each process reads the log this often even when no notification comes
-LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
-EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
-SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's logger, so our lines show up in its output
 
@@ -205,14 +209,17 @@ def utc_now() -> str:
 
 #### The database, as the handlers use it
 #
-# `database` (made at the end of Appendix D, for DATABASE_URL) behaves as the `databases` package
-# documents: `await database.fetch_all(query, values)`, `fetch_one` (a dict or None), `fetch_val`
-# and `execute`, each with :name parameters, and `async with database.transaction():` for
-# statements that must commit together. On PostgreSQL transactions really run at once, so a
-# transaction that reads a row to decide how to change it locks it first: `database.LOCKING` is
-# " FOR UPDATE" there, and "" on SQLite, where a transaction already holds the whole database.
-# A few more attributes of `database` say where the two databases differ (SEARCH, BY_AUTHOR,
-# listening); each is explained where its driver defines it, in Appendix D.
+# `database` (made in Appendix D, for DATABASE_URL) is a `databases.Database` with this file's
+# own query methods, each with :name parameters: `await database.fetch_all(query, values)` (a list
+# of plain dicts), `fetch_one` (a dict or None), `fetch_val` (the first column of the first row, or
+# None) and `execute` (returns None; a statement that must say what it changed ends in RETURNING,
+# read with fetch_one). `async with database.transaction():` runs statements that must commit
+# together; transactions do not nest, on either database: a second one inside the first raises
+# RuntimeError. On PostgreSQL transactions really run at once, so a transaction that reads a row
+# to decide how to change it locks it first: `database.LOCKING` is " FOR UPDATE" there, and "" on
+# SQLite, where a transaction already holds the whole database. A few more attributes of
+# `database` say where the two databases differ (SEARCH, BY_AUTHOR, listening); each is explained
+# where its driver defines it, in Appendix D.
 
 
 class RowDeletedMeanwhile(Exception):
@@ -276,7 +283,7 @@ def unauthorized(detail: str) -> HTTPException:
 # are alike. "type" keeps the two apart: a refresh token is no access token, and the other way round.
 JWT_ALGORITHM = "HS256"
 TOKEN_KINDS = ("access", "refresh")
-USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see ABOVE_EVERY_ID)
+USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see NO_CURSOR)
 SESSION_ID_CLAIM = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16), as start_session makes them
 
 
@@ -342,11 +349,6 @@ async def start_session(user_id: int) -> dict:
     return tokens_out(user_id, session_id, refresh_token)
 
 
-async def user_for_token(token: str) -> dict:
-    """The user an access token belongs to (see user_for_claims)."""
-    return await user_for_claims(read_token(token, "access"))
-
-
 USER_IN_SESSION = """
     SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open
     FROM users u LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND s.ended_at IS NULL
@@ -401,7 +403,7 @@ async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> 
         if ticket := connection.query_params.get("ticket"):
             return await user_for_claims(read_ticket(ticket))
         token = connection.query_params.get("token", "")
-    return await user_for_token(token) if token else None
+    return await user_for_claims(read_token(token, "access")) if token else None
 
 
 def requires_role(*roles: str, for_stream: bool = False, verified: bool = False):
@@ -568,15 +570,6 @@ def check_value(name: str, value, rule: dict):
     return value
 
 
-def is_storable(text: str) -> bool:
-    """False for a NUL or a lone surrogate: legal in JSON, but no database stores them as text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
 def check_string(name: str, value, rule: dict) -> None:
     """Check a string's type, length, characters, pattern and allowed values."""
     if not isinstance(value, str):
@@ -584,7 +577,7 @@ def check_string(name: str, value, rule: dict) -> None:
     low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
     if not low <= len(value) <= high:
         raise invalid(name, f"must be {low} to {high} characters long")
-    if not is_storable(value):
+    if re.search("[\x00\ud800-\udfff]", value):  # legal in JSON, but no database stores them as text
         raise invalid(name, "must not contain NUL characters or lone surrogates")
     if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
         raise invalid(name, "is not in the expected form")
@@ -600,11 +593,9 @@ TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.
 
 #### Auth: register, login, refresh, logout, me, stream tickets, change password
 #
-# Mail goes out through an outbox: `await queue_mail(to, subject, body)` inside the `async with
-# publishing():` block of what causes it writes the mail in the same transaction, so a change
-# that rolls back mails nothing, and one that commits has its mail waiting in the database for
-# whichever process's sender claims it (Appendix I): it goes out after a restart or a crash too,
-# retried for MAIL_RETRY_MINUTES while the mail server is away, and never holds up a request.
+# A mail (a verification link, a notice) is queued with `await queue_mail(to, subject, body)`
+# inside the `async with publishing():` block of what causes it: it commits with the change, or
+# not at all, and a sender sends it later (Appendix I), never holding up a request.
 
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"}
@@ -830,10 +821,7 @@ def page_params(request: Request) -> tuple[int, int]:
 def page_of(rows: list, limit: int, item_out) -> dict:
     """Turn `limit + 1` fetched rows into a page: the extra row only says a next page exists."""
     items = [item_out(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = str(items[-1]["id"])
-    return {"items": items, "next_cursor": next_cursor}
+    return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
 
 
 class IdConvertor(IntegerConvertor):
@@ -914,28 +902,22 @@ def on_event(*kinds: str):
     return register
 
 
-class Publication:
-    """What the transaction of a publishing() block has published that this process acts on itself."""
-
-    def __init__(self):
-        self.public_pages_changed = False
-
-
-publishing_now: ContextVar[Publication | None] = ContextVar("publishing_now", default=None)
+# Inside a publishing() block, what this process does itself once it commits: {"public_changed"}.
+publishing_now: ContextVar[set[str] | None] = ContextVar("publishing_now", default=None)
 
 
 @asynccontextmanager
 async def publishing() -> AsyncIterator[None]:
     """A transaction that may publish(): its events go out once it commits, in the order of their ids."""
-    publication = Publication()
+    after_commit = set()
     async with database.transaction():
         await database.lock_event_log()
-        token = publishing_now.set(publication)
+        token = publishing_now.set(after_commit)
         try:
             yield
         finally:
             publishing_now.reset(token)
-    if publication.public_pages_changed:
+    if "public_changed" in after_commit:
         # Here at once, after the commit: a client that saw the change cannot then be sent an
         # older page by this process. (The others empty theirs when the event reaches them.)
         public_cache.clear()
@@ -951,13 +933,12 @@ async def publish(kind: str, **data) -> None:
     await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
 
 
-# How this process hears every event, in order. Every app process runs one bus (see lifespan). Woken by a notification (PostgreSQL's NOTIFY,
-# sent by publish() and delivered on commit; on SQLite a stand-in in this one process), or every
-# few seconds anyway, it reads the events table after the last id it has seen, in id order, and
-# hands each event to deliver(). Publishing transactions take turns (lock_event_log), so ids
-# commit in order and "id > last seen" never passes over one; a listening connection that drops
-# is made again and the bus reads what it missed (Appendix D: only that transport between
-# processes is an appendix).
+# Each process's event bus (started by lifespan): woken by a notification (PostgreSQL's NOTIFY,
+# delivered on commit; on SQLite a stand-in in this one process), or every few seconds anyway, it
+# reads the events table after the last id it has seen, in id order, and deliver()s each event.
+# Publishing transactions take turns (lock_event_log), so ids commit in order and "id > last
+# seen" never passes over one. A listening connection that drops is made again, and the bus
+# then reads what it missed (Appendix D).
 
 
 async def run_event_bus() -> None:
@@ -1023,7 +1004,7 @@ async def public_pages_changed() -> None:
     """Say, in a publishing() block, that what everyone sees has changed: every process empties its
     public cache (Appendix E), this one as soon as the block commits."""
     await publish("public_changed")
-    publishing_now.get().public_pages_changed = True
+    publishing_now.get().add("public_changed")
 
 
 @dataclass(frozen=True)
@@ -1118,7 +1099,7 @@ def record_out(row: dict) -> dict:
     return row | {"detail": json.loads(row["detail"])}
 
 
-#### Users: profiles and follows; roles and accounts, managed by admins
+#### Users: profiles and follows
 
 
 USER_BY_NAME = "SELECT " + USER_COLUMNS + " FROM users WHERE LOWER(username) = LOWER(:username)"
@@ -1132,11 +1113,6 @@ PROFILE_SELECT = """
            (SELECT COUNT(*) FROM blogs WHERE author_id = u.id AND status = 'approved') AS blogs
     FROM users u"""
 PROFILE_BY_ID = PROFILE_SELECT + " WHERE u.id = :id"
-
-
-ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "approver"}], "properties": {
-    "role": {"type": "string", "enum": list(ROLES)},
-}}
 
 
 PROFILE_FIELDS = ("display_name", "bio", "avatar_url")
@@ -1239,59 +1215,6 @@ async def list_following(request: Request) -> Response:
     user_id = await user_id_named(request.path_params["username"])
     return await profile_page(request, PROFILE_SELECT + " JOIN follows f ON f.followed_id = u.id "
                                        "WHERE f.follower_id = :id", {"id": user_id})
-
-
-async def user_leaving_a_role(username: str, role: str | None) -> dict:
-    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
-    The last admin can neither step down nor go, or nobody could manage roles again."""
-    # The admins' rows are locked too: of two admins demoting each other at once, the second
-    # waits for the first to commit, then finds one admin left.
-    admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
-    user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
-    if user is None:
-        raise HTTPException(404, f"There is no user {username!r}.")
-    if user["role"] == "admin" and role != "admin" and len(admins) == 1:
-        raise HTTPException(409, "This is the last admin; make another admin first.")
-    return user
-
-
-async def set_role(admin: dict, username: str, role: str) -> dict:
-    """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
-    async with publishing():
-        user = await user_leaving_a_role(username, role)
-        if user["role"] != role:  # the role they already have is no change, and leaves no record
-            await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
-            await record("role_changed", admin, target=user["username"], detail={"from": user["role"], "to": role})
-            await publish("user_changed", user_id=user["id"])
-    return user_out(user | {"role": role})
-
-
-@requires_role("admin", verified=True)
-async def make_admin(request: Request) -> Response:
-    """Make a user an admin."""
-    return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
-
-
-@requires_role("admin", verified=True)
-async def change_role(request: Request) -> Response:
-    """Give a user the role user, approver or admin."""
-    fields = await read_body(request, ROLE_BODY)
-    return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
-
-
-@requires_role("admin", verified=True)
-async def delete_user(request: Request) -> Response:
-    """Delete an account with everything that is theirs; their streams and sockets end at once."""
-    async with publishing():
-        user = await user_leaving_a_role(request.path_params["username"], None)
-        had_public_blogs = await database.fetch_val(
-            "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
-        await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
-        await record("user_deleted", request.state.user, target=user["username"], detail={"role": user["role"]})
-        await publish("user_changed", user_id=user["id"])
-        if had_public_blogs:
-            await public_pages_changed()
-    return Response(status_code=204)
 
 
 #### Blogs: write, review, read, search
@@ -1855,25 +1778,6 @@ def subscribe(user: dict, queue: asyncio.Queue) -> Iterator[None]:
         log.info("Notification stream closed (%d open)", len(streams))
 
 
-def end_streams() -> None:
-    """End every event stream of this process: uvicorn's graceful shutdown waits for open
-    responses, and an event stream never ends by itself. (EventSource reconnects, elsewhere.)"""
-    for queue in streams:
-        end(queue, SERVER_STOPPING)
-
-
-def end_streams_when_stopping() -> None:
-    """Chain end_streams() in front of uvicorn's SIGINT and SIGTERM handlers (main thread only)."""
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        uvicorn_handler = signal.getsignal(signal_number)
-        if callable(uvicorn_handler):
-            def handler(number, frame, uvicorn_handler=uvicorn_handler):
-                loop.call_soon_threadsafe(end_streams)
-                uvicorn_handler(number, frame)
-            signal.signal(signal_number, handler)
-
-
 def sse_frame(event: dict) -> str:
     """One event on the wire, ended by a blank line; its id is the event log's:
 
@@ -1961,201 +1865,6 @@ async def notifications(request: Request) -> Response:
     # (with a new ticket) passes ?last_event_id=. Any bytes may come: one not an id of ours is none.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
     return EventStreamResponse(request.state.user, int(last_event_id) if re.fullmatch(r"[0-9]{1,9}", last_event_id) else None)
-
-
-#### Feature requests: users suggest, admins triage
-
-
-FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"],
-                        "examples": [{"title": "Dark mode", "description": "Easier on the eyes.", "priority": 4}],
-                        "properties": {
-    "title": TITLE,
-    "description": {"type": "string", "minLength": 1, "maxLength": 5000},
-    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-}}
-TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status": "accepted", "priority": 5}],
-               "properties": {
-    "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
-    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-}}
-
-
-FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
-
-
-@login_required
-async def list_feature_requests(request: Request) -> Response:
-    """List feature requests, newest first; ?status= keeps one status."""
-    limit, before = page_params(request)
-    status = query_param(request, "status", TRIAGE_BODY["properties"]["status"])
-    rows = await database.fetch_all(
-        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
-        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
-        "AND id < :before ORDER BY id DESC LIMIT :limit",
-        {"status": status, "before": before, "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, dict))
-
-
-@verified_required
-async def create_feature_request(request: Request) -> Response:
-    """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
-    fields = await read_body(request, FEATURE_REQUEST_BODY)
-    now = utc_now()
-    row = await database.fetch_one(
-        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) "
-        "VALUES (:title, :description, 'pending', :priority, :author_id, :now, :now) "
-        "RETURNING " + FEATURE_REQUEST_COLUMNS,
-        {"title": fields["title"], "description": fields["description"], "priority": fields.get("priority", 3),
-         "author_id": request.state.user["id"], "now": now})
-    return JSONResponse(dict(row), 201)
-
-
-@requires_role("admin", verified=True)
-async def triage_feature_request(request: Request) -> Response:
-    """Accept or decline a feature request, and optionally change its priority."""
-    fields = await read_body(request, TRIAGE_BODY)
-    async with publishing():  # for record(): the triage and its entry commit together
-        row = await database.fetch_one(
-            "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
-            "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
-            {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
-             "id": request.path_params["request_id"]})
-        if row is None:
-            raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
-        author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": row["author_id"]})
-        await record("feature_request_triaged", request.state.user, target=author,
-                     detail={"feature_request_id": row["id"], "status": row["status"], "priority": row["priority"]})
-    return JSONResponse(dict(row))
-
-
-#### Drafts: one saved draft per user
-
-
-DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "content": "To be continued"}],
-              "anyOf": [{"required": ["title"]}, {"required": ["content"]}, {"required": ["images"]}],
-              "properties": {
-    "title": {"type": "string", "maxLength": 200},
-    "content": {"type": "string", "maxLength": 100_000},
-    "images": URL_LIST,
-}}
-
-
-def draft_etag(row) -> str:
-    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
-    too, as a draft deleted and saved anew starts again at version 1)."""
-    return f'"{row["version"]}.{row["updated_at"]}"'
-
-
-def draft_response(row) -> Response:
-    """A draft as clients see it, with its ETag."""
-    return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
-                         "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
-
-
-DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
-DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
-                 "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
-
-
-@login_required
-async def get_draft(request: Request) -> Response:
-    """Show your saved draft."""
-    row = await database.fetch_one(DRAFT_OF_USER, {"user_id": request.state.user["id"]})
-    if row is None:
-        raise HTTPException(404, "You have no saved draft.")
-    return unless_unchanged(request, draft_response(row))
-
-
-@verified_required
-async def save_draft(request: Request) -> Response:
-    """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
-    fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
-    async with database.transaction():
-        # Locked from this read to the commit: of two saves sent with one If-Match, the second
-        # waits for the first, reads its version, and is refused.
-        current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
-        check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
-        row = await database.fetch_one(
-            "INSERT INTO drafts (user_id, title, content, images, updated_at) "
-            "VALUES (:user_id, :title, :content, :images, :now) "
-            "ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
-            "RETURNING title, content, images, updated_at, version",
-            {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
-             "images": json.dumps(fields.get("images", [])), "now": utc_now()})
-    return draft_response(row)
-
-
-@verified_required
-async def delete_draft(request: Request) -> Response:
-    """Throw away your saved draft."""
-    await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
-    return Response(status_code=204)
-
-
-#### Writing assistant: background jobs that draft a post with a language model
-#
-# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
-# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
-# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
-# in_progress -> completed or failed; its owner hears of the end on their event stream. A
-# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
-# process died) is failed by whichever process notices, so no job stays in progress for ever.
-
-JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
-PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs
-WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
-                       "the title is given. Follow the author's notes.")
-GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
-                                                                        "notes": "Small, async, readable."}],
-                 "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
-
-
-def job_out(row: dict) -> dict:
-    """A job as its owner sees it: {"id": 3, "kind": "draft_generation", "status": "completed", ...}."""
-    return row | {"filled_draft": bool(row["filled_draft"])}
-
-
-@verified_required
-async def generate_draft(request: Request) -> Response:
-    """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
-    fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
-    if not WRITER_URL:
-        raise HTTPException(503, "No writer is set up: set WRITER_URL to an OpenAI-compatible endpoint (for "
-                                 "Ollama, http://127.0.0.1:11434/v1), and WRITER_MODEL and WRITER_API_KEY as it needs.")
-    async with publishing():
-        if await database.fetch_val("SELECT COUNT(*) FROM jobs WHERE status = 'pending'") >= JOBS_WAITING_AT_MOST:
-            raise HTTPException(503, "The writer has too much to do just now; try again in a few minutes.")
-        # The partial unique index refuses a second unfinished job of one user: no row comes back.
-        job = await database.fetch_one(
-            "INSERT INTO jobs (user_id, kind, status, input, created_at, updated_at) VALUES (:user_id, "
-            "'draft_generation', 'pending', :input, :now, :now) ON CONFLICT DO NOTHING RETURNING " + JOB_COLUMNS,
-            {"user_id": request.state.user["id"], "input": json.dumps(fields), "now": now})
-        if job is None:
-            raise HTTPException(429, "You already have a writing job under way; wait for it to end.")
-        await publish("job_queued", job_id=job["id"])
-    return JSONResponse(job_out(job), 202)
-
-
-@login_required
-async def get_job(request: Request) -> Response:
-    """Show one of your jobs: its status, and its result or error once it has ended."""
-    job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
-                                   {"id": request.path_params["job_id"], "user_id": request.state.user["id"]})
-    if job is None:
-        raise HTTPException(404, f"You have no job {request.path_params['job_id']}.")
-    return JSONResponse(job_out(job))
-
-
-@login_required
-async def list_jobs(request: Request) -> Response:
-    """List your jobs, newest first."""
-    limit, before = page_params(request)
-    rows = await database.fetch_all(
-        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
-        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
-                                                        "limit": limit + 1})
-    return JSONResponse(page_of(rows, limit, job_out))
 
 
 #### Appendix A. Accounts by mail: password reset, verified addresses, address change
@@ -2337,7 +2046,65 @@ async def change_email(user: dict, email: str) -> None:
     await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
 
 
-#### Appendix B. For admins: the accounts list, and the audit (the record of decisions, read back)
+#### Appendix B. For admins: roles, deleting accounts, the accounts list, the audit of decisions
+
+
+ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "approver"}], "properties": {
+    "role": {"type": "string", "enum": list(ROLES)},
+}}
+
+
+async def user_leaving_a_role(username: str, role: str | None) -> dict:
+    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
+    The last admin can neither step down nor go, or nobody could manage roles again."""
+    # The admins' rows are locked too: of two admins demoting each other at once, the second
+    # waits for the first to commit, then finds one admin left.
+    admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
+    user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
+    if user is None:
+        raise HTTPException(404, f"There is no user {username!r}.")
+    if user["role"] == "admin" and role != "admin" and len(admins) == 1:
+        raise HTTPException(409, "This is the last admin; make another admin first.")
+    return user
+
+
+async def set_role(admin: dict, username: str, role: str) -> dict:
+    """Give a user a role; their open streams and sockets end, to reopen with the new role's rights."""
+    async with publishing():
+        user = await user_leaving_a_role(username, role)
+        if user["role"] != role:  # the role they already have is no change, and leaves no record
+            await database.execute("UPDATE users SET role = :role WHERE id = :id", {"role": role, "id": user["id"]})
+            await record("role_changed", admin, target=user["username"], detail={"from": user["role"], "to": role})
+            await publish("user_changed", user_id=user["id"])
+    return user_out(user | {"role": role})
+
+
+@requires_role("admin", verified=True)
+async def make_admin(request: Request) -> Response:
+    """Make a user an admin."""
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], "admin"))
+
+
+@requires_role("admin", verified=True)
+async def change_role(request: Request) -> Response:
+    """Give a user the role user, approver or admin."""
+    fields = await read_body(request, ROLE_BODY)
+    return JSONResponse(await set_role(request.state.user, request.path_params["username"], fields["role"]))
+
+
+@requires_role("admin", verified=True)
+async def delete_user(request: Request) -> Response:
+    """Delete an account with everything that is theirs; their streams and sockets end at once."""
+    async with publishing():
+        user = await user_leaving_a_role(request.path_params["username"], None)
+        had_public_blogs = await database.fetch_val(
+            "SELECT COUNT(*) FROM blogs WHERE author_id = :id AND status = 'approved'", {"id": user["id"]})
+        await database.execute("DELETE FROM users WHERE id = :id", {"id": user["id"]})  # the rest cascades
+        await record("user_deleted", request.state.user, target=user["username"], detail={"role": user["role"]})
+        await publish("user_changed", user_id=user["id"])
+        if had_public_blogs:
+            await public_pages_changed()
+    return Response(status_code=204)
 
 
 # ?q= is the start of a username or an email, in any case: "AL" finds alice and al@example.com.
@@ -2380,7 +2147,879 @@ async def list_audit(request: Request) -> Response:
     return JSONResponse(page_of(rows, limit, record_out))
 
 
-#### Appendix C. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
+#### Appendix C. More resources: feature requests, drafts, and the writing assistant's jobs
+
+
+# Feature requests: users suggest, admins triage.
+FEATURE_REQUEST_BODY = {"type": "object", "required": ["title", "description"],
+                        "examples": [{"title": "Dark mode", "description": "Easier on the eyes.", "priority": 4}],
+                        "properties": {
+    "title": TITLE,
+    "description": {"type": "string", "minLength": 1, "maxLength": 5000},
+    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+}}
+TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status": "accepted", "priority": 5}],
+               "properties": {
+    "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
+    "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+}}
+
+
+FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
+
+
+@login_required
+async def list_feature_requests(request: Request) -> Response:
+    """List feature requests, newest first; ?status= keeps one status."""
+    limit, before = page_params(request)
+    status = query_param(request, "status", TRIAGE_BODY["properties"]["status"])
+    rows = await database.fetch_all(
+        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
+        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+        "AND id < :before ORDER BY id DESC LIMIT :limit",
+        {"status": status, "before": before, "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, dict))
+
+
+@verified_required
+async def create_feature_request(request: Request) -> Response:
+    """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
+    fields = await read_body(request, FEATURE_REQUEST_BODY)
+    now = utc_now()
+    row = await database.fetch_one(
+        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) "
+        "VALUES (:title, :description, 'pending', :priority, :author_id, :now, :now) "
+        "RETURNING " + FEATURE_REQUEST_COLUMNS,
+        {"title": fields["title"], "description": fields["description"], "priority": fields.get("priority", 3),
+         "author_id": request.state.user["id"], "now": now})
+    return JSONResponse(dict(row), 201)
+
+
+@requires_role("admin", verified=True)
+async def triage_feature_request(request: Request) -> Response:
+    """Accept or decline a feature request, and optionally change its priority."""
+    fields = await read_body(request, TRIAGE_BODY)
+    async with publishing():  # for record(): the triage and its entry commit together
+        row = await database.fetch_one(
+            "UPDATE feature_requests SET status = :status, priority = COALESCE(:priority, priority), "
+            "updated_at = :now WHERE id = :id RETURNING " + FEATURE_REQUEST_COLUMNS,
+            {"status": fields["status"], "priority": fields.get("priority"), "now": utc_now(),
+             "id": request.path_params["request_id"]})
+        if row is None:
+            raise HTTPException(404, f"There is no feature request {request.path_params['request_id']}.")
+        author = await database.fetch_val("SELECT username FROM users WHERE id = :id", {"id": row["author_id"]})
+        await record("feature_request_triaged", request.state.user, target=author,
+                     detail={"feature_request_id": row["id"], "status": row["status"], "priority": row["priority"]})
+    return JSONResponse(dict(row))
+
+
+# Drafts: one saved draft per user.
+DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "content": "To be continued"}],
+              "anyOf": [{"required": ["title"]}, {"required": ["content"]}, {"required": ["images"]}],
+              "properties": {
+    "title": {"type": "string", "maxLength": 200},
+    "content": {"type": "string", "maxLength": 100_000},
+    "images": URL_LIST,
+}}
+
+
+def draft_etag(row) -> str:
+    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
+    too, as a draft deleted and saved anew starts again at version 1)."""
+    return f'"{row["version"]}.{row["updated_at"]}"'
+
+
+def draft_response(row) -> Response:
+    """A draft as clients see it, with its ETag."""
+    return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
+                         "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
+
+
+DRAFT_OF_USER = "SELECT title, content, images, updated_at, version FROM drafts WHERE user_id = :user_id"
+# A draft saved whole over the one before, a version on; the job runner fills drafts with it too.
+SAVE_DRAFT = ("INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :content, "
+              ":images, :now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
+              "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1")
+DRAFT_CHANGED = ("Your draft has changed since you read it (its ETag is now the one sent with this answer, if it "
+                 "still exists): GET it again, carry your changes over, and save with the new ETag in If-Match.")
+
+
+@login_required
+async def get_draft(request: Request) -> Response:
+    """Show your saved draft."""
+    row = await database.fetch_one(DRAFT_OF_USER, {"user_id": request.state.user["id"]})
+    if row is None:
+        raise HTTPException(404, "You have no saved draft.")
+    return unless_unchanged(request, draft_response(row))
+
+
+@verified_required
+async def save_draft(request: Request) -> Response:
+    """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
+    fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
+    async with database.transaction():
+        # Locked from this read to the commit: of two saves sent with one If-Match, the second
+        # waits for the first, reads its version, and is refused.
+        current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
+        check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
+        row = await database.fetch_one(
+            SAVE_DRAFT + " RETURNING title, content, images, updated_at, version",
+            {"user_id": user_id, "title": fields.get("title", ""), "content": fields.get("content", ""),
+             "images": json.dumps(fields.get("images", [])), "now": utc_now()})
+    return draft_response(row)
+
+
+@verified_required
+async def delete_draft(request: Request) -> Response:
+    """Throw away your saved draft."""
+    await database.execute("DELETE FROM drafts WHERE user_id = :user_id", {"user_id": request.state.user["id"]})
+    return Response(status_code=204)
+
+
+# The writing assistant.
+# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
+# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
+# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
+# in_progress -> completed or failed; its owner hears of the end on their event stream. A
+# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
+# process died) is failed by whichever process notices, so no job stays in progress for ever.
+
+JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
+GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
+                                                                        "notes": "Small, async, readable."}],
+                 "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
+
+
+def job_out(row: dict) -> dict:
+    """A job as its owner sees it: {"id": 3, "kind": "draft_generation", "status": "completed", ...}."""
+    return row | {"filled_draft": bool(row["filled_draft"])}
+
+
+@verified_required
+async def generate_draft(request: Request) -> Response:
+    """Have the writing assistant draft a post from a title and notes; answers at once with the job."""
+    fields, now = await read_body(request, GENERATE_BODY), utc_now()  # a bad body is a 422 either way
+    if not WRITER_URL:
+        raise HTTPException(503, "No writer is set up: set WRITER_URL to an OpenAI-compatible endpoint (for "
+                                 "Ollama, http://127.0.0.1:11434/v1), and WRITER_MODEL and WRITER_API_KEY as it needs.")
+    async with publishing():
+        if await database.fetch_val("SELECT COUNT(*) FROM jobs WHERE status = 'pending'") >= JOBS_WAITING_AT_MOST:
+            raise HTTPException(503, "The writer has too much to do just now; try again in a few minutes.")
+        # The partial unique index refuses a second unfinished job of one user: no row comes back.
+        job = await database.fetch_one(
+            "INSERT INTO jobs (user_id, kind, status, input, created_at, updated_at) VALUES (:user_id, "
+            "'draft_generation', 'pending', :input, :now, :now) ON CONFLICT DO NOTHING RETURNING " + JOB_COLUMNS,
+            {"user_id": request.state.user["id"], "input": json.dumps(fields), "now": now})
+        if job is None:
+            raise HTTPException(429, "You already have a writing job under way; wait for it to end.")
+        await publish("job_queued", job_id=job["id"])
+    return JSONResponse(job_out(job), 202)
+
+
+@login_required
+async def get_job(request: Request) -> Response:
+    """Show one of your jobs: its status, and its result or error once it has ended."""
+    job = await database.fetch_one("SELECT " + JOB_COLUMNS + " FROM jobs WHERE id = :id AND user_id = :user_id",
+                                   {"id": request.path_params["job_id"], "user_id": request.state.user["id"]})
+    if job is None:
+        raise HTTPException(404, f"You have no job {request.path_params['job_id']}.")
+    return JSONResponse(job_out(job))
+
+
+@login_required
+async def list_jobs(request: Request) -> Response:
+    """List your jobs, newest first."""
+    limit, before = page_params(request)
+    rows = await database.fetch_all(
+        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
+        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
+                                                        "limit": limit + 1})
+    return JSONResponse(page_of(rows, limit, job_out))
+
+
+# The job runner: claims, heartbeats, the writer.
+
+PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs (and on mails, Appendix I)
+WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
+                       "the title is given. Follow the author's notes.")
+WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
+
+
+job_runner_wakeups: set[asyncio.Event] = set()
+
+
+@on_event("job_queued")
+def wake_job_runners(event: dict) -> None:
+    """A job is waiting: every process's runner looks for room to take it."""
+    for woken in job_runner_wakeups:
+        woken.set()
+
+
+class WriterFailed(Exception):
+    """The writer gave no usable post. The message says why, for the job's owner, in words that show
+    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
+    error may quote the key); `details` say it all, for the server log."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.details = details
+
+
+def writer_answer_start(raw: bytes) -> str:
+    """The start of a writer's answer, for the log: one line, and never the API key it may quote."""
+    start = bytes(raw[:200]).decode(errors="replace")
+    return repr(start.replace(WRITER_API_KEY, "[the API key]") if WRITER_API_KEY else start)
+
+
+async def run_jobs() -> None:
+    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
+    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
+    woken, running = asyncio.Event(), {}  # job id -> its task
+    job_runner_wakeups.add(woken)
+    try:
+        while True:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(JOB_HEARTBEAT_SECONDS):  # not wait_for: see run_event_bus
+                    await woken.wait()
+            woken.clear()
+            try:
+                await beat_and_reap(list(running))
+                await fail_jobs_waiting_too_long()
+                while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
+                    running[job["id"]] = asyncio.create_task(run_job(job))
+                    running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
+            except DATABASE_ERRORS as error:  # try again at the next beat
+                log.warning("Jobs: could not reach the jobs table (%s)", error)
+    finally:
+        job_runner_wakeups.discard(woken)
+        for task in running.values():
+            task.cancel()
+        with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
+            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
+                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+
+
+def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
+    """Forget a job's task once it ends. One that could not reach the database to end its job
+    leaves it in progress without a heartbeat: some process fails it as abandoned."""
+    running.pop(job_id, None)
+    if task.cancelled() or not (error := task.exception()):
+        return
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
+    else:
+        log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
+
+
+ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
+
+
+async def beat_and_reap(running: list[int]) -> None:
+    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
+    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
+    now = datetime.now(UTC)
+    for job_id in running:
+        await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
+                               {"id": job_id, "me": PROCESS_ID, "now": utc_time(now)})
+    stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
+    if await database.fetch_one(ABANDONED_JOBS, stale):
+        async with publishing():  # locked, read again: of two processes reaping at once, one does
+            for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
+                await end_job(job, "failed", error="The writing was interrupted; try again.")
+
+
+WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
+
+
+async def fail_jobs_waiting_too_long() -> None:
+    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
+    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
+    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
+    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
+    of two processes failing the same job, the second finds it no longer pending."""
+    too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
+    if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
+        async with publishing():
+            for job in await database.fetch_all(
+                    "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
+                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
+                                                                                        "now": utc_now()}):
+                await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
+                              error=WRITER_TOO_BUSY)
+
+
+async def claim_job() -> dict | None:
+    """Take the oldest pending job for this process, or None. One conditional statement: of two
+    processes claiming the same job, the second finds it no longer pending (and claims none)."""
+    now = utc_now()
+    return await database.fetch_one(
+        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
+        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
+        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
+
+
+async def run_job(job: dict) -> None:
+    """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
+    fields = json.loads(job["input"])
+    try:
+        text = await ask_writer(fields["title"], fields.get("notes", ""))
+    except WriterFailed as failure:
+        log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
+        async with publishing():
+            await end_job(job, "failed", error=storable(str(failure)))
+        return
+    except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
+        log.exception("Jobs: job %s failed", job["id"])
+        async with publishing():
+            await end_job(job, "failed", error="The writing failed on our side; try again.")
+        return
+    async with publishing():
+        if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
+                                        "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
+            return  # it took so long that another process took it for abandoned, and failed it: no draft
+        # The draft takes the post only if it was not saved since the job was asked for (one statement,
+        # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
+        filled = await database.fetch_one(
+            SAVE_DRAFT + " WHERE drafts.updated_at <= :asked RETURNING user_id",
+            {"user_id": job["user_id"], "title": fields["title"], "content": text, "images": "[]", "now": utc_now(),
+             "asked": job["created_at"]})
+        await end_job(job, "completed", result=text, filled_draft=filled is not None)
+
+
+async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
+                  filled_draft: bool = False) -> None:
+    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
+    while it is still in progress under the same claim: a job that another process has meanwhile
+    taken for abandoned, and failed, has ended once and is not ended again."""
+    ended = await database.fetch_one(
+        "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
+        "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
+        "RETURNING id", {"status": status, "result": result, "error": error, "filled": int(filled_draft),
+                         "now": utc_now(), "id": job["id"], "claimed_by": job["claimed_by"]})
+    if ended:
+        await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
+
+
+async def ask_writer(title: str, notes: str) -> str:
+    """The post the writer wrote, in Markdown; WriterFailed, with a reason a person can act on."""
+    body = {"model": WRITER_MODEL, "messages": [
+        {"role": "system", "content": WRITER_INSTRUCTIONS},
+        {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
+    headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
+    host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
+    try:
+        async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
+            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
+                raw = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > WRITER_MAX_ANSWER_BYTES:
+                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
+                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
+    except TimeoutError:
+        raise WriterFailed("The writer did not answer in time; try again later.",
+                           f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
+    except httpx.HTTPError as error:
+        raise WriterFailed("The writer could not be reached.", f"{type(error).__name__} reaching {host}")
+    if answer.status_code != 200:
+        said = f"{host} answered {answer.status_code}: {writer_answer_start(raw)}"
+        if answer.status_code < 500:
+            raise WriterFailed(f"The writer refused the request ({answer.status_code}).", said)
+        raise WriterFailed(f"The writer failed to write the post ({answer.status_code}); try again later.", said)
+    try:
+        text = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError, RecursionError):
+        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
+                           f"{host} answered {writer_answer_start(raw)}")
+    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
+        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
+    return storable(text)
+
+
+def storable(text: str) -> str:
+    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
+    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()
+
+
+#### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
+#
+# The handlers use `database` as "The database, as the handlers use it" says. This appendix is
+# the only code that queries the app's database through `databases` or a driver (the backup code
+# of Appendix H also opens the SQLite file with sqlite3, to copy it, and runs pg_dump and
+# pg_restore). It takes the connections and PostgreSQL's pool from `databases`, then hands the
+# SQL to the driver as it is written, rather than have `databases` build and compile each query
+# with SQLAlchemy first, on every call: the drivers take :name or $1 parameters themselves, and
+# asyncpg keeps the prepared statements. Rows come back as plain dicts, and a driver's
+# foreign-key failure as RowDeletedMeanwhile. Each driver also runs a step of Appendix H:
+# `async with database.schema_change(): await database.run_script(...)`.
+
+SQLITE_READERS = 4  # connections that read beside SQLite's one writer
+EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
+LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
+EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
+SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
+# What a driver raises when its database is out of reach or failing: the background tasks
+# (the event bus, the job runner) log it and try again later.
+DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
+# The errors that say the database is out of reach or cannot write, rather than that a query is
+# wrong; the drivers raise them as DatabaseUnavailable, a 503. PostgreSQL: stopped or restarting
+# (its connection errors, "shutting down", "starting up"), out of connections or disk, the
+# network down. SQLite: another process holding the write lock past busy_timeout, a read-only
+# file, a failing disk, a full one, a file that cannot be opened.
+POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
+SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                      sqlite3.SQLITE_CANTOPEN}
+
+
+@contextmanager
+def unavailable_as_such() -> Iterator[None]:
+    """Raise a driver's error that says the database is out of reach as DatabaseUnavailable."""
+    try:
+        yield
+    except (sqlite3.Error, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, *POSTGRES_UNAVAILABLE) as error:
+        if isinstance(error, sqlite3.Error):
+            out_of_reach = error.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE  # the low byte: the primary code
+        elif isinstance(error, asyncpg.InterfaceError):  # "connection is closed", not a misused driver
+            out_of_reach = "closed" in str(error)
+        elif isinstance(error, asyncpg.exceptions.InternalClientError):  # a connection lost mid-BEGIN
+            out_of_reach = "another operation" in str(error)
+        else:
+            out_of_reach = True
+        if out_of_reach:
+            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
+        raise
+
+
+def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
+    """SQLite rows as dicts, like the ones asyncpg's records turn into."""
+    return {column[0]: value for column, value in zip(cursor.description, row)}
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """An SQLite connection set up for a web server: every connection runs these as it opens
+    (a PRAGMA is per connection, and the command line opens connections of its own)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_factory = dict_row
+        self.execute("PRAGMA foreign_keys = ON")  # off by default in SQLite, for history's sake
+        self.execute("PRAGMA busy_timeout = 5000")  # wait up to 5 s for another process's writer
+        self.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
+        self.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, and much faster
+
+
+class Database(databases.Database):
+    """The four query methods, whatever the database: `run` is each backend's own."""
+
+    async def fetch_all(self, query: str, values: dict | None = None) -> list[dict]:
+        return await self.run(query, values or {})
+
+    async def fetch_one(self, query: str, values: dict | None = None) -> dict | None:
+        rows = await self.run(query, values or {})
+        return rows[0] if rows else None
+
+    async def fetch_val(self, query: str, values: dict | None = None):
+        row = await self.fetch_one(query, values)
+        return None if row is None else next(iter(row.values()))
+
+    async def execute(self, query: str, values: dict | None = None) -> None:
+        await self.run(query, values or {})
+
+
+class SQLiteDatabase(Database):
+    """SQLite through connections held from connect() to disconnect(): one writer, a few readers.
+
+    SQLite writes one transaction at a time, and WAL lets any number of readers read meanwhile,
+    each seeing the last commit. So every statement that writes goes to the writer, under a
+    lock, and a transaction holds that lock from BEGIN IMMEDIATE (SQLite's write lock, taken at
+    once) to COMMIT: no other request's statement can slip into it. A SELECT outside a
+    transaction goes to a free reader, so a slow read holds up neither writes nor other reads.
+    (Left alone, `databases` would open a connection, and a thread, for most queries.)
+    """
+
+    LOCKING = ""  # no FOR UPDATE: a transaction here already holds the whole database
+    listening = True  # every transaction happens in this one process: it hears them all
+    # ?q= through the FTS5 index of schema.sql: posts holding every word ("über" "café"). The index
+    # is the outer loop, read newest first, so a page stops early even for a common word (ordered
+    # by b.id instead, every match would be sorted first). Whole words only: a prefix ("caf"*)
+    # merges every word it begins. bench.py measures the four kinds of search.
+    SEARCH = """SELECT s.rowid AS id FROM blog_search s CROSS JOIN blogs b ON b.id = s.rowid
+        WHERE blog_search MATCH :search AND s.rowid < :before AND b.status = 'approved'{by_author}
+        ORDER BY s.rowid DESC LIMIT :limit"""
+    # The feed's gathering and ?author=: without ANALYZE's statistics SQLite would walk every post instead.
+    BY_AUTHOR = " INDEXED BY blogs_author_id"
+    TABLE_NAMED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
+
+    @staticmethod
+    def search_terms(words: list[str]) -> str:
+        return " ".join(f'"{word}"' for word in words)  # quoted: no word is taken for FTS5 syntax
+
+    async def connect(self) -> None:
+        await super().connect()
+        self.write_lock, self.writer_task = asyncio.Lock(), None
+        self.writer = await self.open_connection()
+        self.readers = asyncio.Queue()
+        for _ in range(SQLITE_READERS):
+            self.readers.put_nowait(await self.open_connection())
+        self.listeners, self.notifications = [], []
+
+    async def open_connection(self) -> databases.core.Connection:
+        # `databases` has no public way to hold a connection outside a task's own: this reaches its
+        # backend through a private attribute, as of databases 0.9 (requirements.txt pins it).
+        connection = databases.core.Connection(self, self._backend)
+        await connection.__aenter__()
+        return connection
+
+    async def disconnect(self) -> None:
+        while not self.readers.empty():
+            await self.readers.get_nowait().__aexit__(None, None, None)
+        await self.writer.__aexit__(None, None, None)
+        await super().disconnect()
+
+    async def run(self, query: str, values: dict) -> list[dict]:
+        if self.writer_task is asyncio.current_task():  # inside this task's transaction
+            return await self.on(self.writer, query, values)
+        if query.lstrip().startswith("SELECT"):
+            reader = await self.readers.get()
+            try:
+                return await self.on(reader, query, values)
+            finally:
+                self.readers.put_nowait(reader)
+        async with self.write_lock:  # a statement of its own, committed at once
+            return await self.on(self.writer, query, values)
+
+    @staticmethod
+    async def on(connection: databases.core.Connection, query: str, values: dict) -> list[dict]:
+        try:
+            with unavailable_as_such():
+                async with connection.raw_connection.execute(query, values) as cursor:
+                    return await cursor.fetchall()
+        except sqlite3.IntegrityError as error:
+            if "FOREIGN KEY" in str(error):
+                raise RowDeletedMeanwhile() from error
+            raise  # no other integrity error is expected: a bug, answered 500
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Run the block as one transaction on the writer; notifications go out once it commits."""
+        if self.writer_task is asyncio.current_task():
+            raise RuntimeError("Transactions do not nest.")
+        async with self.write_lock:
+            self.writer_task = asyncio.current_task()
+            try:
+                await self.on(self.writer, "BEGIN IMMEDIATE", {})
+                try:
+                    yield
+                    await self.on(self.writer, "COMMIT", {})
+                except BaseException:
+                    await self.roll_back()
+                    raise
+            finally:
+                self.writer_task = None
+                committed, self.notifications = self.notifications, []
+        for notification in committed:
+            for listener in self.listeners:
+                listener(notification)
+
+    async def roll_back(self) -> None:
+        """Roll the writer's transaction back, unless SQLite already has (it does on a full disk or
+        an I/O error): nothing of it stays written either way."""
+        if self.writer.raw_connection.in_transaction:
+            await self.on(self.writer, "ROLLBACK", {})
+
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction that may rebuild tables the way sqlite.org prescribes:
+        foreign keys off (with them on, dropping a table would delete every row that refers to
+        it), and checked before the commit. BEGIN IMMEDIATE makes other processes wait their turn."""
+        async with self.write_lock:
+            self.writer_task = asyncio.current_task()
+            await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})  # a no-op inside a transaction
+            try:
+                await self.on(self.writer, "BEGIN IMMEDIATE", {})
+                try:
+                    yield
+                    if broken := await self.on(self.writer, "PRAGMA foreign_key_check", {}):
+                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
+                    await self.on(self.writer, "COMMIT", {})
+                except BaseException:
+                    await self.roll_back()
+                    raise
+            finally:
+                await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
+                self.writer_task = None
+
+    async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction, one by one (executescript
+        would commit first). A statement ends at the ";" where SQLite says it is complete, so a
+        trigger's body or a ";" in a comment or a string does not cut one short."""
+        statement = ""
+        for piece in script.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                await self.on(self.writer, statement, {})
+                statement = ""
+
+    async def lock_event_log(self) -> None:
+        """Nothing to do: transactions here take turns, so their events commit in id order."""
+
+    async def notify(self, payload: str) -> None:
+        """Like PostgreSQL's NOTIFY: listeners hear it once the transaction commits, never if it rolls back."""
+        self.notifications.append(payload)
+
+    async def listen(self, on_notify) -> None:
+        """Call on_notify(payload) for every notification, until cancelled."""
+        self.listeners.append(on_notify)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.listeners.remove(on_notify)
+
+
+@functools.cache
+def numbered_parameters(query: str) -> tuple[str, list[str]]:
+    """asyncpg numbers its parameters: "id = :id OR parent = :id" -> ("id = $1 OR parent = $1", ["id"]).
+    (No SQL here holds a colon in a literal, and casts are written CAST(x AS type), never x::type.)"""
+    names = []
+
+    def number(match: re.Match) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+    return re.sub(r"(?<![:\w]):(\w+)", number, query), names
+
+
+class PostgresDatabase(Database):
+    """PostgreSQL through the pool of `databases`: each task (each request) borrows a connection
+    for a query, or holds one for a whole transaction. Transactions here really run at once, so
+    a rule that reads rows and then writes locks them first (see LOCKING), and the events that
+    every process hears of travel by NOTIFY."""
+
+    LOCKING = " FOR UPDATE"  # appended to a SELECT whose rows the transaction goes on to change
+    listening = False  # until listen() has its connection
+    transaction_tasks: set[asyncio.Task] = set()  # the tasks now inside a transaction
+    # ?q=: the ids of the newest approved posts below the cursor holding every word (über & café),
+    # through the full-text index of schema.sql. Left to itself, the planner picks one of two plans
+    # that are each slow for half the words (100,000 posts): walk the primary key newest first
+    # testing every post (a missing word: 0.7 s) or take every match from the GIN index and sort
+    # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn:
+    # 1. `recent` walks the newest 500 posts below the cursor and tests each (a few ms at most);
+    #    a word in 1 post of 25 or more fills the page here, and the LIMIT stops the walk early.
+    # 2. Only if the page is not full yet (UNION ALL runs its parts in order, and stops at LIMIT)
+    #    the GIN index gives the matches older than `recent`, sorted: a word that fills no page
+    #    in 500 posts is rare, and few matches sort fast. OFFSET 0 is the fence that keeps the
+    #    planner from walking the primary key again instead.
+    # Measured at 100,000 posts, statistics or not: every word well under 20 ms. The one slow case
+    # is a word absent from the newest 500 posts and common before them: all its matches are sorted.
+    SEARCH = """
+        WITH recent AS MATERIALIZED (
+            SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500)
+        (SELECT id FROM recent WHERE search @@ to_tsquery('simple', :search) AND status = 'approved' LIMIT :limit)
+        UNION ALL
+        (SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
+                         OFFSET 0) AS older
+         WHERE id < (SELECT MIN(id) FROM recent) AND status = 'approved' ORDER BY id DESC LIMIT :limit)
+        LIMIT :limit"""
+    BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
+    TABLE_NAMED = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name"
+
+    @staticmethod
+    def search_terms(words: list[str]) -> str:
+        return " & ".join(words)  # letters and digits only, so none is taken for tsquery syntax
+
+    async def run(self, query: str, values: dict) -> list[dict]:
+        query, names = numbered_parameters(query)
+        try:
+            with unavailable_as_such():
+                async with self.connection() as connection:
+                    rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
+        except asyncpg.ForeignKeyViolationError as error:
+            raise RowDeletedMeanwhile() from error
+        except asyncpg.QueryCanceledError as error:  # past STATEMENT_TIMEOUT_SECONDS (see make_database)
+            log.warning("A statement ran past %s s and was cancelled: %s", STATEMENT_TIMEOUT_SECONDS, query[:200])
+            raise HTTPException(503, "The database took too long to answer; please try again later.") from error
+        return [dict(row) for row in rows]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Run the block as one transaction on this task's connection, which its queries use too.
+        asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
+        for ever when BEGIN fails (as it does while PostgreSQL restarts). A transaction inside it
+        raises, as on SQLite: asyncpg would make it a savepoint, which SQLite's writer cannot."""
+        if (task := asyncio.current_task()) in self.transaction_tasks:
+            raise RuntimeError("Transactions do not nest.")
+        self.transaction_tasks.add(task)
+        try:
+            with unavailable_as_such():
+                async with self.connection() as connection, connection.raw_connection.transaction():
+                    yield
+        finally:
+            self.transaction_tasks.discard(task)
+
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[None]:
+        """Run the block as one transaction (PostgreSQL's DDL is transactional too), holding a lock
+        that makes other processes changing the tables wait their turn."""
+        async with self.transaction():
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": SCHEMA_LOCK})
+            yield
+
+    async def run_script(self, script: str) -> None:
+        """Run several statements inside schema_change's transaction."""
+        async with self.connection() as connection:
+            # Several statements, one implicit transaction, that may build an index on a big table:
+            # the timeout for requests does not apply.
+            await connection.raw_connection.execute("SET LOCAL statement_timeout = 0;\n" + script)
+
+    async def lock_event_log(self) -> None:
+        """Make publishing transactions take turns until they commit, so that events commit in
+        the order of their ids: a reader of "id > last seen" then never passes over an event
+        that another transaction has numbered but not yet committed."""
+        await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": EVENT_LOG_LOCK})
+
+    async def notify(self, payload: str) -> None:
+        """NOTIFY every listening process; PostgreSQL delivers it on commit, never on rollback."""
+        await self.execute("SELECT pg_notify(:channel, :payload)", {"channel": EVENT_CHANNEL, "payload": payload})
+
+    async def listen(self, on_notify) -> None:
+        """Call on_notify(payload) for every notification, until cancelled, on a connection of its own.
+
+        Not a pooled one: asyncpg's pool runs UNLISTEN * when a connection goes back. asyncpg does
+        not reconnect either, so this does, waiting longer each time. After each (re)connection
+        on_notify("") runs too: whatever was published while nobody listened must be caught up.
+        """
+        delay = 0.1
+        while True:
+            try:
+                connection = await asyncpg.connect(  # named, so that pg_stat_activity tells which it is
+                    str(self.url), server_settings={"application_name": f"blog.py events, pid {os.getpid()}"})
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("Events: cannot reach PostgreSQL to listen (%s); trying again in %.1f s", error, delay)
+            else:
+                delay = 0.1  # it connected: a later outage starts the backoff afresh
+                try:
+                    await self.listen_on(connection, on_notify)
+                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    log.warning("Events: the listening connection failed (%s)", error)
+                finally:
+                    self.listening = False
+                    connection.terminate()
+                log.warning("Events: not listening; reconnecting in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+
+    async def listen_on(self, connection, on_notify) -> None:
+        """LISTEN on `connection` until it is lost; checked every few seconds, as a dead network is silent."""
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        await connection.add_listener(EVENT_CHANNEL, lambda _connection, _pid, _channel, payload: on_notify(payload))
+        self.listening = True
+        log.info("Events: listening for notifications")
+        on_notify("")
+        while not lost.is_set():
+            try:
+                async with asyncio.timeout(LISTENER_CHECK_SECONDS):  # not wait_for: see run_event_bus
+                    await lost.wait()
+            except TimeoutError:
+                await connection.fetchval("SELECT 1", timeout=LISTENER_CHECK_SECONDS)
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """What asyncpg's pool runs on a connection it takes back: nothing. By default it sends RESET
+    ALL, UNLISTEN * and more, a second round trip for every query; this app leaves no session
+    state behind (its advisory locks end with their transactions, it LISTENs on a connection of
+    its own), and the pool still rolls back a transaction left open."""
+
+
+def make_database(url: str) -> Database:
+    """The database for a URL: sqlite:///blog.db or postgresql://user:password@host/name."""
+    if url.startswith("sqlite"):
+        return SQLiteDatabase(url, factory=SQLiteConnection)
+    # No request holds a connection for long: a statement still running after STATEMENT_TIMEOUT_SECONDS
+    # is cancelled by PostgreSQL itself, and the client gets a 503 (see PostgresDatabase.run).
+    # min_size=0: connections are made as requests need them. With a floor, asyncpg's pool would
+    # remake the lost ones on its own while PostgreSQL restarts, logging a traceback each time.
+    timeout = {"statement_timeout": str(round(STATEMENT_TIMEOUT_SECONDS * 1000))}  # milliseconds
+    return PostgresDatabase(url, reset=keep_session, min_size=0,  # named in pg_stat_activity: restore looks
+                            server_settings=timeout | {"application_name": f"blog.py, pid {os.getpid()}"})
+
+
+database = make_database(DATABASE_URL)
+
+
+def schema_script(path: Path) -> str:
+    """schema.sql or an upgrade step, for this database: its lines for both, and those marked for this one."""
+    dialect, keep, script = database.url.dialect, True, []
+    for line in path.read_text().splitlines():
+        if marker := re.fullmatch(r"-- on (both|sqlite|postgresql):.*", line):
+            keep = marker[1] in ("both", dialect)
+        elif keep:
+            script.append(line)
+    script = "\n".join(script)
+    if dialect == "postgresql":
+        # The one difference in shared lines: SQLite's INTEGER PRIMARY KEY counts up by itself.
+        script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT", "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+                        script)
+    return script
+
+
+#### Appendix E. The public cache
+
+CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows within it
+
+
+class PublicCache:
+    """What everyone is sent alike, kept as sent for a second: the front page, approved blogs.
+
+    An approved blog's text never changes (it can only be deleted), so these go wrong only
+    when a blog is approved or an approved one deleted; then `clear` empties the cache and moves
+    its version on, here at once and in every other process through the event bus. A response
+    computed under an older version is not kept: a reader racing a writer can never leave a
+    wrong entry behind. Like counts do change, so an entry lives CACHE_SECONDS: a like shows
+    within a second, and likes never empty the cache. A blog is kept with the ETag made from the
+    same row as its body, and that ETag counts its likes: a kept blog and its ETag are one
+    version, at most CACHE_SECONDS old, and a deleted blog's is gone with it. While this process
+    hears no events, it serves nothing from here.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
+        self.entries: dict[str, tuple[bytes, dict, float]] = {}  # key -> (body, its ETag header, when it was kept)
+        self.version, self.size, self.max_bytes = 0, 0, max_bytes
+
+    def response(self, key: str) -> Response | None:
+        body, headers, kept_at = self.entries.get(key, (None, {}, 0.0))
+        if body is None or not database.listening or time.monotonic() - kept_at >= CACHE_SECONDS:
+            return None
+        return Response(body, media_type="application/json", headers=headers)
+
+    def keep(self, key: str, response: Response, version: int) -> None:
+        if version != self.version or not database.listening:
+            return
+        if self.size + len(response.body) > self.max_bytes:  # full, mostly of expired entries: start over
+            self.entries.clear()
+            self.size = 0
+        self.size += len(response.body) - len(self.entries.get(key, (b"", {}, 0.0))[0])
+        headers = {"ETag": response.headers["etag"]} if "etag" in response.headers else {}
+        self.entries[key] = (response.body, headers, time.monotonic())
+
+    def clear(self) -> None:
+        self.version += 1
+        self.entries.clear()
+        self.size = 0
+
+
+public_cache = PublicCache()
+
+
+@on_event("public_changed")
+def empty_public_cache(event: dict) -> None:
+    """What everyone sees has changed (a blog approved, or a public one deleted): forget the old pages."""
+    public_cache.clear()
+
+
+#### Appendix F. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
 
 # page.html is a browser client of this API in one file. Its script and its style are inline,
 # and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
@@ -2694,667 +3333,6 @@ def openapi_document() -> dict:
             "password": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/api/auth/login", "scopes": {}}}},
         }},
     }
-
-
-#### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
-#
-# The handlers use `database` as the `databases` package documents it (see "The database, as the
-# handlers use it"). This appendix is the only code that touches `databases` or a driver. It
-# takes the connections and PostgreSQL's pool from `databases`, then hands the SQL to the driver
-# as it is written, rather than have `databases` build and compile each query with SQLAlchemy
-# first, on every call: the drivers take :name or $1 parameters themselves, and asyncpg keeps
-# the prepared statements. Rows come back as plain dicts, and a driver's foreign-key failure as RowDeletedMeanwhile. Each driver also runs
-# a step of Appendix H: `async with database.schema_change(): await database.run_script(...)`.
-
-# What a driver raises when its database is out of reach or failing: the background tasks
-# (the event bus, the job runner) log it and try again later.
-DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
-# The errors that say the database is out of reach or cannot write, rather than that a query is
-# wrong; the drivers raise them as DatabaseUnavailable, a 503. PostgreSQL: stopped or restarting
-# (its connection errors, "shutting down", "starting up"), out of connections or disk, the
-# network down. SQLite: another process holding the write lock past busy_timeout, a read-only
-# file, a failing disk, a full one, a file that cannot be opened.
-POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
-SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
-                      sqlite3.SQLITE_CANTOPEN}
-
-
-@contextmanager
-def unavailable_as_such() -> Iterator[None]:
-    """Raise a driver's error that says the database is out of reach as DatabaseUnavailable."""
-    try:
-        yield
-    except (sqlite3.Error, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, *POSTGRES_UNAVAILABLE) as error:
-        if isinstance(error, sqlite3.Error):
-            out_of_reach = error.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE  # the low byte: the primary code
-        elif isinstance(error, asyncpg.InterfaceError):  # "connection is closed", not a misused driver
-            out_of_reach = "closed" in str(error)
-        elif isinstance(error, asyncpg.exceptions.InternalClientError):  # a connection lost mid-BEGIN
-            out_of_reach = "another operation" in str(error)
-        else:
-            out_of_reach = True
-        if out_of_reach:
-            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
-        raise
-
-
-def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
-    """SQLite rows as dicts, like the ones asyncpg's records turn into."""
-    return {column[0]: value for column, value in zip(cursor.description, row)}
-
-
-class SQLiteConnection(sqlite3.Connection):
-    """An SQLite connection set up for a web server: every connection runs these as it opens
-    (a PRAGMA is per connection, and the command line opens connections of its own)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.row_factory = dict_row
-        self.execute("PRAGMA foreign_keys = ON")  # off by default in SQLite, for history's sake
-        self.execute("PRAGMA busy_timeout = 5000")  # wait up to 5 s for another process's writer
-        self.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
-        self.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, and much faster
-
-
-class Database(databases.Database):
-    """The four query methods, whatever the database: `run` is each backend's own."""
-
-    async def fetch_all(self, query: str, values: dict | None = None) -> list[dict]:
-        return await self.run(query, values or {})
-
-    async def fetch_one(self, query: str, values: dict | None = None) -> dict | None:
-        rows = await self.run(query, values or {})
-        return rows[0] if rows else None
-
-    async def fetch_val(self, query: str, values: dict | None = None):
-        row = await self.fetch_one(query, values)
-        return None if row is None else next(iter(row.values()))
-
-    async def execute(self, query: str, values: dict | None = None) -> None:
-        await self.run(query, values or {})
-
-
-class SQLiteDatabase(Database):
-    """SQLite through connections held from connect() to disconnect(): one writer, a few readers.
-
-    SQLite writes one transaction at a time, and WAL lets any number of readers read meanwhile,
-    each seeing the last commit. So every statement that writes goes to the writer, under a
-    lock, and a transaction holds that lock from BEGIN IMMEDIATE (SQLite's write lock, taken at
-    once) to COMMIT: no other request's statement can slip into it. A SELECT outside a
-    transaction goes to a free reader, so a slow read holds up neither writes nor other reads.
-    (Left alone, `databases` would open a connection, and a thread, for most queries.)
-    """
-
-    LOCKING = ""  # no FOR UPDATE: a transaction here already holds the whole database
-    listening = True  # every transaction happens in this one process: it hears them all
-    # ?q= through the FTS5 index of schema.sql: posts holding every word ("über" "café"). The index
-    # is the outer loop, read newest first, so a page stops early even for a common word (ordered
-    # by b.id instead, every match would be sorted first). Whole words only: a prefix ("caf"*)
-    # merges every word it begins. bench.py measures the four kinds of search.
-    SEARCH = """SELECT s.rowid AS id FROM blog_search s CROSS JOIN blogs b ON b.id = s.rowid
-        WHERE blog_search MATCH :search AND s.rowid < :before AND b.status = 'approved'{by_author}
-        ORDER BY s.rowid DESC LIMIT :limit"""
-    # The feed's gathering and ?author=: without ANALYZE's statistics SQLite would walk every post instead.
-    BY_AUTHOR = " INDEXED BY blogs_author_id"
-    TABLE_NAMED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
-
-    @staticmethod
-    def search_terms(words: list[str]) -> str:
-        return " ".join(f'"{word}"' for word in words)  # quoted: no word is taken for FTS5 syntax
-
-    async def connect(self) -> None:
-        await super().connect()
-        self.write_lock, self.writer_task = asyncio.Lock(), None
-        self.writer = await self.open_connection()
-        self.readers = asyncio.Queue()
-        for _ in range(SQLITE_READERS):
-            self.readers.put_nowait(await self.open_connection())
-        self.listeners, self.notifications = [], []
-
-    async def open_connection(self) -> databases.core.Connection:
-        connection = databases.core.Connection(self, self._backend)
-        await connection.__aenter__()
-        return connection
-
-    async def disconnect(self) -> None:
-        while not self.readers.empty():
-            await self.readers.get_nowait().__aexit__(None, None, None)
-        await self.writer.__aexit__(None, None, None)
-        await super().disconnect()
-
-    async def run(self, query: str, values: dict) -> list[dict]:
-        if self.writer_task is asyncio.current_task():  # inside this task's transaction
-            return await self.on(self.writer, query, values)
-        if query.lstrip().startswith("SELECT"):
-            reader = await self.readers.get()
-            try:
-                return await self.on(reader, query, values)
-            finally:
-                self.readers.put_nowait(reader)
-        async with self.write_lock:  # a statement of its own, committed at once
-            return await self.on(self.writer, query, values)
-
-    @staticmethod
-    async def on(connection: databases.core.Connection, query: str, values: dict) -> list[dict]:
-        try:
-            with unavailable_as_such():
-                async with connection.raw_connection.execute(query, values) as cursor:
-                    return await cursor.fetchall()
-        except sqlite3.IntegrityError as error:
-            if "FOREIGN KEY" in str(error):
-                raise RowDeletedMeanwhile() from error
-            raise  # no other integrity error is expected: a bug, answered 500
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """Run the block as one transaction on the writer; notifications go out once it commits."""
-        if self.writer_task is asyncio.current_task():
-            raise RuntimeError("Transactions do not nest.")
-        async with self.write_lock:
-            self.writer_task = asyncio.current_task()
-            try:
-                await self.on(self.writer, "BEGIN IMMEDIATE", {})
-                try:
-                    yield
-                    await self.on(self.writer, "COMMIT", {})
-                except BaseException:
-                    await self.roll_back()
-                    raise
-            finally:
-                self.writer_task = None
-                committed, self.notifications = self.notifications, []
-        for notification in committed:
-            for listener in self.listeners:
-                listener(notification)
-
-    async def roll_back(self) -> None:
-        """Roll the writer's transaction back, unless SQLite already has (it does on a full disk or
-        an I/O error): nothing of it stays written either way."""
-        if self.writer.raw_connection.in_transaction:
-            await self.on(self.writer, "ROLLBACK", {})
-
-    @asynccontextmanager
-    async def schema_change(self) -> AsyncIterator[None]:
-        """Run the block as one transaction that may rebuild tables the way sqlite.org prescribes:
-        foreign keys off (with them on, dropping a table would delete every row that refers to
-        it), and checked before the commit. BEGIN IMMEDIATE makes other processes wait their turn."""
-        async with self.write_lock:
-            self.writer_task = asyncio.current_task()
-            await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})  # a no-op inside a transaction
-            try:
-                await self.on(self.writer, "BEGIN IMMEDIATE", {})
-                try:
-                    yield
-                    if broken := await self.on(self.writer, "PRAGMA foreign_key_check", {}):
-                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
-                    await self.on(self.writer, "COMMIT", {})
-                except BaseException:
-                    await self.roll_back()
-                    raise
-            finally:
-                await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
-                self.writer_task = None
-
-    async def run_script(self, script: str) -> None:
-        """Run several statements inside schema_change's transaction, one by one (executescript
-        would commit first). A statement ends at the ";" where SQLite says it is complete, so a
-        trigger's body or a ";" in a comment or a string does not cut one short."""
-        statement = ""
-        for piece in script.split(";"):
-            statement += piece + ";"
-            if sqlite3.complete_statement(statement):
-                await self.on(self.writer, statement, {})
-                statement = ""
-
-    async def lock_event_log(self) -> None:
-        """Nothing to do: transactions here take turns, so their events commit in id order."""
-
-    async def notify(self, payload: str) -> None:
-        """Like PostgreSQL's NOTIFY: listeners hear it once the transaction commits, never if it rolls back."""
-        self.notifications.append(payload)
-
-    async def listen(self, on_notify) -> None:
-        """Call on_notify(payload) for every notification, until cancelled."""
-        self.listeners.append(on_notify)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.listeners.remove(on_notify)
-
-
-@functools.cache
-def numbered_parameters(query: str) -> tuple[str, list[str]]:
-    """asyncpg numbers its parameters: "id = :id OR parent = :id" -> ("id = $1 OR parent = $1", ["id"]).
-    (No SQL here holds a colon in a literal, and casts are written CAST(x AS type), never x::type.)"""
-    names = []
-
-    def number(match: re.Match) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-    return re.sub(r"(?<![:\w]):(\w+)", number, query), names
-
-
-class PostgresDatabase(Database):
-    """PostgreSQL through the pool of `databases`: each task (each request) borrows a connection
-    for a query, or holds one for a whole transaction. Transactions here really run at once, so
-    a rule that reads rows and then writes locks them first (see LOCKING), and the events that
-    every process hears of travel by NOTIFY."""
-
-    LOCKING = " FOR UPDATE"  # appended to a SELECT whose rows the transaction goes on to change
-    listening = False  # until listen() has its connection
-    # ?q=: the ids of the newest approved posts below the cursor holding every word (über & café),
-    # through the full-text index of schema.sql. Left to itself, the planner picks one of two plans
-    # that are each slow for half the words (100,000 posts): walk the primary key newest first
-    # testing every post (a missing word: 0.7 s) or take every match from the GIN index and sort
-    # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn:
-    # 1. `recent` walks the newest 500 posts below the cursor and tests each (a few ms at most);
-    #    a word in 1 post of 25 or more fills the page here, and the LIMIT stops the walk early.
-    # 2. Only if the page is not full yet (UNION ALL runs its parts in order, and stops at LIMIT)
-    #    the GIN index gives the matches older than `recent`, sorted: a word that fills no page
-    #    in 500 posts is rare, and few matches sort fast. OFFSET 0 is the fence that keeps the
-    #    planner from walking the primary key again instead.
-    # Measured at 100,000 posts, statistics or not: every word well under 20 ms. The one slow case
-    # is a word absent from the newest 500 posts and common before them: all its matches are sorted.
-    SEARCH = """
-        WITH recent AS MATERIALIZED (
-            SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500)
-        (SELECT id FROM recent WHERE search @@ to_tsquery('simple', :search) AND status = 'approved' LIMIT :limit)
-        UNION ALL
-        (SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
-                         OFFSET 0) AS older
-         WHERE id < (SELECT MIN(id) FROM recent) AND status = 'approved' ORDER BY id DESC LIMIT :limit)
-        LIMIT :limit"""
-    BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
-    TABLE_NAMED = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name"
-
-    @staticmethod
-    def search_terms(words: list[str]) -> str:
-        return " & ".join(words)  # letters and digits only, so none is taken for tsquery syntax
-
-    async def run(self, query: str, values: dict) -> list[dict]:
-        query, names = numbered_parameters(query)
-        try:
-            with unavailable_as_such():
-                async with self.connection() as connection:
-                    rows = await connection.raw_connection.fetch(query, *[values[name] for name in names])
-        except asyncpg.ForeignKeyViolationError as error:
-            raise RowDeletedMeanwhile() from error
-        except asyncpg.QueryCanceledError as error:  # past STATEMENT_TIMEOUT_SECONDS (see make_database)
-            log.warning("A statement ran past %s s and was cancelled: %s", STATEMENT_TIMEOUT_SECONDS, query[:200])
-            raise HTTPException(503, "The database took too long to answer; please try again later.") from error
-        return [dict(row) for row in rows]
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """Run the block as one transaction on this task's connection, which its queries use too.
-        asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
-        for ever when BEGIN fails (as it does while PostgreSQL restarts)."""
-        with unavailable_as_such():
-            async with self.connection() as connection, connection.raw_connection.transaction():
-                yield
-
-    @asynccontextmanager
-    async def schema_change(self) -> AsyncIterator[None]:
-        """Run the block as one transaction (PostgreSQL's DDL is transactional too), holding a lock
-        that makes other processes changing the tables wait their turn."""
-        async with self.transaction():
-            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": SCHEMA_LOCK})
-            yield
-
-    async def run_script(self, script: str) -> None:
-        """Run several statements inside schema_change's transaction."""
-        async with self.connection() as connection:
-            # Several statements, one implicit transaction, that may build an index on a big table:
-            # the timeout for requests does not apply.
-            await connection.raw_connection.execute("SET LOCAL statement_timeout = 0;\n" + script)
-
-    async def lock_event_log(self) -> None:
-        """Make publishing transactions take turns until they commit, so that events commit in
-        the order of their ids: a reader of "id > last seen" then never passes over an event
-        that another transaction has numbered but not yet committed."""
-        await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": EVENT_LOG_LOCK})
-
-    async def notify(self, payload: str) -> None:
-        """NOTIFY every listening process; PostgreSQL delivers it on commit, never on rollback."""
-        await self.execute("SELECT pg_notify(:channel, :payload)", {"channel": EVENT_CHANNEL, "payload": payload})
-
-    async def listen(self, on_notify) -> None:
-        """Call on_notify(payload) for every notification, until cancelled, on a connection of its own.
-
-        Not a pooled one: asyncpg's pool runs UNLISTEN * when a connection goes back. asyncpg does
-        not reconnect either, so this does, waiting longer each time. After each (re)connection
-        on_notify("") runs too: whatever was published while nobody listened must be caught up.
-        """
-        delay = 0.1
-        while True:
-            try:
-                connection = await asyncpg.connect(  # named, so that pg_stat_activity tells which it is
-                    str(self.url), server_settings={"application_name": f"blog.py events, pid {os.getpid()}"})
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("Events: cannot reach PostgreSQL to listen (%s); trying again in %.1f s", error, delay)
-            else:
-                delay = 0.1  # it connected: a later outage starts the backoff afresh
-                try:
-                    await self.listen_on(connection, on_notify)
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    log.warning("Events: the listening connection failed (%s)", error)
-                finally:
-                    self.listening = False
-                    connection.terminate()
-                log.warning("Events: not listening; reconnecting in %.1f s", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5)
-
-    async def listen_on(self, connection, on_notify) -> None:
-        """LISTEN on `connection` until it is lost; checked every few seconds, as a dead network is silent."""
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _: lost.set())
-        await connection.add_listener(EVENT_CHANNEL, lambda _connection, _pid, _channel, payload: on_notify(payload))
-        self.listening = True
-        log.info("Events: listening for notifications")
-        on_notify("")
-        while not lost.is_set():
-            try:
-                async with asyncio.timeout(LISTENER_CHECK_SECONDS):  # not wait_for: see run_event_bus
-                    await lost.wait()
-            except TimeoutError:
-                await connection.fetchval("SELECT 1", timeout=LISTENER_CHECK_SECONDS)
-
-
-async def keep_session(connection: asyncpg.Connection) -> None:
-    """What asyncpg's pool runs on a connection it takes back: nothing. By default it sends RESET
-    ALL, UNLISTEN * and more, a second round trip for every query; this app leaves no session
-    state behind (its advisory locks end with their transactions, it LISTENs on a connection of
-    its own), and the pool still rolls back a transaction left open."""
-
-
-def make_database(url: str) -> Database:
-    """The database for a URL: sqlite:///blog.db or postgresql://user:password@host/name."""
-    if url.startswith("sqlite"):
-        return SQLiteDatabase(url, factory=SQLiteConnection)
-    # No request holds a connection for long: a statement still running after STATEMENT_TIMEOUT_SECONDS
-    # is cancelled by PostgreSQL itself, and the client gets a 503 (see PostgresDatabase.run).
-    # min_size=0: connections are made as requests need them. With a floor, asyncpg's pool would
-    # remake the lost ones on its own while PostgreSQL restarts, logging a traceback each time.
-    timeout = {"statement_timeout": str(round(STATEMENT_TIMEOUT_SECONDS * 1000))}  # milliseconds
-    return PostgresDatabase(url, reset=keep_session, min_size=0,  # named in pg_stat_activity: restore looks
-                            server_settings=timeout | {"application_name": f"blog.py, pid {os.getpid()}"})
-
-
-database = make_database(DATABASE_URL)
-
-
-def schema_script(path: Path) -> str:
-    """schema.sql or an upgrade step, for this database: its lines for both, and those marked for this one."""
-    dialect, keep, script = database.url.dialect, True, []
-    for line in path.read_text().splitlines():
-        if marker := re.fullmatch(r"-- on (both|sqlite|postgresql):.*", line):
-            keep = marker[1] in ("both", dialect)
-        elif keep:
-            script.append(line)
-    script = "\n".join(script)
-    if dialect == "postgresql":
-        # The one difference in shared lines: SQLite's INTEGER PRIMARY KEY counts up by itself.
-        script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT", "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
-                        script)
-    return script
-
-
-#### Appendix E. The public cache
-
-
-class PublicCache:
-    """What everyone is sent alike, kept as sent for a second: the front page, approved blogs.
-
-    An approved blog's text never changes (it can only be deleted), so these go wrong only
-    when a blog is approved or an approved one deleted; then `clear` empties the cache and moves
-    its version on, here at once and in every other process through the event bus. A response
-    computed under an older version is not kept: a reader racing a writer can never leave a
-    wrong entry behind. Like counts do change, so an entry lives CACHE_SECONDS: a like shows
-    within a second, and likes never empty the cache. A blog is kept with the ETag made from the
-    same row as its body, and that ETag counts its likes: a kept blog and its ETag are one
-    version, at most CACHE_SECONDS old, and a deleted blog's is gone with it. While this process
-    hears no events, it serves nothing from here.
-    """
-
-    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
-        self.entries: dict[str, tuple[bytes, dict, float]] = {}  # key -> (body, its ETag header, when it was kept)
-        self.version, self.size, self.max_bytes = 0, 0, max_bytes
-
-    def response(self, key: str) -> Response | None:
-        body, headers, kept_at = self.entries.get(key, (None, {}, 0.0))
-        if body is None or not database.listening or time.monotonic() - kept_at >= CACHE_SECONDS:
-            return None
-        return Response(body, media_type="application/json", headers=headers)
-
-    def keep(self, key: str, response: Response, version: int) -> None:
-        if version != self.version or not database.listening:
-            return
-        if self.size + len(response.body) > self.max_bytes:  # full, mostly of expired entries: start over
-            self.entries.clear()
-            self.size = 0
-        self.size += len(response.body) - len(self.entries.get(key, (b"", {}, 0.0))[0])
-        headers = {"ETag": response.headers["etag"]} if "etag" in response.headers else {}
-        self.entries[key] = (response.body, headers, time.monotonic())
-
-    def clear(self) -> None:
-        self.version += 1
-        self.entries.clear()
-        self.size = 0
-
-
-public_cache = PublicCache()
-
-
-@on_event("public_changed")
-def empty_public_cache(event: dict) -> None:
-    """What everyone sees has changed (a blog approved, or a public one deleted): forget the old pages."""
-    public_cache.clear()
-
-
-#### Appendix F. The job runner: claims, heartbeats, the writer
-
-
-job_runner_wakeups: set[asyncio.Event] = set()
-
-
-@on_event("job_queued")
-def wake_job_runners(event: dict) -> None:
-    """A job is waiting: every process's runner looks for room to take it."""
-    for woken in job_runner_wakeups:
-        woken.set()
-
-
-class WriterFailed(Exception):
-    """The writer gave no usable post. The message says why, for the job's owner, in words that show
-    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
-    error may quote the key); `details` say it all, for the server log."""
-
-    def __init__(self, reason: str, details: str = ""):
-        super().__init__(reason)
-        self.details = details
-
-
-def writer_answer_start(raw: bytes) -> str:
-    """The start of a writer's answer, for the log: one line, and never the API key it may quote."""
-    start = bytes(raw[:200]).decode(errors="replace")
-    return repr(start.replace(WRITER_API_KEY, "[the API key]") if WRITER_API_KEY else start)
-
-
-async def run_jobs() -> None:
-    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
-    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
-    woken, running = asyncio.Event(), {}  # job id -> its task
-    job_runner_wakeups.add(woken)
-    try:
-        while True:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(JOB_HEARTBEAT_SECONDS):  # not wait_for: see run_event_bus
-                    await woken.wait()
-            woken.clear()
-            try:
-                await beat_and_reap(list(running))
-                await fail_jobs_waiting_too_long()
-                while len(running) < JOBS_AT_ONCE and (job := await claim_job()):
-                    running[job["id"]] = asyncio.create_task(run_job(job))
-                    running[job["id"]].add_done_callback(functools.partial(job_done, running, job["id"]))
-            except DATABASE_ERRORS as error:  # try again at the next beat
-                log.warning("Jobs: could not reach the jobs table (%s)", error)
-    finally:
-        job_runner_wakeups.discard(woken)
-        for task in running.values():
-            task.cancel()
-        with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
-            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
-                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
-
-
-def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
-    """Forget a job's task once it ends. One that could not reach the database to end its job
-    leaves it in progress without a heartbeat: some process fails it as abandoned."""
-    running.pop(job_id, None)
-    if task.cancelled() or not (error := task.exception()):
-        return
-    if isinstance(error, DatabaseUnavailable):
-        log.warning("Jobs: job %s could not be ended (%s); it will be failed as abandoned", job_id, error)
-    else:
-        log.error("Jobs: job %s failed on our side", job_id, exc_info=error)
-
-
-ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
-
-
-async def beat_and_reap(running: list[int]) -> None:
-    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
-    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
-    now = datetime.now(UTC)
-    for job_id in running:
-        await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
-                               {"id": job_id, "me": PROCESS_ID, "now": utc_time(now)})
-    stale = {"stale": utc_time(now - timedelta(seconds=3 * JOB_HEARTBEAT_SECONDS))}
-    if await database.fetch_one(ABANDONED_JOBS, stale):
-        async with publishing():  # locked, read again: of two processes reaping at once, one does
-            for job in await database.fetch_all(ABANDONED_JOBS + database.LOCKING, stale):
-                await end_job(job, "failed", error="The writing was interrupted; try again.")
-
-
-WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
-
-
-async def fail_jobs_waiting_too_long() -> None:
-    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
-    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
-    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
-    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
-    of two processes failing the same job, the second finds it no longer pending."""
-    too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
-    if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
-        async with publishing():
-            for job in await database.fetch_all(
-                    "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
-                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
-                                                                                        "now": utc_now()}):
-                await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
-                              error=WRITER_TOO_BUSY)
-
-
-async def claim_job() -> dict | None:
-    """Take the oldest pending job for this process, or None. One conditional statement: of two
-    processes claiming the same job, the second finds it no longer pending (and claims none)."""
-    now = utc_now()
-    return await database.fetch_one(
-        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
-        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
-        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
-
-
-async def run_job(job: dict) -> None:
-    """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
-    fields = json.loads(job["input"])
-    try:
-        text = await ask_writer(fields["title"], fields.get("notes", ""))
-    except WriterFailed as failure:
-        log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
-        async with publishing():
-            await end_job(job, "failed", error=storable(str(failure)))
-        return
-    except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
-        log.exception("Jobs: job %s failed", job["id"])
-        async with publishing():
-            await end_job(job, "failed", error="The writing failed on our side; try again.")
-        return
-    async with publishing():
-        if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
-                                        "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
-            return  # it took so long that another process took it for abandoned, and failed it: no draft
-        # The draft takes the post only if it was not saved since the job was asked for (one statement,
-        # so a save landing meanwhile is never overwritten); otherwise the text waits on the job.
-        filled = await database.fetch_one(
-            "INSERT INTO drafts (user_id, title, content, images, updated_at) VALUES (:user_id, :title, :text, '[]', "
-            ":now) ON CONFLICT (user_id) DO UPDATE SET title = excluded.title, content = excluded.content, "
-            "images = excluded.images, updated_at = excluded.updated_at, version = drafts.version + 1 "
-            "WHERE drafts.updated_at <= :asked "
-            "RETURNING user_id", {"user_id": job["user_id"], "title": fields["title"], "text": text,
-                                  "now": utc_now(), "asked": job["created_at"]})
-        await end_job(job, "completed", result=text, filled_draft=filled is not None)
-
-
-async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
-                  filled_draft: bool = False) -> None:
-    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
-    while it is still in progress under the same claim: a job that another process has meanwhile
-    taken for abandoned, and failed, has ended once and is not ended again."""
-    ended = await database.fetch_one(
-        "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
-        "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
-        "RETURNING id", {"status": status, "result": result, "error": error, "filled": int(filled_draft),
-                         "now": utc_now(), "id": job["id"], "claimed_by": job["claimed_by"]})
-    if ended:
-        await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status=status, error=error)
-
-
-async def ask_writer(title: str, notes: str) -> str:
-    """The post the writer wrote, in Markdown; WriterFailed, with a reason a person can act on."""
-    body = {"model": WRITER_MODEL, "messages": [
-        {"role": "system", "content": WRITER_INSTRUCTIONS},
-        {"role": "user", "content": f"Title: {title}\n\nNotes: {notes or '(none)'}"}]}
-    headers = {"Authorization": f"Bearer {WRITER_API_KEY}"} if WRITER_API_KEY else {}
-    host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
-    try:
-        async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
-            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
-                raw = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    raw += chunk
-                    if len(raw) > WRITER_MAX_ANSWER_BYTES:
-                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
-                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
-    except TimeoutError:
-        raise WriterFailed("The writer did not answer in time; try again later.",
-                           f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
-    except httpx.HTTPError as error:
-        raise WriterFailed("The writer could not be reached.", f"{type(error).__name__} reaching {host}")
-    if answer.status_code != 200:
-        said = f"{host} answered {answer.status_code}: {writer_answer_start(raw)}"
-        if answer.status_code < 500:
-            raise WriterFailed(f"The writer refused the request ({answer.status_code}).", said)
-        raise WriterFailed(f"The writer failed to write the post ({answer.status_code}); try again later.", said)
-    try:
-        text = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, LookupError, TypeError, RecursionError):
-        raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
-                           f"{host} answered {writer_answer_start(raw)}")
-    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
-        raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
-    return storable(text)
-
-
-def storable(text: str) -> str:
-    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
-    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
 #### Appendix G. Log redaction: no token or ticket in a log line
@@ -3725,7 +3703,7 @@ async def migrate(dry_run: bool) -> None:
 #
 # queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and
 # publishes "mail_queued", which wakes the sender of every process. Each sender claims one due
-# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix F), sends it
+# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix C), sends it
 # with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS ahead:
 # if its process dies mid-send, the claim lapses and a sender (of another process, or of this
 # one restarted) tries the mail again. A failed try waits a pause that doubles each time, from
@@ -3733,6 +3711,9 @@ async def migrate(dry_run: bool) -> None:
 # A mail is sent at least once; twice only if a process dies between the mail server's "250 OK"
 # and the DELETE, which no outbox can rule out.
 
+SMTP_TIMEOUT_SECONDS = 30
+MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
+MAIL_POLL_SECONDS = 1  # how often each sender looks for mails that came due (a retry), unwoken
 mail_sender_wakeups: set[asyncio.Event] = set()
 
 
@@ -3842,7 +3823,7 @@ def smtp_connection() -> smtplib.SMTP:
     return smtp
 
 
-#### The app: routes, error handlers, lifespan (last: the routes table names every handler, the appendices' too)
+#### The app: routes, error handlers, lifespan (last, as the routes name every handler)
 
 routes = [
     Route("/", home, include_in_schema=False),
@@ -3955,10 +3936,29 @@ def refuse_a_weak_secret_key() -> None:
                  "    python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
 
+def end_streams() -> None:
+    """End every event stream of this process: uvicorn's graceful shutdown waits for open
+    responses, and an event stream never ends by itself. (EventSource reconnects, elsewhere.)"""
+    for queue in streams:
+        end(queue, SERVER_STOPPING)
+
+
+def end_streams_when_stopping() -> None:
+    """Chain end_streams() in front of uvicorn's SIGINT and SIGTERM handlers (main thread only)."""
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        uvicorn_handler = signal.getsignal(signal_number)
+        if callable(uvicorn_handler):
+            def handler(number, frame, uvicorn_handler=uvicorn_handler):
+                loop.call_soon_threadsafe(end_streams)
+                uvicorn_handler(number, frame)
+            signal.signal(signal_number, handler)
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create or upgrade the tables (Appendix H), start this process's end of the event bus,
-    its job runner and its mail sender; undo it all at shutdown."""
+    """Connect, create or upgrade the tables (Appendix H) unless `python blog.py` has just done so, start
+    this process's event bus, its job runner and its mail sender; undo it all at shutdown."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
@@ -3966,7 +3966,8 @@ async def lifespan(app: Starlette):
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
     in_use = lock_the_database(exclusive=False)  # on SQLite: restore refuses while an app holds it
     await database.connect()
-    await upgrade_schema()  # SchemaRefused stops the start: `python blog.py` says why without a traceback
+    if not getattr(app.state, "schema_checked", False):  # by `python blog.py`, which refuses a bad database plainly
+        await upgrade_schema()  # under uvicorn blog:app, a worker, or a test; SchemaRefused stops the start
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     if not SMTP_URL:
@@ -4031,6 +4032,7 @@ async def create_admin(username: str, email: str, password: str) -> None:
     print(f"Admin {username} created.")
 
 
+SHUTDOWN_GRACE_SECONDS = 3  # how long uvicorn waits for open requests when told to stop
 DEMO_ACCOUNTS = [("demo-admin", "admin"), ("demo-approver", "approver"), ("demo-user", "user")]
 DEMO_BLOGS = [("Welcome to the blog", "approved", None), ("Waiting for review", "pending", None),
               ("A rough first try", "rejected", "Please add an introduction.")]
@@ -4088,10 +4090,10 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
-        DEMO = True  # the page at / offers the accounts
-        os.environ["DEMO"] = "true"  # and so does each worker, which imports this file anew
+        DEMO, os.environ["DEMO"] = True, "true"  # the page at / offers the accounts, in each worker too
     else:  # upgrade once, before any worker starts, and refuse without a traceback
         asyncio.run(upgrade_before_serving())
+    app.state.schema_checked = True  # the lifespan of this process need not (each worker's checks anew)
     # Several workers are separate processes, each importing the app by name ("blog:app").
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,

@@ -5672,3 +5672,66 @@ def screenshot(path: str) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["screenshot"]:
     screenshot(sys.argv[2] if len(sys.argv) > 2 else "docs/two-windows.png")
+
+
+#### The reading guide: the three flows it names run, in file order, through the lesson alone; its promises
+
+
+def test_the_guides_flows_run_in_file_order_through_the_lesson():
+    """Each flow the guide names is a path of functions defined in blog.py, before the first
+    appendix, in the order the guide gives: a reader who stops at the appendices has followed it."""
+    source = Path(blog.__file__).read_text().splitlines()
+    first_appendix = next(number for number, line in enumerate(source, 1) if line.startswith("#### Appendix"))
+    defined = {}
+    for number, line in enumerate(source, 1):
+        if match := re.match(r"(?:async def|def|class) (\w+)", line):
+            defined.setdefault(match[1], number)
+    guide = blog.__doc__.split("The three flows")[1].split("\n\n")[0]
+    flows = re.findall(r"^(A [^:\n]+): (.+(?:\n   -> .+)*)", guide, re.MULTILINE)
+    assert [name for name, _ in flows] == ["A role check", "A post reviewed and heard live",
+                                           "A chat message reaching its room"]
+    for name, path in flows:
+        steps = [step.strip() for step in path.split("->")]
+        lines = [defined.get(step) for step in steps]
+        assert None not in lines, f"{name}: not defined in blog.py: {[s for s, l in zip(steps, lines) if l is None]}"
+        assert all(line < first_appendix for line in lines), f"{name}: defined in an appendix: {steps}"
+        assert lines == sorted(lines) and len(set(lines)) == len(lines), f"{name}: not in file order: {steps}"
+
+
+def test_database_is_what_the_guide_says_on_both_databases(client):
+    """Rows are plain dicts, execute returns None, and a transaction inside another raises on
+    PostgreSQL too (asyncpg alone would make it a savepoint), as on SQLite."""
+    async def shapes():
+        return await blog.database.fetch_one("SELECT 1 AS one"), await blog.database.execute("SELECT 1")
+    row, executed = client.portal.call(shapes)
+    assert type(row) is dict and row == {"one": 1} and executed is None
+
+    async def nest():
+        async with blog.database.transaction():
+            async with blog.database.transaction():
+                pass
+    with pytest.raises(RuntimeError, match="do not nest"):
+        client.portal.call(nest)
+    assert client.get("/api/blogs/").status_code == 200  # and nothing is left held
+
+
+def test_a_start_upgrades_the_schema_once(database_url, monkeypatch):
+    """`python blog.py` upgrades before serving (to refuse a bad database without a traceback), and
+    its lifespan then leaves it be; uvicorn blog:app, or a test, upgrades in the lifespan."""
+    calls, upgrade_schema = [], blog.upgrade_schema
+
+    async def counted(*args, **kwargs):
+        calls.append(args)
+        return await upgrade_schema(*args, **kwargs)
+
+    def serve(app, **options):
+        with TestClient(app):
+            pass
+    monkeypatch.setattr(blog, "upgrade_schema", counted)
+    monkeypatch.setattr(blog, "database", blog.make_database(database_url))
+    monkeypatch.setattr(blog.app.state, "schema_checked", False, raising=False)  # undone after the test
+    serve(blog.app)
+    assert len(calls) == 1
+    monkeypatch.setattr(blog.uvicorn, "run", serve)
+    blog.main([])
+    assert len(calls) == 2  # once more, for the one start of `python blog.py`
