@@ -4291,6 +4291,83 @@ def test_a_new_database_gets_the_whole_schema_at_the_newest_version(new_database
     assert every_row(database_url, ["step_runs"])["step_runs"] == []  # no step ran on top of schema.sql
 
 
+# What a database's tables are, read from its own catalogue, in rows that compare as they are.
+SCHEMA_CATALOGUE = {
+    "sqlite": {
+        "columns": 'SELECT m.name AS "table", c.name, c.type, c."notnull", c.dflt_value, c.pk, c.hidden '
+                   "FROM sqlite_master m, pragma_table_xinfo(m.name) c WHERE m.type = 'table'",
+        "indexes": 'SELECT m.name AS "table", i.name, i."unique", i.origin, i.partial, s.sql, '
+                   "(SELECT group_concat(COALESCE(x.name, x.cid), ',') FROM pragma_index_xinfo(i.name) x WHERE x.key) "
+                   "AS columns FROM sqlite_master m, pragma_index_list(m.name) i "
+                   "LEFT JOIN sqlite_master s ON s.name = i.name WHERE m.type = 'table'",
+        "foreign keys": 'SELECT m.name AS "table", f."table" AS refers_to, f."from", f."to", f.on_update, f.on_delete '
+                        "FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table'",
+        # A table's CHECKs and a virtual (FTS5) table's options live in its text; triggers are text.
+        "tables, triggers, FTS": "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('table', 'trigger')",
+    },
+    "postgresql": {
+        "columns": 'SELECT table_name AS "table", column_name, data_type, column_default, is_nullable, is_identity, '
+                   "identity_generation, is_generated, generation_expression FROM information_schema.columns "
+                   "WHERE table_schema = current_schema()",
+        "indexes (GIN for FTS too)": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()",
+        "constraints": 'SELECT conrelid::regclass::text AS "table", conname, contype::text, pg_get_constraintdef(oid) AS definition '
+                       "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace",
+        "triggers": "SELECT tgname, pg_get_triggerdef(oid) AS definition FROM pg_trigger WHERE NOT tgisinternal",
+    },
+}
+
+
+def sql_text(sql: str | None) -> str | None:
+    """SQL as it means: no comments, one space between words, none inside parentheses, lower case
+    but in 'strings'."""
+    if sql is None:
+        return None
+    sql = re.sub(r"\s*([(),])\s*", r"\1", " ".join(re.sub(r"--[^\n]*", "", sql).split()))
+    return re.sub(r"'[^']*'|[^']+", lambda part: part[0] if part[0][0] == "'" else part[0].lower(), sql)
+
+
+def checks_in(table_sql: str) -> list[str]:
+    """The CHECK constraints of SQLite's CREATE TABLE text (SQLite keeps them nowhere else)."""
+    text, checks = sql_text(table_sql), []
+    for start in [found.end() for found in re.finditer(r"\bcheck\(", text)]:
+        depth, end = 1, start
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        checks.append(text[start:end - 1])
+    return sorted(checks)
+
+
+def catalogue(database_url: str) -> dict[str, list]:
+    """Every table, column (type, default, NOT NULL), index (its columns or expressions, UNIQUE, WHERE),
+    foreign key (ON DELETE), CHECK, trigger and full-text table of a database, each kind a sorted list."""
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    kinds = SCHEMA_CATALOGUE[dialect]
+    found = dict(zip(kinds, on_database(database_url, *[(query, {}) for query in kinds.values()])))
+    if dialect == "sqlite":  # a table's text holds its comments, and the ALTERs that added columns: keep what it says
+        found["tables, triggers, FTS"] = [
+            row | {"sql": checks_in(row["sql"]) if row["sql"].startswith("CREATE TABLE") else sql_text(row["sql"])}
+            for row in found["tables, triggers, FTS"] if row["sql"]]
+        found["indexes"] = [row | {"sql": sql_text(row["sql"])} for row in found["indexes"]]
+    return {kind: sorted(json.dumps(row, sort_keys=True) for row in rows) for kind, rows in found.items()}
+
+
+def test_schema_sql_and_every_upgrade_step_from_version_1_make_the_same_tables(new_database):
+    """schema.sql and upgrades/ say the same thing twice: a step that forgets an index, a NOT NULL,
+    an ON DELETE CASCADE or a trigger that schema.sql has (or the reverse) fails here, whatever the
+    number of steps."""
+    new, upgraded = new_database(), version_1_database(new_database())
+    for database_url in (new, upgraded):
+        done = blog_command(HERE, database_url, "migrate")
+        assert done.returncode == 0, done.stderr
+    assert schema_version_of(new) == schema_version_of(upgraded) == len(blog.upgrade_steps()) + 1
+    made, stepped = catalogue(new), catalogue(upgraded)
+    differences = {kind: {"only from schema.sql": sorted(set(made[kind]) - set(stepped[kind])),
+                          "only from the steps": sorted(set(stepped[kind]) - set(made[kind]))}
+                   for kind in made if made[kind] != stepped[kind]}
+    assert not differences, json.dumps(differences, indent=1)
+
+
 @pytest.mark.parametrize("names", [["3-gap.sql"], ["2-a.sql", "2-b.sql"], ["2 spaces.sql"], ["two-words.sql"]])
 def test_badly_numbered_steps_are_refused_before_anything_runs(client, monkeypatch, names):
     folder = TEST_DIR / f"steps-{os.urandom(4).hex()}"
