@@ -14,6 +14,7 @@ import base64
 import contextlib
 import email
 import email.policy
+import functools
 import logging
 import json
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import jsonschema
 import jwt
 import pytest
 
@@ -56,6 +58,9 @@ import blog  # noqa: E402  (configured by the environment above)
 
 # The team's dependency list names httpx; Starlette 1.x nudges toward its successor httpx2.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+from starlette.datastructures import QueryParams  # noqa: E402
+from starlette.requests import HTTPConnection  # noqa: E402
+from starlette.routing import Match  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
@@ -160,6 +165,7 @@ def client(database_url, monkeypatch):
     """A TestClient on an empty database; its lifespan (connect, create tables) runs."""
     monkeypatch.setattr(blog, "database", blog.make_database(database_url))
     with TestClient(blog.app) as test_client:
+        test_client.event_hooks = {"request": [], "response": [answers_as_documented]}  # every answer as documented
         test_client.portal.call(empty_database)
         blog.public_cache.clear()  # the in-process state that outlives a request
         yield test_client
@@ -4764,6 +4770,170 @@ def test_openapi_documents_every_route_with_its_docstring(client):
         operation = document["paths"][path][method]
         assert condition in [p["name"] for p in operation["parameters"] if p["in"] == "header"] and answer in operation["responses"]
         assert "ETag" in operation["responses"]["200"]["headers"]
+
+
+# One request per documented operation (some need two: a stream reads ?token= only without ?ticket=),
+# made in this order on objects made first: {pending} is the author's pending blog, {public} an
+# approved one, {doomed} one to approve and delete, {comment} a comment under {public}, {other}
+# another user, {spare} a user to promote and delete, {request} a feature request.
+WALK = [
+    ("GET", "/health", None, None),
+    ("POST", "/api/auth/register", {"username": "walker", "email": "walker@example.com", "password": PASSWORD}, None),
+    ("POST", "/api/auth/login", {"username": "walker", "password": PASSWORD}, None),
+    ("POST", "/api/auth/login", "username=walker&password=" + PASSWORD.replace(" ", "+"), None),  # the OAuth2 form
+    ("POST", "/api/auth/refresh", {"refresh_token": "{refresh}"}, None),
+    ("GET", "/api/auth/me", None, "author"),
+    ("POST", "/api/auth/stream-ticket", None, "author"),
+    ("GET", "/api/notifications/sse?ticket={ticket}", None, None),
+    ("GET", "/api/notifications/sse?token={token}", None, None),
+    ("POST", "/api/auth/forgot-password", {"email": "walker@example.com"}, None),
+    ("POST", "/api/auth/reset-password", {"token": "x", "password": "a new password"}, None),
+    ("POST", "/api/auth/request-verify-token", {"email": "walker@example.com"}, None),
+    ("POST", "/api/auth/verify", {"token": "x"}, None),
+    ("GET", "/api/users/{other}", None, None),
+    ("PATCH", "/api/users/me", {"bio": "Hello"}, "author"),
+    ("PUT", "/api/users/{other}/follow", None, "author"),
+    ("GET", "/api/users/{other}/followers", None, None),
+    ("GET", "/api/users/{other}/following", None, None),
+    ("DELETE", "/api/users/{other}/follow", None, "author"),
+    ("GET", "/api/users", None, "admin"),
+    ("POST", "/api/auth/make-admin/{spare}", None, "admin"),
+    ("PATCH", "/api/users/{spare}/role", {"role": "user"}, "admin"),
+    ("DELETE", "/api/users/{spare}", None, "admin"),
+    ("GET", "/api/blogs/", None, None),
+    ("POST", "/api/blogs/", {"title": "T", "content": "C"}, "author"),
+    ("GET", "/api/blogs/pending", None, "admin"),
+    ("GET", "/api/blogs/{pending}", None, "author"),
+    ("PUT", "/api/blogs/{pending}", {"title": "T", "content": "C"}, "author"),
+    ("GET", "/api/blogs/{pending}/history", None, "author"),
+    ("POST", "/api/blogs/{pending}/reject", {"reason": "Too short."}, "admin"),
+    ("POST", "/api/blogs/{doomed}/approve", None, "admin"),
+    ("DELETE", "/api/blogs/{doomed}", None, "author"),
+    ("PUT", "/api/blogs/{public}/like", None, "author"),
+    ("GET", "/api/blogs/{public}/likes", None, None),
+    ("DELETE", "/api/blogs/{public}/like", None, "author"),
+    ("GET", "/api/feed", None, "author"),
+    ("GET", "/api/blogs/{public}/comments", None, None),
+    ("DELETE", "/api/comments/{comment}", None, "admin"),
+    ("GET", "/api/feature-requests/", None, "author"),
+    ("POST", "/api/feature-requests/", {"title": "Dark mode", "description": "Please."}, "author"),
+    ("PATCH", "/api/feature-requests/{request}", {"status": "accepted"}, "admin"),
+    ("POST", "/api/session/draft", {"title": "T"}, "author"),
+    ("GET", "/api/session/draft", None, "author"),
+    ("DELETE", "/api/session/draft", None, "author"),
+    ("POST", "/api/session/draft/generate", {"title": "T"}, "author"),  # a 503, as no writer is set up
+    ("GET", "/api/jobs", None, "author"),
+    ("GET", "/api/jobs/999999999", None, "author"),
+    ("GET", "/api/audit", None, "admin"),
+    ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "a new password"}, "author"),
+    ("POST", "/api/auth/logout", {"refresh_token": "{refresh}"}, "author"),
+]
+
+
+@functools.cache
+def documented_operations() -> dict:
+    """The API document's operations by method and route path: ("GET", "/api/blogs/{blog_id:id}") -> operation."""
+    paths = blog.openapi_document()["paths"]
+    return {(method, route.path): paths[re.sub(r":\w+}", "}", route.path)][method.lower()] for route in blog.routes
+            if isinstance(route, blog.Route) and route.include_in_schema for method in route.methods - {"HEAD"}}
+
+
+def operation_of(request: httpx.Request) -> tuple[str, str] | None:
+    """The documented operation a request reaches, as its key in documented_operations(); None for another."""
+    scope = {"type": "http", "path": request.url.path, "method": request.method}
+    for route in blog.routes:
+        if isinstance(route, blog.Route) and route.include_in_schema and route.matches(scope)[0] == Match.FULL:
+            return request.method, route.path
+    return None
+
+
+def strict(schema: dict) -> dict:
+    """A documented schema with its $refs filled in, that allows no property it does not declare."""
+    if "$ref" in schema:
+        return strict(blog.SHAPES[schema["$ref"].rsplit("/", 1)[1]])
+    schema = dict(schema)
+    if "properties" in schema:
+        schema["properties"] = {name: strict(rule) for name, rule in schema["properties"].items()}
+        schema["additionalProperties"] = False
+    if "items" in schema:
+        schema["items"] = strict(schema["items"])
+    return schema
+
+
+def answers_as_documented(response: httpx.Response) -> None:
+    """The `client` fixture's check of every JSON answer to a documented operation: it holds every
+    field its documented response requires, and no field that response does not declare."""
+    operation = documented_operations().get(operation_of(response.request))
+    if operation is None or response.headers.get("content-type") != "application/json":
+        return
+    documented = operation["responses"].get(str(response.status_code), {}).get("content", {})
+    if schema := documented.get("application/json", {}).get("schema"):
+        response.read()
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(strict(schema)).iter_errors(response.json()))
+        assert error is None, f"{response.request.method} {response.request.url.path} answered " \
+                              f"{response.status_code} off its documented shape: {error.message} at {list(error.path)}"
+
+
+def reads_recorded(monkeypatch) -> dict:
+    """Record what handlers read from now on: {"query": names of query parameters asked for, present
+    or not, "bodies": the declarations bodies were read with}; empty it before each request."""
+    read = {"query": set(), "bodies": []}
+
+    class RecordedQuery(QueryParams):
+        def get(self, key, default=None):
+            read["query"].add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key):
+            read["query"].add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key):
+            read["query"].add(key)
+            return super().__contains__(key)
+
+    monkeypatch.setattr(HTTPConnection, "query_params", property(lambda self: RecordedQuery(self.scope["query_string"])))
+    for name in ("read_body", "validate"):  # the login form goes to validate without read_body
+        monkeypatch.setattr(blog, name, lambda given, schema, real=getattr(blog, name):
+                            read["bodies"].append(schema) or real(given, schema))
+    return read
+
+
+def test_each_documented_operation_reads_exactly_the_query_parameters_and_the_body_it_documents(client, monkeypatch):
+    """The document's query parameters and body per operation are what its handler reads, both
+    ways: a handler reading ?tag= that the document lacks fails here, and so does a documented
+    parameter that nothing reads. (What it answers is checked on every answer by `client`.)"""
+    author, admin, other, spare = (make_user(client, role) for role in ("user", "admin", "user", "user"))
+    public = make_blog(client, author, status="approved")
+    names = {"pending": make_blog(client, author)["id"], "public": public["id"], "doomed": make_blog(client, author)["id"],
+             "comment": add_comment(client, public, other), "other": other["user"]["username"],
+             "spare": spare["user"]["username"], "refresh": author["tokens"]["refresh_token"],
+             "token": author["tokens"]["access_token"],
+             "request": client.post("/api/feature-requests/", json={"title": "Dark mode", "description": "Please."},
+                                    headers=author["headers"]).json()["id"]}
+    read = reads_recorded(monkeypatch)
+    monkeypatch.setattr(blog, "EventStreamResponse", lambda user, last_event_id: blog.Response())  # a stream never ends
+    tokens, reads = {"author": names["token"], "admin": admin["tokens"]["access_token"]}, {}
+    for method, path, body, who in WALK:
+        read["query"], read["bodies"] = set(), []
+        headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
+        if isinstance(body, str):
+            sent = {"content": body, "headers": headers | {"Content-Type": "application/x-www-form-urlencoded"}}
+        else:
+            sent = {"json": body and {key: value.format(**names) for key, value in body.items()}, "headers": headers}
+        response = client.request(method, path.format(**names), **sent)
+        operation = documented_operations()[key := operation_of(response.request)]
+        assert str(response.status_code) in operation["responses"], (method, path, response.text)
+        names["ticket"] = response.json()["ticket"] if path == "/api/auth/stream-ticket" else names.get("ticket")
+        reads.setdefault(key, {"query": set(), "bodies": []})["query"] |= read["query"]
+        for schema in read["bodies"]:  # read_body's, then validate's, are one declaration
+            reads[key]["bodies"] += [] if schema in reads[key]["bodies"] else [schema]
+    assert set(reads) == set(documented_operations())  # the walk leaves out no operation
+    for (method, path), operation in documented_operations().items():
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        assert reads[method, path] == {"query": {p["name"] for p in operation["parameters"] if p["in"] == "query"},
+                                       "bodies": [body] if body else []}, f"{method} {path}"
 
 
 def test_the_api_reference_lists_exactly_the_apps_routes():
