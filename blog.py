@@ -350,7 +350,8 @@ async def start_session(user_id: int) -> dict:
 
 
 USER_IN_SESSION = """
-    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open
+    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open,
+           (SELECT COALESCE(MAX(id), 0) FROM events) AS as_of_event
     FROM users u LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND s.ended_at IS NULL
     WHERE u.id = :id"""
 
@@ -359,7 +360,9 @@ async def user_for_claims(claims: dict) -> dict:
     """The user that verified claims name (a token's or a ticket's), read fresh so that a role
     change applies at once; 401 once the account is gone or the session has ended (a logout, a
     reused refresh token, a password change). With "credential_expires", when the token does
-    (a stream opened with it ends then)."""
+    (a stream opened with it ends then), and "as_of_event", the event log's newest id read by the
+    same statement (one snapshot): what every "user_changed" event up to it tells of, published in
+    the change's own transaction, is in what was read."""
     user = await database.fetch_one(USER_IN_SESSION, {"id": int(claims["sub"]), "session_id": claims["sid"]})
     if user is None:
         raise unauthorized("This account no longer exists.")
@@ -1020,8 +1023,9 @@ SERVER_STOPPING = Closing("The server is restarting; reconnect.")
 DATABASE_DOWN = Closing("The database is unavailable for a moment; reconnect shortly.", code=1013)
 TOKEN_EXPIRED = Closing("Your token has expired; reconnect with a new one.")
 
-# User id -> the queues of that user's streams and sockets, to end them when their rights change.
-user_connections: dict[int, set[asyncio.Queue]] = {}
+# User id -> the queues of that user's streams and sockets, to end them when their rights change,
+# each with the as_of_event of the rights it was let in with.
+user_connections: dict[int, dict[asyncio.Queue, int]] = {}
 
 
 def offer(queue: asyncio.Queue, item) -> None:
@@ -1041,26 +1045,28 @@ def end(queue: asyncio.Queue, closing: Closing) -> None:
 
 def count_connection(user: dict, queue: asyncio.Queue) -> None:
     """Count a stream or socket as one of its user's; 429 past the limit. forget_connection undoes it."""
-    queues = user_connections.setdefault(user["id"], set())
+    queues = user_connections.setdefault(user["id"], {})
     if len(queues) >= LIVE_CONNECTIONS_PER_USER:
         raise HTTPException(429, f"You already have {LIVE_CONNECTIONS_PER_USER} event streams and chat sockets "
                                  "open here; close one first.")
-    queues.add(queue)
+    queues[queue] = user["as_of_event"]
 
 
 def forget_connection(user: dict, queue: asyncio.Queue) -> None:
     """Stop counting a stream or socket that has ended."""
-    queues = user_connections.get(user["id"], set())
-    queues.discard(queue)
+    queues = user_connections.get(user["id"], {})
+    queues.pop(queue, None)
     if not queues:
         user_connections.pop(user["id"], None)
 
 
 @on_event("user_changed")
 def end_connections_of_changed_user(event: dict) -> None:
-    """A new role, or no account: what their streams and sockets were let in for no longer holds."""
-    for queue in user_connections.get(event["data"]["user_id"], set()):
-        end(queue, Closing("Your account has changed; reconnect."))
+    """A new role, or no account: what their streams and sockets were let in for no longer holds.
+    Not for one let in after the change, with its rights read anew, that hears of it late."""
+    for queue, as_of_event in user_connections.get(event["data"]["user_id"], {}).items():
+        if event["id"] > as_of_event:
+            end(queue, Closing("Your account has changed; reconnect."))
 
 
 #### The record of decisions: record() beside the change, in the same transaction

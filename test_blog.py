@@ -3428,6 +3428,47 @@ def test_a_demoted_reviewer_s_stream_ends_within_a_second_and_hears_no_more_revi
     assert (event["event"], json.loads(event["data"])["blog_id"]) == ("blog_reviewed", own["id"])
 
 
+def test_a_change_ends_the_streams_and_sockets_let_in_before_it_and_only_those(new_database, monkeypatch):
+    """A user made a reviewer opens a chat socket under a pending blog and an event stream, and
+    only then does this process hear the "account changed" notice of that same change (held
+    back until both are open): both were let in with the new role, so the notice leaves them
+    open. A change made after they opened (back to user) ends both."""
+    import asyncio
+    import websockets
+    from websockets.sync.client import connect
+    holding, held, real_deliver = threading.Event(), [], blog.deliver
+
+    def deliver(event: dict) -> None:
+        if event["type"] == "user_changed" and holding.is_set():
+            held.append((asyncio.get_running_loop(), event))  # handed over below, once both are open
+        else:
+            real_deliver(event)
+    monkeypatch.setattr(blog, "deliver", deliver)
+    with app_in_a_thread(new_database(), monkeypatch) as server:
+        live = Live(server)
+        author, user = live.user(), live.user()
+        pending = live.blog(author)
+        holding.set()
+        role_of(live, user, "approver")
+        wait_until(lambda: held, what="the notice of the change to reach this process, and be held")
+        with connect(f"{live.ws_url}/api/blogs/{pending['id']}/ws?token={user['token']}") as socket, \
+                event_stream(live, headers=user["headers"]) as lines:
+            handed = threading.Event()
+            [(loop, event)] = held
+            loop.call_soon_threadsafe(lambda: (real_deliver(event), handed.set()))
+            assert handed.wait(10)
+            holding.clear()
+            socket.send(json.dumps({"text": "Still here"}))
+            assert json.loads(socket.recv(10))["text"] == "Still here"
+            newer = live.blog(author, "Waiting after the notice")
+            assert json.loads(read_event(lines)["data"])["blog_id"] == newer["id"]
+            role_of(live, user, "user")
+            with pytest.raises(websockets.ConnectionClosed):
+                socket.recv(10)
+            assert (socket.close_code, socket.close_reason) == (1008, "Your account has changed; reconnect.")
+            assert comments_until_the_end(lines) == [": Your account has changed; reconnect."]
+
+
 def test_a_chat_socket_closes_once_its_user_may_no_longer_see_the_blog(live):
     import websockets
     author, reviewer = live.user(), live.user("approver")
