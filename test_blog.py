@@ -4823,10 +4823,11 @@ def test_openapi_documents_every_route_with_its_docstring(client):
         assert "ETag" in operation["responses"]["200"]["headers"]
 
 
-# One request per documented operation (some need two: a stream reads ?token= only without ?ticket=),
-# made in this order on objects made first: {pending} is the author's pending blog, {public} an
-# approved one, {doomed} one to approve and delete, {comment} a comment under {public}, {other}
-# another user, {spare} a user to promote and delete, {request} a feature request.
+# One request per documented operation (some need two: a stream reads ?token= only without ?ticket=);
+# a new route needs its row here, as in GUARDS. Made in this order on objects made first: {pending}
+# is the author's pending blog, {public} an approved one, {doomed} one to approve and delete,
+# {comment} a comment under {public}, {other} another user, {spare} a user to promote and delete,
+# {request} a feature request.
 WALK = [
     ("GET", "/health", None, None),
     ("POST", "/api/auth/register", {"username": "walker", "email": "walker@example.com", "password": PASSWORD}, None),
