@@ -3913,7 +3913,7 @@ class ExplainTrace:
                 "fan_out": [explain_shown(delivery) for delivery in explain_deliveries if delivery["event"] in self.events]}
 
     def line(self) -> str:
-        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1535)  7 SQL 1.2 ms  record blog_approved ..."."""
+        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1464)  7 SQL 1.2 ms  record blog_approved ..."."""
         handler = self.handler() or {"function": "no route", "line": "-"}
         said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
         return "  ".join([f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
