@@ -23,11 +23,13 @@ scale    PostgreSQL: the uncached list with 2 workers against 1 (expect >= 1.6x 
          chat to 200 clients over 2 processes (p99 <= 100 ms)
 
 Needs wrk (Debian: apt-get install wrk) and, for `scale`, PostgreSQL's server (postgresql).
+explain  the front page and a new blog with explain mode off and on (EXPLAIN=true), alternating in one
+         sitting: on as a ratio to off (target >= 0.50: at most twice the time)
 reads    100,000 posts seeded with SQL, on SQLite and on PostgreSQL (fresh, without statistics, and
          after VACUUM ANALYZE): p50 and p99 of every read anyone can ask for, from the front page
          to the pending queue (target p99 <= 20 ms each)
 
-`python bench.py rest` (or search, feed, reads, live, scale) runs one part.
+`python bench.py rest` (or search, feed, reads, live, scale, explain) runs one part.
 """
 
 import asyncio
@@ -303,6 +305,34 @@ def health_under_login_load(rounds: int = 3) -> tuple[str, str]:
     return ("health p99 under 8 logging-in clients",
             f"ratio to idle: median {statistics.median(ratios):.2f} of {', '.join(f'{r:.2f}' for r in ratios)}"
             f"  (target <= 3)  logins {statistics.median(login_rates):.1f}/s")
+
+
+#### Explain mode: what tracing every request costs
+
+
+def explain(rounds: int = 3) -> list[tuple[str, str]]:
+    """Two servers alike but for EXPLAIN, each with the same 1,000 posts; wrk runs against each in turn,
+    `rounds` times, and each keeps its best (passing noise then hurts neither)."""
+    servers = {"off": Server(), "on": Server(EXPLAIN="true")}
+    try:
+        scripts = {}
+        for name, server in servers.items():
+            author = server.user("author")
+            seed_approved_posts(server, httpx.get(server.url + "/api/auth/me", headers=author["headers"]).json()["id"])
+            scripts[name] = lua_post("/api/blogs/", {"title": "Benchmarked", "content": "Some words. " * 50}, author["token"])
+        rows = []
+        for what, script in [("front page: GET /api/blogs/ (20 of 1,000)", False), ("a write: POST /api/blogs/", True)]:
+            best = dict.fromkeys(servers, 0.0)
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    rps = wrk(server.url + "/api/blogs/", script=scripts[name] if script else None)["rps"]
+                    best[name] = max(best[name], rps)
+            rows.append((what, f"off {best['off']:7.0f} req/s  on {best['on']:7.0f} req/s  "
+                               f"on/off {best['on'] / best['off']:.2f}  (target >= 0.50)"))
+        return rows
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 #### Live features
@@ -781,6 +811,8 @@ def main(argv: list[str]) -> None:
             print_table("Feed (one uvicorn worker, SQLite, 100,000 posts by 10,000 authors, 1,000 followed)", feed())
         if argv[:1] in ([], ["live"]):
             print_table("Live features (one uvicorn worker, SQLite)", asyncio.run(live_features()))
+        if argv[:1] in ([], ["explain"]):
+            print_table("Explain mode (one uvicorn worker, SQLite): off and on, in one sitting", explain())
         if argv[:1] in ([], ["reads"]):
             print_table("Every read, 100,000 posts, one uvicorn worker, one client in a row", reads())
         if argv[:1] in ([], ["scale"]):

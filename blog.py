@@ -63,6 +63,7 @@ G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: how a database made by an older version is brought up
    to date, and the `migrate`, `backup` and `restore` commands.
 I. The mail sender: how a mail queued with `queue_mail` leaves the outbox over SMTP, and is retried.
+J. Explain mode (--demo): how each request's path through this file is traced, line by line.
 Last come the app (the `routes` table, every endpoint on one line, errors, `lifespan`) and the
 command line: last because the routes table names every handler, the appendices' too.
 """
@@ -70,12 +71,15 @@ command line: last because the routes table names every handler, the appendices'
 import argparse
 import asyncio
 import base64
+import collections
 import fcntl
 import functools
 import getpass
 import hashlib
 import hmac
+import inspect
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -122,7 +126,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -159,6 +163,7 @@ JOB_WAIT_SECONDS = config("JOB_WAIT_SECONDS", cast=float, default=300)  # a job 
 HOST = config("HOST", default="127.0.0.1")
 PORT = config("PORT", cast=int, default=8000)
 DEMO = config("DEMO", cast=bool, default=False)  # set by --demo: the page at / offers its accounts
+EXPLAIN = config("EXPLAIN", cast=bool, default=False)  # on with --demo too: every request traced (Appendix J)
 # Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
 # else could claim any address and slip past the per-address login throttle.
 FORWARDED_ALLOW_IPS = config("FORWARDED_ALLOW_IPS", default="127.0.0.1")
@@ -368,6 +373,7 @@ async def user_for_claims(claims: dict) -> dict:
         raise unauthorized("This account no longer exists.")
     if user.pop("session_open") is None:
         raise unauthorized("This session has ended; log in again.")
+    explain_user(user)
     return user | {"session_id": claims["sid"], "credential_expires": claims["exp"]}
 
 
@@ -934,6 +940,7 @@ async def publish(kind: str, **data) -> None:
         "INSERT INTO events (kind, data, created_at) VALUES (:kind, :data, :now) RETURNING id",
         {"kind": kind, "data": json.dumps(data), "now": utc_now()})
     await database.notify(str(event_id))  # a wake-up: every process then reads the log after what it has seen
+    explain_step("event", type=kind, id=event_id)
 
 
 # Each process's event bus (started by lifespan): woken by a notification (PostgreSQL's NOTIFY,
@@ -973,8 +980,8 @@ async def deliver_events_after(last_id: int) -> int:
     """Hand every event after `last_id` to this process's listeners, in order; return the last id."""
     while rows := await database.fetch_all(
             "SELECT id, kind, data FROM events WHERE id > :after ORDER BY id LIMIT 500", {"after": last_id}):
-        for row in rows:
-            deliver(event_of(row))
+        for event in map(event_of, rows):
+            await explain_delivery(event) if EXPLAIN else deliver(event)  # explain mode: Appendix J
         last_id = rows[-1]["id"]
     # The log went back (a backup restored under a running app)? "id > last seen" would skip every new event.
     if last_id > (newest := await database.fetch_val("SELECT COALESCE(MAX(id), 0) FROM events")):
@@ -1095,6 +1102,7 @@ async def record(action: str, actor: dict, blog_id: int | None = None, target: s
         "VALUES (:action, :actor, :blog_id, :target, :detail, :now)",
         {"action": action, "actor": actor["username"], "blog_id": blog_id, "target": target,
          "detail": json.dumps(detail or {}), "now": utc_now()})
+    explain_step("record", action=action)
 
 
 RECORD_SELECT = "SELECT id, action, actor, created_at, blog_id, target, detail FROM records"
@@ -2620,10 +2628,10 @@ class Database(databases.Database):
     """The four query methods, whatever the database: `run` is each backend's own."""
 
     async def fetch_all(self, query: str, values: dict | None = None) -> list[dict]:
-        return await self.run(query, values or {})
+        return await self.statement(query, values or {})
 
     async def fetch_one(self, query: str, values: dict | None = None) -> dict | None:
-        rows = await self.run(query, values or {})
+        rows = await self.statement(query, values or {})
         return rows[0] if rows else None
 
     async def fetch_val(self, query: str, values: dict | None = None):
@@ -2631,7 +2639,11 @@ class Database(databases.Database):
         return None if row is None else next(iter(row.values()))
 
     async def execute(self, query: str, values: dict | None = None) -> None:
-        await self.run(query, values or {})
+        await self.statement(query, values or {})
+
+    async def statement(self, query: str, values: dict) -> list[dict]:
+        """Run one statement; in explain mode, as a step of the request's trace (Appendix J)."""
+        return await (explain_statement(self.run, query, values) if explaining.get() else self.run(query, values))
 
 
 class SQLiteDatabase(Database):
@@ -2717,7 +2729,8 @@ class SQLiteDatabase(Database):
             try:
                 await self.on(self.writer, "BEGIN IMMEDIATE", {})
                 try:
-                    yield
+                    with explain_transaction():
+                        yield
                     await self.on(self.writer, "COMMIT", {})
                 except BaseException:
                     await self.roll_back()
@@ -2860,7 +2873,8 @@ class PostgresDatabase(Database):
         try:
             with unavailable_as_such():
                 async with self.connection() as connection, connection.raw_connection.transaction():
-                    yield
+                    with explain_transaction():
+                        yield
         finally:
             self.transaction_tasks.discard(task)
 
@@ -2921,6 +2935,7 @@ class PostgresDatabase(Database):
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(EVENT_CHANNEL, lambda _connection, _pid, _channel, payload: on_notify(payload))
+        await connection.add_listener(EXPLAIN_CHANNEL, lambda *heard: explain_deliveries.append(json.loads(heard[-1])))
         self.listening = True
         log.info("Events: listening for notifications")
         on_notify("")
@@ -3732,6 +3747,7 @@ async def queue_mail(to: str, subject: str, body: str) -> None:
     await database.execute(
         "INSERT INTO mails (recipient, subject, body, send_after, created_at) VALUES (:to, :subject, :body, :now, :now)",
         {"to": to, "subject": subject, "body": body, "now": utc_now()})
+    explain_step("mail", to=to, subject=subject)
     await publish("mail_queued")
 
 
@@ -3829,6 +3845,223 @@ def smtp_connection() -> smtplib.SMTP:
     return smtp
 
 
+#### Appendix J. Explain mode: each request's path through this file, and its events' after it
+#
+# With --demo or EXPLAIN=true each HTTP request gets a trace (API.md shows one): its handler and
+# guard, its SQL where written, indented in its transaction, its events, records and mails, and
+# the fan-out of its events in every process. The lesson's choke points call explain_* functions,
+# which do nothing for a request without a trace. A step: {"kind": "sql", "function": "review_blog",
+# "line": 1539, "sql": "UPDATE blogs SET ...", "values": {"status": "approved", ...}, "rows": 0,
+# "ms": 0.3, "depth": 1}. Secrets show as "(hidden)", the rest as sent: for demos, never production.
+
+EXPLAIN_TRACES = 100  # the last ones each process keeps
+EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
+SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
+SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
+
+
+@functools.cache
+def explain_source_of(function) -> tuple[int, int, str]:
+    """A function's first line (its first decorator's, as inspect counts), its `def` line, and the first line's text."""
+    lines, first = inspect.getsourcelines(function)
+    def_line = first + next(n for n, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
+    return first, def_line, lines[0].strip()
+
+
+class ExplainTrace:
+    """What one request did, step by step; each step names the function and line it comes from."""
+
+    numbers = itertools.count(1)
+
+    def __init__(self, scope: dict):
+        self.scope, self.id, self.at, self.started = scope, next(self.numbers), time.time(), time.perf_counter()
+        query = scope["query_string"].decode("latin-1")
+        self.path = redact_query(scope["path"] + ("?" + query if query else ""))  # never a ?ticket=
+        self.user = self.status = self.ms = None
+        self.steps, self.depth, self.statements, self.db_ms, self.events = [], 0, 0, 0.0, []
+
+    def step(self, kind: str, passing: set, **what) -> dict:
+        """Add a step, placed at the first caller that is neither explain mode's own nor named in `passing`."""
+        frame = sys._getframe(1)
+        while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in passing
+                                or frame.f_code.co_name.startswith("explain")):
+            frame = frame.f_back
+        self.steps.append(step := {"kind": kind, "function": frame.f_code.co_qualname, "line": frame.f_lineno,
+                                   "depth": self.depth, **what})
+        return step
+
+    def handler(self) -> dict | None:
+        """The function that serves the request (once the routes have found it), and its guard."""
+        endpoint = self.scope.get("endpoint")
+        if not inspect.isfunction(function := inspect.unwrap(endpoint)):
+            return None  # no route, or the API document's files
+        first, def_line, decorator = explain_source_of(function)
+        return {"function": function.__qualname__, "line": def_line, "guard": hasattr(endpoint, "roles") and {
+            "decorator": decorator, "line": first, "roles": endpoint.roles, "verified": endpoint.verified}}
+
+    def answered(self, status: int) -> list[tuple[bytes, bytes]]:
+        """Note the status and the time so far; return the headers that tell them (W3C Server-Timing)."""
+        self.status, self.ms = status, (time.perf_counter() - self.started) * 1000
+        timing = f'db;dur={self.db_ms:.1f};desc="{self.statements} statements", app;dur={self.ms:.1f}'
+        return [(b"server-timing", timing.encode()), (b"explain-trace", str(self.id).encode())]
+
+    def visible_to(self, user: dict) -> bool:
+        """Answered, and the user's own request, or any to an admin."""
+        return self.status is not None and (user["role"] == "admin" or self.user is not None and self.user["id"] == user["id"])
+
+    def out(self) -> dict:
+        """The trace as GET /api/explain sends it (API.md)."""
+        return {"id": self.id, "at": utc_time(datetime.fromtimestamp(self.at, UTC)), "method": self.scope["method"],
+                "path": self.path, "status": self.status, "ms": round(self.ms, 2), "process": os.getpid(),
+                "user": self.user and {name: self.user[name] for name in ("username", "role", "email_verified")},
+                "handler": self.handler(), "db": {"statements": self.statements, "ms": round(self.db_ms, 2)},
+                "steps": self.steps,
+                "fan_out": [explain_shown(delivery) for delivery in explain_deliveries if delivery["event"] in self.events]}
+
+    def line(self) -> str:
+        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1464)  7 SQL 1.2 ms  record blog_approved ..."."""
+        handler = self.handler() or {"function": "no route", "line": "-"}
+        said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
+        return "  ".join([f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
+                          f"{handler['function']} (blog.py:{handler['line']})", f"{self.statements} SQL {self.db_ms:.1f} ms"]
+                         + [said[step["kind"]].format(**step) for step in self.steps if step["kind"] in said])
+
+
+explaining: ContextVar[ExplainTrace | None] = ContextVar("explaining", default=None)
+explain_traces: collections.deque[ExplainTrace] = collections.deque(maxlen=EXPLAIN_TRACES)
+explain_deliveries: collections.deque[dict] = collections.deque(maxlen=5 * EXPLAIN_TRACES)  # by every process
+
+
+def explain_value(name: str, value):
+    """A statement's value as a trace shows it: a secret hidden, a long text cut short."""
+    secret = SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))
+    return "(hidden)" if secret else value[:100] if isinstance(value, str) else value
+
+
+async def explain_statement(run, query: str, values: dict) -> list[dict]:
+    """Run a statement as a step of the request's trace: where it is written, its values, rows and time."""
+    trace, started = explaining.get(), time.perf_counter()
+    step = trace.step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"}, sql=" ".join(query.split()),
+                      values={name: explain_value(name, value) for name, value in values.items()}, rows=None)
+    try:
+        step["rows"] = len(rows := await run(query, values))
+        return rows
+    finally:
+        step["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        trace.statements, trace.db_ms = trace.statements + 1, trace.db_ms + step["ms"]
+
+
+@contextmanager
+def explain_transaction() -> Iterator[None]:
+    """Mark a transaction in the trace: BEGIN where it opens, its statements indented, how it ended."""
+    if (trace := explaining.get()) is None:
+        yield
+        return
+    begin, trace.depth = trace.step("BEGIN", {"transaction", "publishing"}, ended="ROLLBACK"), trace.depth + 1
+    try:
+        yield
+        begin["ended"] = "COMMIT"
+    finally:
+        trace.depth -= 1
+
+
+def explain_user(user: dict) -> None:
+    """Note whose request this is (user_for_claims tells): the trace is theirs to see."""
+    if trace := explaining.get():
+        trace.user = user
+
+
+def explain_step(kind: str, **what) -> None:
+    """Add an event published, a record written or a mail queued, where the handler asked for it."""
+    if trace := explaining.get():
+        trace.step(kind, {"publish", "record", "queue_mail"}, **what)
+        trace.events += [what["id"]] if kind == "event" else []
+
+
+async def explain_delivery(event: dict) -> None:
+    """deliver(), explained: each @on_event function in turn, and the streams and sockets it reached (those whose
+    queue it changed). Every process keeps that, for the trace that published the event and whoever it reached."""
+    heard, reached = [], set()
+    for handler in event_handlers.get(event["type"], []):
+        sizes = {queue: (user_id, queue.qsize()) for user_id, queues in user_connections.items() for queue in queues}
+        handler(event)
+        changed = [user_id for queue, (user_id, size) in sizes.items() if queue.qsize() != size]
+        heard.append({"function": handler.__qualname__, "line": explain_source_of(handler)[1], "offered": len(changed)})
+        reached.update(changed)
+    delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard, "users": list(reached)}
+    if not isinstance(database, PostgresDatabase):
+        return explain_deliveries.append(delivery)
+    with suppress(*DATABASE_ERRORS):  # NOTIFY every process, this one too (see listen_on); a note lost loses no data
+        await database.execute("SELECT pg_notify(:channel, :payload)",
+                               {"channel": EXPLAIN_CHANNEL, "payload": json.dumps(delivery)})
+
+
+def explain_shown(delivery: dict) -> dict:
+    """A delivery as a user sees it: not whom else it reached; with the request that published it, if it was here."""
+    publisher = next((trace for trace in explain_traces if delivery["event"] in trace.events), None)
+    return {name: value for name, value in delivery.items() if name != "users"} | {"published_by": publisher and {
+        "method": publisher.scope["method"], "path": publisher.path, "handler": publisher.handler()}}
+
+
+class ExplainRequests:
+    """ASGI middleware: in explain mode, each HTTP request's trace (but explain mode's own), its Server-Timing
+    header and its line in the terminal; outside it, a 404 for explain mode's routes, as if there were none."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        explains = scope["type"] == "http" and scope["path"].startswith("/api/explain")
+        if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # other methods: 405, as documented
+            return await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
+        if not EXPLAIN or explains or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        explain_traces.append(trace := ExplainTrace(scope))
+        token = explaining.set(trace)
+
+        async def send_timed(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *trace.answered(message["status"])]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:  # after a background task too: a mail queued after the answer is in the trace
+            explaining.reset(token)
+            if trace.status is None:  # an exception: its 500 is sent outside this middleware
+                trace.answered(500)
+            log.info("%s", trace.line())
+
+
+@login_required
+async def list_traces(request: Request) -> Response:
+    """List the traces of your requests (an admin: everyone's) that this process keeps, newest first, and how
+    the events that reached your streams and sockets got there (explain mode only)."""
+    user = request.state.user
+    return JSONResponse({"items": [trace.out() for trace in reversed(explain_traces) if trace.visible_to(user)],
+                         "arrivals": [explain_shown(delivery) for delivery in reversed(explain_deliveries)
+                                      if user["id"] in delivery["users"]]})
+
+
+@login_required
+async def get_trace(request: Request) -> Response:
+    """Show one trace: yours, or anyone's to an admin (explain mode only)."""
+    for trace in explain_traces:
+        if trace.id == request.path_params["trace_id"] and trace.visible_to(request.state.user):
+            return JSONResponse(trace.out())
+    raise HTTPException(404, f"There is no trace {request.path_params['trace_id']} of yours in this process.")
+
+
+async def explain_source(request: Request) -> Response:
+    """Show blog.py as plain text, for the page's links to its lines (explain mode only)."""
+    return PlainTextResponse(Path(__file__).read_text(), headers={"X-Content-Type-Options": "nosniff"})
+
+
+# The API document (Appendix C) lists these routes too: their entries are here, beside them.
+OPERATIONS |= dict.fromkeys([list_traces, get_trace, explain_source], {
+    "ok": (200, {"description": 'See API.md, "Explain mode"'}), "errors": [404],
+    "description": "Only in explain mode (--demo or EXPLAIN=true); a 404 otherwise."})
+
+
 #### The app: routes, error handlers, lifespan (last, as the routes name every handler)
 
 routes = [
@@ -3885,6 +4118,9 @@ routes = [
     Route("/api/jobs", list_jobs),
     Route("/api/jobs/{job_id:id}", get_job),
     Route("/api/audit", list_audit),
+    Route("/api/explain", list_traces),
+    Route("/api/explain/source", explain_source),
+    Route("/api/explain/{trace_id:id}", get_trace),
 ]
 
 
@@ -3970,6 +4206,7 @@ async def lifespan(app: Starlette):
     refuse_a_weak_secret_key()
     if SECRET_KEY_IS_RANDOM:
         log.warning("SECRET_KEY is not set: using a random key, so tokens will not outlive a restart.")
+    log.info("Explain mode is %s", "on: every request is traced (never on a public server)" if EXPLAIN else "off")
     in_use = lock_the_database(exclusive=False)  # on SQLite: restore refuses while an app holds it
     await database.connect()
     if not getattr(app.state, "schema_checked", False):  # by `python blog.py`, which refuses a bad database plainly
@@ -3998,7 +4235,8 @@ app = Starlette(
     routes=routes,
     middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-Match", "If-None-Match"],
-                           expose_headers=["ETag"])],  # a page's script may read a version, to send it back
+                           expose_headers=["ETag"]),  # a page's script may read a version, to send it back
+                Middleware(ExplainRequests)],
     exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
                         DatabaseUnavailable: database_unavailable, Exception: server_error},
     lifespan=lifespan,
@@ -4067,7 +4305,7 @@ async def seed_demo() -> None:
 
 def main(argv: list[str]) -> None:
     """Parse the command line; with no command, serve the API."""
-    global DEMO
+    global DEMO, EXPLAIN
     parser = argparse.ArgumentParser(description="The blog platform API.")
     parser.add_argument("--demo", action="store_true", help="seed demo accounts and posts, then serve")
     parser.add_argument("--workers", type=int, default=1, help="app processes to serve with (PostgreSQL only)")
@@ -4096,7 +4334,8 @@ def main(argv: list[str]) -> None:
                  "bus live in one process. Set DATABASE_URL=postgresql://..., or run one worker.")
     if args.demo:
         asyncio.run(seed_demo())
-        DEMO, os.environ["DEMO"] = True, "true"  # the page at / offers the accounts, in each worker too
+        DEMO = EXPLAIN = True  # the page at / offers the accounts and shows each request's path, in each worker too
+        os.environ.update(DEMO="true", EXPLAIN="true")
     else:  # upgrade once, before any worker starts, and refuse without a traceback
         asyncio.run(upgrade_before_serving())
     app.state.schema_checked = True  # the lifespan of this process need not (each worker's checks anew)
@@ -4104,7 +4343,7 @@ def main(argv: list[str]) -> None:
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
                 ws_ping_interval=WEBSOCKET_PING_SECONDS, ws_ping_timeout=WEBSOCKET_PING_SECONDS,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, access_log=not EXPLAIN)  # explain: its own line
 
 
 if __name__ == "__main__":

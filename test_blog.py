@@ -15,6 +15,7 @@ import contextlib
 import email
 import email.policy
 import functools
+import inspect
 import logging
 import json
 import os
@@ -332,6 +333,10 @@ GUARDS = [
     ("GET", "/api/users", None, 401, 403, 403, 200),
     ("POST", "/api/session/draft", {"title": "T"}, 401, 200, 200, 200),
     ("DELETE", "/api/session/draft", None, 401, 204, 204, 204),
+    # Explain mode's routes, with it on (off, each is a 404 to everyone: see test_explain_mode_is_off_...).
+    ("GET", "/api/explain", None, 401, 200, 200, 200),
+    ("GET", "/api/explain/{trace}", None, 401, 404, 404, 200),  # {trace}: the author's, an admin's to see
+    ("GET", "/api/explain/source", None, 200, 200, 200, 200),
 ]
 ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
 
@@ -341,7 +346,8 @@ ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
     for method, path, body, *statuses in GUARDS
     for role, status in zip(ROLE_COLUMNS, statuses)
 ])
-def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, method, path, body, role, expected):
+def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, monkeypatch, method, path, body, role, expected):
+    monkeypatch.setattr(blog, "EXPLAIN", path.startswith("/api/explain"))
     author, target = make_user(client), make_user(client)
     pending = make_blog(client, author)
     public = make_blog(client, author, status="approved") if "{public}" in path or "{comment}" in path else {"id": 0}
@@ -349,7 +355,7 @@ def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, method
                           headers=author["headers"]).json()
     comment = add_comment(client, public, author) if "{comment}" in path else 0
     names = {"blog": pending["id"], "public": public["id"], "comment": comment, "request": feature["id"],
-             "target": target["user"]["username"]}
+             "target": target["user"]["username"], "trace": me(client, author).headers.get("explain-trace", 0)}
     path, body = path.format(**names), body and {key: value.format(**names) if isinstance(value, str) else value
                                                   for key, value in body.items()}
     headers = {} if role == "anonymous" else make_user(client, role)["headers"]
@@ -4806,7 +4812,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 48  # every HTTP route but / and the documents themselves
+    assert len(declared) == 51  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -5001,7 +5007,7 @@ def test_the_api_reference_lists_exactly_the_apps_routes():
         elif isinstance(route, blog.Route):
             served |= {(method, path) for method in route.methods - {"HEAD"}}
     assert len(listed) == len(set(listed)) and set(listed) == served
-    assert len(served) == 52  # 48 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+    assert len(served) == 55  # 51 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
 
 
 def test_nothing_in_the_repository_points_outside_it():
@@ -5941,11 +5947,290 @@ def test_the_page_fits_a_phone_375_px_wide(new_database):
     assert widths == dict.fromkeys(widths, 375), widths
 
 
+#### Across the app. Explain mode: each request's trace, the fan-out after it, and the panel at /
+
+
+@pytest.fixture
+def explained(client, monkeypatch):
+    """The in-process app in explain mode (as --demo or EXPLAIN=true make it), with no trace from before."""
+    monkeypatch.setattr(blog, "EXPLAIN", True)
+    blog.explain_traces.clear()
+    blog.explain_deliveries.clear()
+    return client
+
+
+def trace_of(client, response: httpx.Response, viewer: dict) -> dict:
+    """The trace that a response names in its Explain-Trace header, as `viewer` may see it."""
+    answer = client.get(f"/api/explain/{response.headers['explain-trace']}", headers=viewer["headers"])
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_explain_mode_is_off_unless_asked_for_and_then_collects_nothing(client):
+    blog.explain_traces.clear()  # what tests in explain mode left
+    user = make_user(client)
+    response = client.get("/api/blogs/", headers=user["headers"])
+    assert "server-timing" not in response.headers and "explain-trace" not in response.headers
+    assert not blog.EXPLAIN and len(blog.explain_traces) == 0
+    for path in ["/api/explain", "/api/explain/1", "/api/explain/source", "/api/explain/nothing"]:
+        for headers in ({}, user["headers"]):
+            answer = client.get(path, headers=headers)
+            assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"}), path
+
+
+def test_a_trace_holds_the_guard_each_statement_in_its_transaction_the_events_the_record_and_the_fan_out(explained):
+    client = explained
+    author, reviewer = make_user(client), make_user(client, "approver")
+    created = client.post("/api/blogs/", json={"title": "Traced", "content": "Text."}, headers=author["headers"])
+    statements = int(re.fullmatch(r'db;dur=[0-9.]+;desc="([0-9]+) statements", app;dur=[0-9.]+',
+                                  created.headers["server-timing"])[1])
+    trace = trace_of(client, created, author)
+    assert (trace["method"], trace["path"], trace["status"], trace["user"]["username"]) == (
+        "POST", "/api/blogs/", 201, author["user"]["username"])
+    assert trace["handler"]["function"] == "create_blog" and trace["db"]["statements"] == statements
+    assert trace["handler"]["guard"] | {"line": 0} == {"decorator": "@verified_required", "line": 0,
+                                                       "roles": list(blog.ROLES), "verified": True}
+    kinds = [(step["kind"], step["depth"]) for step in trace["steps"]]
+    begin = kinds.index(("BEGIN", 0))
+    assert kinds.count(("BEGIN", 0)) == 1 and trace["steps"][begin]["ended"] == "COMMIT"
+    assert all(depth == 1 for kind, depth in kinds[begin + 1:]), kinds  # all of it inside the transaction
+    insert = next(step for step in trace["steps"] if step["kind"] == "sql" and step["sql"].startswith("INSERT INTO blogs"))
+    assert (insert["function"], insert["rows"], insert["values"]["title"]) == ("create_blog", 1, "Traced")
+    event = next(step for step in trace["steps"] if step["kind"] == "event")
+    assert (event["type"], event["function"]) == ("blog_pending", "create_blog")
+    assert [step["action"] for step in trace["steps"] if step["kind"] == "record"] == ["blog_submitted"]
+    fan_out = wait_until(lambda: trace_of(client, created, author)["fan_out"], what="the fan-out")
+    assert [(fan["event"], fan["type"], fan["process"], fan["heard"]) for fan in fan_out] == [
+        (event["id"], "blog_pending", os.getpid(), [{"function": "send_to_event_streams", "offered": 0,
+                                                     "line": def_line(blog.send_to_event_streams)}])]
+    assert fan_out[0]["published_by"] == {"method": "POST", "path": "/api/blogs/", "handler": trace["handler"]}
+
+    approved = client.post(f"/api/blogs/{created.json()['id']}/approve", headers=reviewer["headers"])
+    trace = trace_of(client, approved, reviewer)
+    assert trace["handler"]["function"] == "approve_blog"
+    assert trace["handler"]["guard"]["decorator"] == '@requires_role("approver", "admin", verified=True)'
+    review = [step for step in trace["steps"] if step["function"] == "review_blog"]
+    assert any(step["kind"] == "sql" and step["sql"].startswith("UPDATE blogs SET status") and step["depth"] == 1
+               and step["values"]["status"] == "approved" for step in review)
+    assert [step["action"] for step in review if step["kind"] == "record"] == ["blog_approved"]
+    assert [step["type"] for step in trace["steps"] if step["kind"] == "event"] == ["blog_reviewed", "public_changed"]
+
+
+def def_line(function) -> int:
+    """The line of a function's `def`; inspect's lines start at its first decorator."""
+    lines, first = inspect.getsourcelines(inspect.unwrap(function))
+    return first + next(n for n, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
+
+
+def function_named(qualified_name: str):
+    """The function of blog.py that a trace names: "review_blog", "PostgresDatabase.notify"."""
+    found = blog
+    for name in qualified_name.split("."):
+        found = getattr(found, name)
+    return inspect.unwrap(found)
+
+
+def named_line(place: dict) -> str:
+    """The line a trace names, checked to lie in the function it names (inspect's lines start at its
+    first decorator); returns the line's text."""
+    lines, first = inspect.getsourcelines(function_named(place["function"]))
+    assert first <= place["line"] < first + len(lines), place
+    return lines[place["line"] - first]
+
+
+STEP_LINES = {"sql": r"\.(fetch_all|fetch_one|fetch_val|execute)\(", "BEGIN": r"publishing\(\)|transaction\(\)",
+              "event": r"publish\(|queue_mail\(", "record": r"record\(", "mail": r"queue_mail\("}
+
+
+def test_every_line_a_trace_names_is_where_the_function_it_names_does_that(explained):
+    """Each line a trace names, in the function it names (inspect.getsourcelines), says what the step did:
+    a handler's or an @on_event function's is its `def`, a guard's its decorator, a statement's the
+    call that runs it, an event's the publish(), so that the lines never drift from the code."""
+    client = explained
+    admin, author, reviewer, reader = (make_user(client, role) for role in ("admin", "user", "approver", "user"))
+    post = make_blog(client, author, status="rejected")
+    client.put(f"/api/blogs/{post['id']}", json={"title": "Again", "content": "More."}, headers=author["headers"])
+    client.post(f"/api/blogs/{post['id']}/approve", headers=reviewer["headers"])
+    client.put(f"/api/blogs/{post['id']}/like", headers=reader["headers"])
+    client.put(f"/api/users/{author['user']['username']}/follow", headers=reader["headers"])
+    client.get("/api/feed", headers=reader["headers"])
+    client.get(f"/api/blogs/?q=more", headers=reader["headers"])
+    client.post("/api/session/draft", json={"title": "Half"}, headers=reader["headers"])
+    client.post("/api/auth/forgot-password", json={"email": reader["user"]["email"]})
+    client.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "another password"},
+                headers=reader["headers"])
+    client.patch(f"/api/users/{reviewer['user']['username']}/role", json={"role": "user"}, headers=admin["headers"])
+    client.delete(f"/api/blogs/{post['id']}", headers=admin["headers"])
+    client.get("/api/nowhere")
+    wait_until(lambda: all(trace.out()["fan_out"] for trace in blog.explain_traces if trace.events), what="every fan-out")
+    traces = client.get("/api/explain", headers=admin["headers"]).json()["items"]
+    seen = set()
+    for trace in traces:
+        if trace["handler"]:
+            assert f"def {trace['handler']['function']}(" in named_line(trace["handler"])
+        if guard := trace["handler"] and trace["handler"]["guard"]:
+            line = named_line(guard | {"function": trace["handler"]["function"]})
+            assert line.strip() == guard["decorator"] and line.startswith("@")
+        for step in trace["steps"]:
+            assert re.search(STEP_LINES[step["kind"]], named_line(step)), step
+            seen.add(step["kind"])
+        for heard in (by for fan_out in trace["fan_out"] for by in fan_out["heard"]):
+            assert f"def {heard['function']}(" in named_line(heard)
+            seen.add("heard")
+    assert seen == set(STEP_LINES) | {"heard"}  # every kind of step was checked at least once
+    assert any(trace["handler"] is None and trace["status"] == 404 for trace in traces)  # no route: no handler
+
+
+def test_traces_of_accounts_hold_no_password_hash_token_ticket_or_link(explained, mail, app_log):
+    client, name = explained, "secretive-" + os.urandom(3).hex()  # the mail server outlives one test
+    address, passwords = name + "@example.com", [PASSWORD, "a second password", "a third password"]
+    assert client.post("/api/auth/register", json={"username": name, "email": address,
+                                                   "password": passwords[0]}).status_code == 201
+    links = [re.search(r"\S*token=\S*", mail.wait_for(address, VERIFY)[0].get_content())[0]]
+    client.post("/api/auth/verify", json={"token": links[0].rsplit("token=", 1)[1]}).raise_for_status()
+    tokens = [client.post("/api/auth/login", json={"username": name, "password": passwords[0]}).json()]
+    tokens.append(client.post("/api/auth/refresh", json={"refresh_token": tokens[0]["refresh_token"]}).json())
+    headers = {"Authorization": "Bearer " + tokens[1]["access_token"]}
+    ticket = client.post("/api/auth/stream-ticket", headers=headers).json()["ticket"]
+    hashes = [client.portal.call(blog.database.fetch_val, "SELECT password_hash FROM users WHERE email = :email",
+                                 {"email": address})]
+    client.post("/api/auth/password", json={"current_password": passwords[0], "new_password": passwords[1]},
+                headers=headers).raise_for_status()
+    hashes.append(client.portal.call(blog.database.fetch_val, "SELECT password_hash FROM users WHERE email = :email",
+                                     {"email": address}))
+    forgot(client, address)
+    links.append(re.search(r"\S*token=\S*", mail.wait_for(address, RESET)[0].get_content())[0])
+    assert client.post("/api/auth/reset-password", json={"token": links[1].rsplit("token=", 1)[1],
+                                                         "password": passwords[2]}).status_code == 204
+    admin = make_user(client, "admin")
+    traced = json.dumps(client.get("/api/explain", headers=admin["headers"]).json())
+    assert "UPDATE users SET password_hash" in traced and "INSERT INTO mails" in traced  # they were traced
+    secrets_ = [*passwords, *hashes, ticket, *links, *(link.rsplit("token=", 1)[1] for link in links),
+                *(tokens_[kind] for tokens_ in tokens for kind in ("access_token", "refresh_token")),
+                *(blog.token_hash(tokens_["refresh_token"]) for tokens_ in tokens)]
+    for secret in secrets_:
+        assert secret not in traced and secret not in app_log.text
+
+
+def test_another_user_s_trace_is_a_404_to_a_user_and_an_admin_s_to_see(explained):
+    client = explained
+    owner, other, admin = make_user(client), make_user(client), make_user(client, "admin")
+    response = client.post("/api/blogs/", json={"title": "Mine", "content": "Text."}, headers=owner["headers"])
+    trace_id = int(response.headers["explain-trace"])
+    assert client.get(f"/api/explain/{trace_id}", headers=other["headers"]).status_code == 404
+    assert trace_id not in [trace["id"] for trace in client.get("/api/explain", headers=other["headers"]).json()["items"]]
+    assert trace_of(client, response, admin)["user"]["username"] == owner["user"]["username"]
+    assert trace_id in [trace["id"] for trace in client.get("/api/explain", headers=owner["headers"]).json()["items"]]
+    assert client.get("/api/explain/999999999", headers=admin["headers"]).status_code == 404
+
+
+def test_the_source_is_served_as_plain_text_that_a_browser_never_reads_as_html(explained):
+    response = explained.get("/api/explain/source")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.text == (HERE / "blog.py").read_text()
+
+
+def approve_line(blog_id: str) -> str:
+    """The terminal's line for an approval, as the README shows one."""
+    return (rf"POST /api/blogs/{blog_id}/approve 200 [0-9.]+ ms  approve_blog \(blog\.py:([0-9]+)\)  [0-9]+ SQL [0-9.]+ ms"
+            r"  record blog_approved  event blog_reviewed#[0-9]+  event public_changed#[0-9]+")  # in the order they happened
+
+
+def test_explain_mode_says_so_at_start_and_gives_each_request_a_line_as_the_readme_shows(new_database):
+    with running_server(new_database(), env={"EXPLAIN": "true"}) as on, running_server(new_database()) as off:
+        assert "Explain mode is on" in on.log() and "Explain mode is off" in off.log()
+        live = Live(on)
+        post = live.blog(live.user(), "A line of its own", status="approved")
+        line = wait_until(lambda: re.search(approve_line(post["id"]), on.log()), what="the approval's line")
+        assert int(line[1]) == def_line(blog.approve_blog)
+        readme = re.search(r"\n    (POST /api/blogs/5/approve .*)\n", (HERE / "README.md").read_text())[1]
+        assert re.fullmatch(approve_line("5"), readme)
+        unexplained = Live(off)
+        unexplained.blog(unexplained.user(), "Not explained", status="approved")
+        assert not re.search(r"[0-9]+ SQL [0-9.]+ ms", off.log())
+
+
+def test_with_two_processes_on_postgresql_a_trace_s_fan_out_names_both(postgres):
+    database_url = postgres_database(postgres)
+    with running_server(database_url, env={"EXPLAIN": "true"}) as a, running_server(database_url, env={"EXPLAIN": "true"}) as b:
+        live_a = Live(a)
+        author, reviewer = live_a.user(), live_a.user("approver")
+        with event_stream(on_process(live_a, b), headers=reviewer["headers"]) as lines:
+            created = httpx.post(a.url + "/api/blogs/", json={"title": "Across", "content": "Text."}, headers=author["headers"])
+            read_event(lines)
+            trace = f"{a.url}/api/explain/{created.headers['explain-trace']}"
+            fan_out = wait_until(lambda: len(answer := httpx.get(trace, headers=author["headers"]).json()["fan_out"]) == 2
+                                 and answer, what="both processes' fan-out")
+    offered = {fan["process"]: fan["heard"][0]["offered"] for fan in fan_out}
+    assert offered == {a.process.pid: 0, b.process.pid: 1}  # B holds the reviewer's stream
+    assert {fan["heard"][0]["function"] for fan in fan_out} == {"send_to_event_streams"}
+
+
+async def panel_item(window: Window, starts: str, *showing: str) -> str:
+    """Open the newest entry of the "How it works" panel whose summary starts with `starts`, and wait
+    until it shows each of `showing` (the fan-out comes after the answer); its text."""
+    return await window.until("""(starts, showing) => { const item = [...document.querySelectorAll('#actions details')]
+        .find(details => details.querySelector('summary').textContent.startsWith(starts));
+        if (item) item.open = true;
+        return item && showing.every(text => item.innerText.includes(text)) && item.innerText; }""",
+                              starts, list(showing), what=f"{starts!r} showing {showing} in the panel")
+
+
+def test_the_how_it_works_panel_shows_each_action_s_path_and_where_an_event_came_from(new_database):
+    """Two windows against `blog.py --demo`: the author's panel shows create_blog with its line, its INSERTs
+    and its blog_pending; the reviewer's shows that event arriving and what delivered it; Approve shows
+    review_blog's UPDATE, record and events. A <script> title stays text; a line opens the source there."""
+    import asyncio
+    with running_server(new_database(), "--demo") as server, chromium() as port:
+        async def scenario():
+            author, reviewer = await open_window(port, server.url), await open_window(port, server.url)
+            await sign_in(author, "demo-user")
+            await sign_in(reviewer, "demo-approver")
+            await reviewer.js("location.hash = '#/review'")
+            await write_post(author, HOSTILE, "Watched.")
+            post_id = int(await author.until("document.querySelector('main .card h3 a')?.hash.split('/').pop()"))
+            create_line = def_line(blog.create_blog)
+            text = await panel_item(author, "POST /api/blogs/ → 201", f"create_blog (blog.py:{create_line})",
+                                    "INSERT INTO blogs", "publish event blog_pending #", HOSTILE)  # the title, as text
+            event_id = re.search(r"blog_pending #([0-9]+)", text)[1]
+            await panel_item(reviewer, f"blog_pending #{event_id} arrived", "published by POST /api/blogs/ → create_blog",
+                             "send_to_event_streams (blog.py:", "offered it to 1 stream")
+            await reviewer.click("Approve", f"#queue article[data-id='{post_id}']")
+            await panel_item(reviewer, f"POST /api/blogs/{post_id}/approve → 200", "approve_blog (blog.py:",
+                             "UPDATE blogs SET status", "review_blog (blog.py:", "record blog_approved",
+                             "publish event blog_reviewed", "publish event public_changed")
+            assert await author.js("performance.getEntriesByType('resource').some(entry => "
+                                   "entry.serverTiming.some(timing => timing.name === 'db'))")  # DevTools sees it too
+            await author.js(f"[...document.querySelectorAll('#actions a')].find(a => a.textContent === "
+                            f"'blog.py:{create_line}').click()")
+            here = await author.until("document.querySelector('main .source .here')?.textContent")
+            assert re.fullmatch(rf" *{create_line}  async def create_blog\(request: Request\) -> Response:\n", here)
+            for window in (author, reviewer):
+                assert await window.js(NOTHING_RAN) and window.dialogs == [] and window.errors == []
+                assert not tokens_in(window.urls)
+        asyncio.run(scenario())
+        assert "Explain mode is on" in server.log()  # --demo turns it on
+        page = httpx.get(server.url + "/", headers={"Accept": "text/html"})
+        assert page.headers["content-security-policy"] == blog.PAGE_HEADERS["Content-Security-Policy"]
+        assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+
+
 def screenshot(path: str) -> None:
-    """The README's picture: an author's window and a reviewer's, side by side, the moment a
-    post moves between them. Not a test: `python test_blog.py screenshot docs/two-windows.png`."""
+    """The README's pictures: an author's window and a reviewer's, side by side, the moment a post
+    moves between them; then, beside it (watch-the-code-run.png), their "How it works" panels once
+    the post is approved. Not a test: `python test_blog.py screenshot docs/two-windows.png`."""
     import asyncio
     size = {"width": 640, "height": 720}
+    paths = [Path(path), Path(path).with_name("watch-the-code-run.png")]
+
+    async def side_by_side(port, windows: list, taller: int = 0) -> bytes:
+        shots = [(await window.call("Page.captureScreenshot", format="png"))["data"] for window in windows]
+        both = await open_window(port, "about:blank", width=2 * size["width"] + 48, height=size["height"] + taller + 32)
+        await both.js("""shots => { document.body.style.cssText = 'margin: 0; padding: 16px; display: flex; gap: 16px; background: #c9ced8';
+            for (const shot of shots) document.body.append(Object.assign(new Image(), {src: 'data:image/png;base64,' + shot}));
+            return Promise.all([...document.images].map(image => image.decode())).then(() => true); }""", shots)
+        return base64.b64decode((await both.call("Page.captureScreenshot", format="png"))["data"])
 
     async def scenario(port, server):
         author, reviewer = await open_window(port, server.url, **size), await open_window(port, server.url, **size)
@@ -5954,19 +6239,26 @@ def screenshot(path: str) -> None:
         await reviewer.js("location.hash = '#/review'")
         await write_post(author, "Two windows, one post", "Written on the left, reviewed on the right.")
         await reviewer.until(reviewer.text_seen("Two windows, one post"))
+        await author.until("document.querySelector('main h1')?.textContent === 'My posts'")
         await reviewer.fill("#queue article input[name=reason]", "Lovely; one more example, please?")
-        shots = [(await window.call("Page.captureScreenshot", format="png"))["data"] for window in (author, reviewer)]
-        both = await open_window(port, "about:blank", width=2 * size["width"] + 48, height=size["height"] + 32)
-        await both.js("""shots => { document.body.style.cssText = 'margin: 0; padding: 16px; display: flex; gap: 16px; background: #c9ced8';
-            for (const shot of shots) document.body.append(Object.assign(new Image(), {src: 'data:image/png;base64,' + shot}));
-            return Promise.all([...document.images].map(image => image.decode())).then(() => true); }""", shots)
-        return base64.b64decode((await both.call("Page.captureScreenshot", format="png"))["data"])
+        paths[0].write_bytes(await side_by_side(port, [author, reviewer]))
+        post_id = await reviewer.js("document.querySelector('#queue article').dataset.id")
+        await reviewer.click("Approve", f"#queue article[data-id='{post_id}']")
+        await panel_item(author, "POST /api/blogs/ → 201", "blog_pending")
+        await panel_item(reviewer, f"POST /api/blogs/{post_id}/approve → 200", "blog_reviewed", "process")
+        for window in (author, reviewer):
+            await window.call("Emulation.setDeviceMetricsOverride", width=size["width"], height=size["height"] + 240,
+                              deviceScaleFactor=1, mobile=False)
+            await window.js("""document.getElementById('toasts').replaceChildren();
+                document.querySelector('#actions details[open]').scrollIntoView(); scrollBy(0, -90)""")
+        paths[1].write_bytes(await side_by_side(port, [author, reviewer], taller=240))
     try:
         with running_server(f"sqlite:///{TEST_DIR}/screenshot.db", "--demo") as server, chromium() as port:
-            Path(path).write_bytes(asyncio.run(scenario(port, server)))
+            asyncio.run(scenario(port, server))
     finally:
         shutil.rmtree(TEST_DIR, ignore_errors=True)
-    print(f"{path}: {Path(path).stat().st_size // 1024} KB")
+    for made in paths:
+        print(f"{made}: {made.stat().st_size // 1024} KB")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["screenshot"]:
