@@ -518,11 +518,8 @@ def parse_json(raw: bytes | str):
 
 
 async def read_raw_body(request: Request) -> bytes:
-    """Read the body, refusing with 413 as soon as it passes 1 MiB.
-
-    Starlette's own max_body_size answers in plain text when Content-Length is too large,
-    and every error here is JSON, so the limit is kept here, where bodies are read.
-    """
+    """Read the body, refusing with 413 as soon as it passes 1 MiB (the limit is kept here, not in
+    Starlette's max_body_size, because that one answers in plain text and every error here is JSON)."""
     body = bytearray()
     try:
         async for chunk in request.stream():
@@ -561,7 +558,17 @@ def check_value(name: str, value, rule: dict):
             return None
         kind = kind[0]
     if kind == "string":
-        check_string(name, value, rule)
+        if not isinstance(value, str):
+            raise invalid(name, "must be a string")
+        low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
+        if not low <= len(value) <= high:
+            raise invalid(name, f"must be {low} to {high} characters long")
+        if re.search("[\x00\ud800-\udfff]", value):  # legal in JSON, but no database stores them as text
+            raise invalid(name, "must not contain NUL characters or lone surrogates")
+        if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
+            raise invalid(name, "is not in the expected form")
+        if "enum" in rule and value not in rule["enum"]:
+            raise invalid(name, "must be one of " + ", ".join(rule["enum"]))
     elif kind == "integer":
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON has one number type: 5.0 is the integer 5
@@ -577,21 +584,6 @@ def check_value(name: str, value, rule: dict):
         for index, item in enumerate(value):
             check_value(f"{name}[{index}]", item, rule["items"])
     return value
-
-
-def check_string(name: str, value, rule: dict) -> None:
-    """Check a string's type, length, characters, pattern and allowed values."""
-    if not isinstance(value, str):
-        raise invalid(name, "must be a string")
-    low, high = rule.get("minLength", 0), rule.get("maxLength", MAX_BODY_BYTES)
-    if not low <= len(value) <= high:
-        raise invalid(name, f"must be {low} to {high} characters long")
-    if re.search("[\x00\ud800-\udfff]", value):  # legal in JSON, but no database stores them as text
-        raise invalid(name, "must not contain NUL characters or lone surrogates")
-    if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
-        raise invalid(name, "is not in the expected form")
-    if "enum" in rule and value not in rule["enum"]:
-        raise invalid(name, "must be one of " + ", ".join(rule["enum"]))
 
 
 URL = {"type": "string", "maxLength": 2000,  # http(s), a host name or IPv4 address, an optional port
@@ -798,9 +790,8 @@ async def change_password(request: Request) -> Response:
 
 #### Pages and ids: ?limit= and ?cursor= for every list, newest first; {blog_id:id} in paths
 #
-# A cursor is the id of the last item on the previous page: after a page ending with id 42,
-# "?cursor=42" gives the items with ids below 42. Clients should pass it back untouched, so
-# that it can change form one day without breaking them.
+# A cursor is the id of the last item on the previous page: after a page ending with id 42, "?cursor=42"
+# gives the items below 42. Clients should pass it back untouched, so that its form may change one day.
 
 
 LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
@@ -809,8 +800,7 @@ NO_CURSOR = 1_000_000_000  # the first page: above every id, as no id has more t
 
 
 def query_param(request: Request, name: str, rule: dict):
-    """A query parameter checked by the rule a body field would be; None when it is absent.
-    Any text may arrive here (a NUL, 50,000 characters): it is a 422 naming it, never a 500."""
+    """A query parameter checked like a body field: None if absent, a 422 (never a 500) for any bad text."""
     value = request.query_params.get(name)
     if value is None or rule["type"] != "integer":
         return value if value is None else check_value(name, value, rule)
@@ -820,8 +810,7 @@ def query_param(request: Request, name: str, rule: dict):
 
 
 def page_params(request: Request) -> tuple[int, int]:
-    """Read ?limit= (1-100, default 20) and ?cursor=; the cursor comes back as the id that every item
-    on the page is below (no cursor: NO_CURSOR, above every id), so each list asks "id < :before"."""
+    """Read ?limit= and ?cursor=, the cursor as the id every item on the page is below: "id < :before"."""
     limit = query_param(request, "limit", LIMIT) or LIMIT["default"]
     cursor = query_param(request, "cursor", CURSOR)
     return limit, NO_CURSOR if cursor is None else int(cursor)
@@ -834,8 +823,7 @@ def page_of(rows: list, limit: int, item_out) -> dict:
 
 
 class IdConvertor(IntegerConvertor):
-    """The {blog_id:id} in a route: up to 9 digits, so that a longer number is an unknown page
-    (404) rather than an overflow of the database's integers (a 500)."""
+    """{blog_id:id} in a route: up to 9 digits, so a longer number is a 404, not an integer overflow (a 500)."""
 
     regex = "[0-9]{1,9}"
 
@@ -845,38 +833,32 @@ register_url_convertor("id", IdConvertor())
 
 #### Versions: ETag, If-Match and If-None-Match, so that a save made from an old copy is refused
 #
-# A blog or a draft is sent with an ETag naming its version (RFC 9110, section 8.8.3):
+# A blog or a draft is sent with an ETag naming its version (RFC 9110, section 8.8.3); a save
+# without If-Match applies as it always did, so older clients keep working:
 #
-#   GET /api/session/draft          -> 200, ETag: "3.2026-11-21T20:17:24.123Z"
-#   POST /api/session/draft, If-Match: "3.2026-11-21T20:17:24.123Z"
-#                                   -> 200 and a new ETag, if nobody saved it since; else 412
-#   GET /api/session/draft, If-None-Match: "4.2026-11-21T20:18:02.511Z"
-#                                   -> 304, no body, if that is still the version
-#
-# A save without If-Match applies as it always did, so older clients keep working.
+#   GET /api/session/draft                                          -> 200, ETag: "3.2026-11-21T20:17:24.123Z"
+#   POST /api/session/draft, If-Match: "3.2026-11-21T20:17:24.123Z"     -> 200, a new ETag; 412 if saved since
+#   GET /api/session/draft, If-None-Match: "4.2026-11-21T20:18:02.511Z" -> 304, no body, if still that version
 
 
-def etags_in(header: str, weak_too: bool) -> list[str]:
-    """The entity tags in an If-Match or If-None-Match header: '"a", W/"b"' -> ['"a"', '"b"']
-    (weak_too) or ['"a"']. If-Match compares strongly, so a weak tag never matches there."""
-    return [tag for weak, tag in re.findall(r'(W/)?("[^"]*")', header) if weak_too or not weak]
+def etag_matches(header: str, etag: str, weak_too: bool) -> bool:
+    """Whether an If-Match or If-None-Match header ('*', or a list: '"a", W/"b"') names `etag`."""
+    tags = [tag for weak, tag in re.findall(r'(W/)?("[^"]*")', header) if weak_too or not weak]
+    return header.strip() == "*" or etag in tags
 
 
 def check_if_match(request: Request, etag: str | None, detail: str) -> None:
     """412 with the current ETag, unless If-Match is absent or names `etag`, the version there is
     now (None: there is none). Call it where the thing cannot change until the write is done."""
-    if_match = request.headers.get("if-match")
-    if if_match is None:
-        return
-    if etag is not None and (if_match.strip() == "*" or etag in etags_in(if_match, weak_too=False)):
-        return
-    raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
+    if_match = request.headers.get("if-match")  # compared strongly: a weak tag never matches it
+    if if_match is not None and not (etag and etag_matches(if_match, etag, weak_too=False)):
+        raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
 
 
 def unless_unchanged(request: Request, response: Response) -> Response:
     """The response, or a 304 without its body if the client's If-None-Match names its ETag."""
-    etag, if_none_match = response.headers.get("etag"), request.headers.get("if-none-match", "")
-    if etag and (if_none_match.strip() == "*" or etag in etags_in(if_none_match, weak_too=True)):
+    etag = response.headers.get("etag")
+    if etag and etag_matches(request.headers.get("if-none-match", ""), etag, weak_too=True):
         return Response(status_code=304, headers={"ETag": etag})
     return response
 
@@ -1570,9 +1552,7 @@ CHAT_MESSAGE_BODY = {"type": "object", "required": ["text"], "examples": [{"text
     "text": {"type": "string", "minLength": 1, "maxLength": 2000},
 }}
 
-
-# Blog id -> the outbox of each socket in that blog's chat room.
-rooms: dict[int, set[asyncio.Queue]] = {}
+rooms: dict[int, set[asyncio.Queue]] = {}  # blog id -> the outbox of each socket in that blog's chat room
 
 
 async def list_comments(request: Request) -> Response:
@@ -1581,8 +1561,7 @@ async def list_comments(request: Request) -> Response:
     limit, before = page_params(request)
     rows = await database.fetch_all(
         "SELECT c.id, c.blog_id, c.author_id, u.username AS author, c.text, c.created_at "
-        "FROM comments c JOIN users u ON u.id = c.author_id "
-        "WHERE c.blog_id = :blog_id AND c.id < :before "
+        "FROM comments c JOIN users u ON u.id = c.author_id WHERE c.blog_id = :blog_id AND c.id < :before "
         "ORDER BY c.id DESC LIMIT :limit", {"blog_id": blog["id"], "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
 
@@ -1620,10 +1599,8 @@ def origin_allowed(websocket: WebSocket) -> bool:
 
 async def chat(websocket: WebSocket) -> None:
     """Chat under a blog: each message is stored as a comment and sent to everyone in the room.
-
-    Client sends {"text": "Nice post!"}; the room receives {"type": "message", "id": 7,
-    "blog_id": 5, "author_id": 2, "author": "alice", "text": "Nice post!", "created_at": "..."}.
-    """
+    Client sends {"text": "Nice post!"}; the room receives {"type": "message", "id": 7, "blog_id": 5,
+    "author_id": 2, "author": "alice", "text": "Nice post!", "created_at": "..."}."""
     if not origin_allowed(websocket):
         await websocket.close(code=1008)  # before accept: the handshake itself is refused (403)
         return
@@ -1635,12 +1612,9 @@ async def chat(websocket: WebSocket) -> None:
         blog = await get_visible_blog(websocket.path_params["blog_id"], user)
         count_connection(user, outbox)
     except (HTTPException, DatabaseUnavailable) as refusal:
-        # Accept, then close: a browser only sees the code and reason after a completed handshake.
-        await websocket.accept()
-        if isinstance(refusal, DatabaseUnavailable):
-            await websocket.close(code=DATABASE_DOWN.code, reason=DATABASE_DOWN.reason)
-        else:
-            await websocket.close(code=1008, reason=refusal.detail)
+        closing = DATABASE_DOWN if isinstance(refusal, DatabaseUnavailable) else Closing(refusal.detail)
+        await websocket.accept()  # then close: a browser only sees the code and reason after a handshake
+        await websocket.close(code=closing.code, reason=closing.reason)
         return
     try:
         async with join_room(blog["id"], user, websocket, outbox):
@@ -1681,8 +1655,8 @@ async def store_chat_message(text: str, blog_id: int, user: dict, outbox: asynci
         # stores nothing (its socket is about to be closed by the deletion's event).
         comment = await database.fetch_one(
             "INSERT INTO comments (blog_id, author_id, text, created_at) SELECT :blog_id, :author_id, :text, :now "
-            "WHERE EXISTS (SELECT 1 FROM blogs WHERE id = :blog_id) AND EXISTS (SELECT 1 FROM users WHERE id = :author_id) "
-            "RETURNING id, blog_id, author_id, text, created_at",
+            "WHERE EXISTS (SELECT 1 FROM blogs WHERE id = :blog_id) "
+            "AND EXISTS (SELECT 1 FROM users WHERE id = :author_id) RETURNING id, blog_id, author_id, text, created_at",
             {"blog_id": blog_id, "author_id": user["id"], "text": text, "now": utc_time(now)})
         if comment is None:
             offer(outbox, {"type": "error", "detail": "This blog or your account has been deleted."})
@@ -1693,11 +1667,8 @@ async def store_chat_message(text: str, blog_id: int, user: dict, outbox: asynci
 @asynccontextmanager
 async def join_room(blog_id: int, user: dict, websocket: WebSocket, outbox: asyncio.Queue) -> AsyncIterator[None]:
     """Accept a socket into a blog's chat room while the block runs, `outbox` being what it is sent.
-
-    It joins before the handshake completes, so a client whose socket is open misses nothing.
-    A task of its own sends the outbox, so no member ever waits on another's socket; it closes
-    the socket when the token it was opened with expires.
-    """
+    It joins before the handshake completes, so an open socket misses nothing; a task of its own sends
+    the outbox, so no member waits on another's socket; the token's expiry closes the socket."""
     rooms.setdefault(blog_id, set()).add(outbox)
     expiry = asyncio.get_running_loop().call_later(
         user["credential_expires"] - time.time(), end, outbox, TOKEN_EXPIRED)
@@ -1754,9 +1725,7 @@ def close_room_of_deleted_blog(event: dict) -> None:
 #### Notifications: Server-Sent Events, for reviewers and for authors
 
 
-# One queue per open event stream, and the user it streams to.
-streams: dict[asyncio.Queue, dict] = {}
-
+streams: dict[asyncio.Queue, dict] = {}  # the queue of each open event stream -> the user it streams to
 
 # Which events an event stream tells its user of: reviewers hear of the blogs waiting for review;
 # everyone hears how their own blogs were reviewed and how their own writing jobs ended.
@@ -1799,33 +1768,26 @@ def sse_frame(event: dict) -> str:
         event: blog_pending
         data: {"type": "blog_pending", "blog_id": 5, "title": "New Blog", "author_id": 2}
     """
-    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps({'type': event['type'], **event['data']})}\n\n"
+    data = json.dumps({"type": event["type"], **event["data"]})
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
 async def missed_events(user: dict, last_event_id: int) -> tuple[list[dict], int]:
-    """The events a client that saw `last_event_id` missed, and the newest id of the log.
-
-    A client further back than the log reaches (its older events are pruned), or ahead of it
-    (a log made anew), gets what the log cannot tell it: the blogs pending now.
-    """
+    """The events a client that saw `last_event_id` missed, and the newest id of the log. A client
+    further back than the log reaches (older events are pruned), or ahead of it (a log made anew),
+    gets what the log cannot tell it: the blogs pending now, if it reviews them."""
     span = await database.fetch_one("SELECT MIN(id) AS oldest, MAX(id) AS newest FROM events")
-    if span["newest"] is None:  # nothing yet: whatever the client saw was in a log made anew
-        return await pending_now(user, 0), 0
-    if not span["oldest"] - 1 <= last_event_id <= span["newest"]:
-        return await pending_now(user, span["newest"]), span["newest"]
+    newest = span["newest"] or 0  # no event yet: whatever the client saw was in a log made anew
+    if span["newest"] is None or not span["oldest"] - 1 <= last_event_id <= newest:
+        if not hears(user, {"type": "blog_pending"}):
+            return [], newest
+        rows = await database.fetch_all("SELECT id, title, author_id FROM blogs WHERE status = 'pending' ORDER BY id")
+        return [{"id": newest, "type": "blog_pending", "data": pending_event(row)} for row in rows], newest
     rows = await database.fetch_all(
         "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN "  # STREAM_EVENTS:
         "('blog_pending', 'blog_reviewed', 'job_finished') ORDER BY id",  # the log holds chat messages too
-        {"after": last_event_id, "newest": span["newest"]})
-    return [event for event in map(event_of, rows) if hears(user, event)], span["newest"]
-
-
-async def pending_now(user: dict, event_id: int) -> list[dict]:
-    """The blogs pending now, as events numbered `event_id`, for a reviewer the log cannot catch up."""
-    if not hears(user, {"type": "blog_pending"}):
-        return []
-    rows = await database.fetch_all("SELECT id, title, author_id FROM blogs WHERE status = 'pending' ORDER BY id")
-    return [{"id": event_id, "type": "blog_pending", "data": pending_event(row)} for row in rows]
+        {"after": last_event_id, "newest": newest})
+    return [event for event in map(event_of, rows) if hears(user, event)], newest
 
 
 async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | None) -> AsyncIterator[str]:
@@ -1877,8 +1839,8 @@ async def notifications(request: Request) -> Response:
     """Stream what concerns you: blogs waiting for review (reviewers), your reviews and your jobs."""
     # EventSource sends Last-Event-ID when it reconnects by itself; a page that opens a new one
     # (with a new ticket) passes ?last_event_id=. Any bytes may come: one not an id of ours is none.
-    last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
-    return EventStreamResponse(request.state.user, int(last_event_id) if re.fullmatch(r"[0-9]{1,9}", last_event_id) else None)
+    last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
+    return EventStreamResponse(request.state.user, int(last_id) if re.fullmatch(r"[0-9]{1,9}", last_id) else None)
 
 
 #### Appendix A. Accounts by mail: password reset, verified addresses, address change
