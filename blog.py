@@ -120,7 +120,7 @@ from openapi_ui_bundles import swagger_ui as swagger_ui_files
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.config import Config
-from starlette.convertors import Convertor, IntegerConvertor, register_url_convertor
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.datastructures import CommaSeparatedStrings
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -3004,10 +3004,9 @@ def empty_public_cache(event: dict) -> None:
 
 #### Appendix F. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
 
-# page.html is a browser client of this API in one file. Its script and its style are inline,
-# and the Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from
-# anywhere but this origin: were some user's text ever to reach the page as HTML, an injected
-# <script> or onerror= would still not run.
+# page.html is a browser client of this API in one file, its script and its style inline. The
+# Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from anywhere but this
+# origin: were some user's text ever to reach the page as HTML, an injected <script> or onerror= would not run.
 PAGE = Path(__file__).with_name("page.html").read_text()
 DEMO_PLACEHOLDER = '<meta name="demo-accounts" content="">'
 
@@ -3019,9 +3018,9 @@ def inline_hash(tag: str) -> str:
 
 
 PAGE_HEADERS = {
-    "Content-Security-Policy": f"default-src 'self'; script-src {inline_hash('script')}; style-src {inline_hash('style')}; "
-                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "Content-Security-Policy": f"default-src 'self'; script-src {inline_hash('script')}; "
+                               f"style-src {inline_hash('style')}; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the stream tickets in the page's URLs go nowhere else
     "Cache-Control": "no-cache",
@@ -3074,12 +3073,11 @@ async def swagger_ui(request: Request) -> Response:
     return HTMLResponse(SWAGGER_UI_PAGE)
 
 
-# The API document: OpenAPI 3.1, built from the same declarations, and Swagger UI over it.
-# Request bodies and query parameters are documented with the very declarations the handlers
-# validate with, and who may call what comes from the requires_role decorator, so the document
-# cannot drift from what the server enforces.
+# The API document, OpenAPI 3.1: bodies and query parameters are the very declarations the handlers
+# validate with, and who may call what comes from requires_role, so it cannot drift from the server.
 
-ID, TEXT = {"type": "integer"}, {"type": "string"}
+ID, TEXT, MAYBE_TEXT = {"type": "integer"}, {"type": "string"}, {"type": ["string", "null"]}
+ID_PATH = {"type": "integer", "maximum": 999_999_999}  # an {id} in a path has at most 9 digits (IdConvertor)
 TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-11-21T20:17:24.123Z"]}
 
 
@@ -3090,20 +3088,20 @@ def shape(**properties) -> dict:
 
 def page_shape(item: str) -> dict:
     """A page of items: {"items": [...], "next_cursor": "42" or null}."""
-    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-                 next_cursor={"type": ["string", "null"]})
+    return shape(items={"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}, next_cursor=MAYBE_TEXT)
 
 
 BLOG_SHAPE = shape(id=ID, title=TEXT, content=TEXT, images=URL_LIST,
                    status={"enum": ["pending", "approved", "rejected"]}, author_id=ID, author=TEXT,
                    created_at=TIMESTAMP, updated_at=TIMESTAMP, likes=ID)
 BLOG_SHAPE["properties"]["reject_reason"] = {"type": ["string", "null"], "description": "only on rejected blogs"}
+USER = dict(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
+            email_verified={"type": "boolean"})
 SHAPES = {
-    "User": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                  email_verified={"type": "boolean"}),
+    "User": shape(**USER),
     "Accepted": shape(detail=TEXT),
-    "Profile": shape(id=ID, username=TEXT, display_name={"type": ["string", "null"]}, bio={"type": ["string", "null"]},
-                     avatar_url={"type": ["string", "null"]}, created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
+    "Profile": shape(id=ID, username=TEXT, display_name=MAYBE_TEXT, bio=MAYBE_TEXT, avatar_url=MAYBE_TEXT,
+                     created_at=TIMESTAMP, followers=ID, following=ID, blogs=ID),
     "ProfilePage": page_shape("Profile"),
     "Tokens": shape(access_token=TEXT, refresh_token=TEXT, token_type={"const": "bearer"}, expires_in=ID),
     "StreamTicket": shape(ticket=TEXT, expires_in={"const": TICKET_SECONDS}),
@@ -3116,16 +3114,16 @@ SHAPES = {
                             created_at=TIMESTAMP, updated_at=TIMESTAMP),
     "FeatureRequestPage": page_shape("FeatureRequest"),
     "Draft": shape(title=TEXT, content=TEXT, images=URL_LIST, updated_at=TIMESTAMP),
-    "Job": shape(id=ID, kind={"const": "draft_generation"}, status={"enum": ["pending", "in_progress", "completed", "failed"]},
+    "Job": shape(id=ID, kind={"const": "draft_generation"},
+                 status={"enum": ["pending", "in_progress", "completed", "failed"]},
                  result={"type": ["string", "null"], "description": "the Markdown written, once completed"},
                  filled_draft={"type": "boolean", "description": "whether the result went into your draft"},
-                 error={"type": ["string", "null"]}, created_at=TIMESTAMP, updated_at=TIMESTAMP),
+                 error=MAYBE_TEXT, created_at=TIMESTAMP, updated_at=TIMESTAMP),
     "JobPage": page_shape("Job"),
-    "Account": shape(id=ID, username=TEXT, email=TEXT, role={"enum": list(ROLES)}, created_at=TIMESTAMP,
-                     email_verified={"type": "boolean"}, blogs=ID),
+    "Account": shape(**USER, blogs=ID),
     "AccountPage": page_shape("Account"),
     "Record": shape(id=ID, action={"enum": list(RECORD_ACTIONS)}, actor=TEXT, created_at=TIMESTAMP,
-                    blog_id={"type": ["integer", "null"]}, target={"type": ["string", "null"]},
+                    blog_id={"type": ["integer", "null"]}, target=MAYBE_TEXT,
                     detail={"type": "object", "description": "blog_rejected: reason; role_changed: from, to; "
                             "feature_request_triaged: status; the others say what they were about"}),
     "RecordPage": page_shape("Record"),
@@ -3134,37 +3132,20 @@ SHAPES = {
     "Error": shape(detail=TEXT),
 }
 
-EVENT_STREAM = {"description": (
-    "A text/event-stream that stays open, one event per change that concerns you; each event's id is the event "
-    "log's (`id: 17`), its data a JSON object with its type. Reviewers (approver, admin) get `blog_pending` "
-    "(a blog starts waiting for review: `{\"type\": \"blog_pending\", \"blog_id\": 5, \"title\": \"New Blog\", "
-    "\"author_id\": 2}`); every user gets `blog_reviewed` for their own blogs (`blog_id`, `title`, `status`, "
-    "`reason`, `user_id`) and `job_finished` for their own writing jobs (`job_id`, `status`, `error`, `user_id`). "
-    "A `: ping` comment comes every 15 s. Send Last-Event-ID (or ?last_event_id=) to replay what you missed. "
-    "The stream ends, with a comment saying why, when the token it was opened with expires or your account "
-    "changes; open it anew with a fresh ticket."),
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET (or "
-        "?token=ACCESS_TOKEN): send {\"text\": \"...\"} (1-2,000 characters); everyone in the room receives "
-        "{\"type\": \"message\", ...comment}, and it is stored as one of these comments. Closes with 1008 and a "
-        "reason for a bad ticket or token, a blog you may not see, a flood, an expired token or a changed role.")
+EVENT_STREAM = {"content": {"text/event-stream": {"schema": TEXT}}, "description": (
+    "A text/event-stream that stays open, one event per change that concerns you: `blog_pending` for reviewers, "
+    "`blog_reviewed` and `job_finished` for your own blogs and jobs, a `: ping` every 15 s. Send Last-Event-ID (or "
+    "?last_event_id=) to replay what you missed. API.md, \"The event stream\", has each event's data.")}
+CHAT = ("The live chat under a blog is a WebSocket at /api/blogs/{blog_id}/ws?ticket=STREAM_TICKET: send {\"text\": "
+        "\"...\"}; the room receives {\"type\": \"message\", ...comment}, stored as one of these comments. API.md, "
+        "\"The chat room\", has the rest.")
+PAGE_QUERY = {"limit": LIMIT, "cursor": CURSOR}
+STREAM_QUERY = {"ticket": {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"},
+                "token": {"type": "string", "description": "the access token; prefer a ticket (see the README)"},
+                "last_event_id": {"type": "string", "description": "the last event's id, for a new EventSource"}}
 
-
-def query(name: str, rule: dict) -> dict:
-    """A documented query parameter."""
-    return {"name": name, "in": "query", "required": False, "schema": rule}
-
-
-PAGE_QUERY = [query("limit", LIMIT), query("cursor", CURSOR)]
-STREAM_QUERY = [
-    query("ticket", {"type": "string", "description": "a stream ticket (POST /api/auth/stream-ticket)"}),
-    query("token", {"type": "string", "description": "the access token; prefer a ticket (see the README)"}),
-    query("last_event_id", {"type": "string", "description": "the id of the last event seen, for a page that "
-          "opens a new EventSource (one that reconnects by itself sends the Last-Event-ID header)"})]
-
-# Per handler: its request body, what success returns, and the refusals particular to it.
-# Refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an
-# unknown id) are added by openapi_operation.
+# Per handler: its body, query parameters, success and own refusals; openapi_operation adds the
+# refusals every operation of a kind shares (a bad body, a missing token, a wrong role, an unknown id).
 OPERATIONS = {
     health: {"ok": (200, "Health"), "errors": [503]},
     register: {"body": REGISTER_BODY, "ok": (201, "User"), "errors": [409, 429]},
@@ -3187,10 +3168,8 @@ OPERATIONS = {
     make_admin: {"ok": (200, "User"), "errors": [409]},
     change_role: {"body": ROLE_BODY, "ok": (200, "User"), "errors": [409]},
     delete_user: {"ok": (204, None), "errors": [409]},
-    list_blogs: {"query": PAGE_QUERY + [query("q", SEARCH_QUERY), query("author", AUTHOR_QUERY)],
-                 "ok": (200, "BlogPage")},
-    list_users: {"query": PAGE_QUERY + [query("q", ACCOUNT_SEARCH), query("role", ROLE_QUERY)],
-                 "ok": (200, "AccountPage")},
+    list_blogs: {"query": PAGE_QUERY | {"q": SEARCH_QUERY, "author": AUTHOR_QUERY}, "ok": (200, "BlogPage")},
+    list_users: {"query": PAGE_QUERY | {"q": ACCOUNT_SEARCH, "role": ROLE_QUERY}, "ok": (200, "AccountPage")},
     create_blog: {"body": BLOG_BODY, "ok": (201, "Blog"), "etag": True},
     list_pending_blogs: {"query": PAGE_QUERY, "ok": (200, "BlogPage")},
     get_blog: {"optional_token": True, "ok": (200, "Blog"), "etag": True, "condition": "If-None-Match"},
@@ -3206,7 +3185,7 @@ OPERATIONS = {
     delete_comment: {"ok": (204, None), "errors": [403]},
     list_comments: {"optional_token": True, "query": PAGE_QUERY, "ok": (200, "CommentPage"), "description": CHAT},
     notifications: {"query": STREAM_QUERY, "ok": (200, EVENT_STREAM), "errors": [429]},
-    list_feature_requests: {"query": PAGE_QUERY + [query("status", TRIAGE_BODY["properties"]["status"])],
+    list_feature_requests: {"query": PAGE_QUERY | {"status": TRIAGE_BODY["properties"]["status"]},
                             "ok": (200, "FeatureRequestPage")},
     create_feature_request: {"body": FEATURE_REQUEST_BODY, "ok": (201, "FeatureRequest")},
     triage_feature_request: {"body": TRIAGE_BODY, "ok": (200, "FeatureRequest")},
@@ -3216,33 +3195,26 @@ OPERATIONS = {
     generate_draft: {"body": GENERATE_BODY, "ok": (202, "Job"), "errors": [429, 503]},
     get_job: {"ok": (200, "Job")},
     list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
-    list_audit: {"query": PAGE_QUERY + [query("actor", ACTOR_QUERY), query("action", ACTION_QUERY)],
-                 "ok": (200, "RecordPage")},
+    list_audit: {"query": PAGE_QUERY | {"actor": ACTOR_QUERY, "action": ACTION_QUERY}, "ok": (200, "RecordPage")},
 }
 
 
-def response(returns) -> dict:
-    """A documented response: a named shape, nothing (None), or a response object as it is."""
-    if returns is None:
-        return {"description": "Done; no content."}
-    if isinstance(returns, dict):
-        return returns
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{returns}"}}}}
-
-
-def path_parameter(name: str, convertor: Convertor) -> dict:
-    """A documented path parameter: {blog_id:id} is an integer, {username} a string."""
-    if isinstance(convertor, IdConvertor):
-        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "maximum": 999_999_999}}
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def response(returns, description: str = "OK") -> dict:
+    """A documented response: one of SHAPES by name, nothing (None), or a response object as it is."""
+    if returns is None or isinstance(returns, dict):
+        return returns or {"description": "Done; no content."}
+    schema = {"$ref": f"#/components/schemas/{returns}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def openapi_operation(route: Route) -> dict:
     """Document one route: summary, who may call it, parameters, body, and every answer it can give."""
     handler, spec = route.endpoint, OPERATIONS[route.endpoint]
     roles, errors = getattr(handler, "roles", None), set(spec.get("errors", []))
-    parameters = [path_parameter(name, convertor) for name, convertor in route.param_convertors.items()]
-    parameters += spec.get("query", [])
+    parameters = [{"name": name, "in": "path", "required": True, "schema": ID_PATH if isinstance(convertor, IdConvertor)
+                   else TEXT} for name, convertor in route.param_convertors.items()]
+    parameters += [{"name": name, "in": "query", "required": False, "schema": rule}
+                   for name, rule in spec.get("query", {}).items()]
     operation = {"operationId": handler.__name__, "summary": handler.__doc__.strip().splitlines()[0],
                  "parameters": parameters, "responses": {str(spec["ok"][0]): response(spec["ok"][1])}}
     if "description" in spec:
@@ -3268,35 +3240,27 @@ def openapi_operation(route: Route) -> dict:
         errors.add(422)
     errors |= document_versions(operation, spec)
     for status in sorted(errors):
-        operation["responses"][str(status)] = {"description": HTTPStatus(status).phrase, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        operation["responses"][str(status)] = response("Error", HTTPStatus(status).phrase)
     return operation
 
 
-ETAG_HEADER = {"description": 'the version of what is sent, e.g. "3.0"; send it back in If-Match to save only over '
-                              "this version, or in If-None-Match to be answered 304 while it is current",
-               "schema": {"type": "string"}}
+ETAG_HEADER = {"description": 'the version sent, e.g. "3.0": send it back in If-Match or If-None-Match', "schema": TEXT}
 CONDITIONS = {
-    "If-Match": "an ETag you were sent: the save applies only if it is still the current version, else 412 "
-                "with the current ETag (without this header, the save applies whatever the version)",
-    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version",
-}
+    "If-Match": "an ETag you were sent: the save applies only if it is current, else 412; without it, to any version",
+    "If-None-Match": "an ETag you were sent: 304 without a body while it is still the current version"}
 
 
 def document_versions(operation: dict, spec: dict) -> set[int]:
     """Add an operation's ETag header and its If-Match or If-None-Match; return the errors that adds."""
-    if not spec.get("etag"):
-        return set()
-    operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
-    if (condition := spec.get("condition")) is None:
-        return set()
-    operation["parameters"].append({"name": condition, "in": "header", "required": False,
-                                    "schema": {"type": "string"}, "description": CONDITIONS[condition]})
+    if spec.get("etag"):
+        operation["responses"][str(spec["ok"][0])]["headers"] = {"ETag": ETAG_HEADER}
+    if condition := spec.get("condition"):
+        operation["parameters"].append({"name": condition, "in": "header", "required": False, "schema": TEXT,
+                                        "description": CONDITIONS[condition]})
     if condition == "If-None-Match":
         operation["responses"]["304"] = {"description": "Not Modified: your copy is current",
                                          "headers": {"ETag": ETAG_HEADER}}
-        return set()
-    return {412}
+    return {412} if condition == "If-Match" else set()
 
 
 def openapi_document() -> dict:
