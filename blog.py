@@ -3409,9 +3409,8 @@ async def upgrade_schema(dry_run: bool = False, say: Callable[[str], None] = log
 
 
 async def apply_step(path: Path | None, before: int | None, after: int, say: Callable[[str], None]) -> None:
-    """If the database is at version `before` (None: empty), run the step at `path` (schema.sql
-    for an empty one; None: nothing) and stamp version `after`, in one transaction. Otherwise
-    another process got there first, or the step is not for this database: do nothing."""
+    """In one transaction: if the database is at version `before` (None: empty), run `path` (None: nothing) and
+    stamp version `after`; otherwise another process got there first, or the step is not for this database."""
     try:
         async with database.schema_change():
             version, stamped = await schema_version(), await database.fetch_one(
