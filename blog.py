@@ -2031,10 +2031,8 @@ ROLE_BODY = {"type": "object", "required": ["role"], "examples": [{"role": "appr
 
 
 async def user_leaving_a_role(username: str, role: str | None) -> dict:
-    """In a transaction: the user, locked, about to take `role` (None: about to be deleted).
-    The last admin can neither step down nor go, or nobody could manage roles again."""
-    # The admins' rows are locked too: of two admins demoting each other at once, the second
-    # waits for the first to commit, then finds one admin left.
+    """In a transaction: the user, locked, about to take `role` (None: be deleted); never the last admin. The admins'
+    rows are locked too: of two admins demoting each other at once, the second waits, then finds one admin left."""
     admins = await database.fetch_all("SELECT id FROM users WHERE role = 'admin' ORDER BY id" + database.LOCKING)
     user = await database.fetch_one(USER_BY_NAME + database.LOCKING, {"username": check_username(username)})
     if user is None:
@@ -2091,19 +2089,20 @@ ACCOUNTS_SELECT = """
     SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified,
            (SELECT COUNT(*) FROM blogs WHERE author_id = u.id) AS blogs
     FROM users u
-    WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!' OR u.email LIKE :prefix ESCAPE '!')
+    WHERE (CAST(:prefix AS TEXT) IS NULL OR LOWER(u.username) LIKE :prefix ESCAPE '!'
+           OR u.email LIKE :prefix ESCAPE '!')
       AND (CAST(:role AS TEXT) IS NULL OR u.role = :role) AND u.id < :before
     ORDER BY u.id DESC LIMIT :limit"""
 
 
 @requires_role("admin")
 async def list_users(request: Request) -> Response:
-    """List accounts, newest first, with their role, their count of blogs and whether their address
-    is verified; ?q= and ?role= narrow it."""
+    """List accounts, newest first, with role, count of blogs and verified address; ?q= and ?role= narrow it."""
     limit, before = page_params(request)
     text, role = query_param(request, "q", ACCOUNT_SEARCH), query_param(request, "role", ROLE_QUERY)
     prefix = None if text is None else re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
-    rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before, "limit": limit + 1})
+    rows = await database.fetch_all(ACCOUNTS_SELECT, {"prefix": prefix, "role": role, "before": before,
+                                                      "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, lambda row: user_out(row) | {"blogs": row["blogs"]}))
 
 
@@ -2139,8 +2138,6 @@ TRIAGE_BODY = {"type": "object", "required": ["status"], "examples": [{"status":
     "status": {"type": "string", "enum": ["pending", "accepted", "declined"]},
     "priority": {"type": "integer", "minimum": 1, "maximum": 5},
 }}
-
-
 FEATURE_REQUEST_COLUMNS = "id, title, description, status, priority, author_id, created_at, updated_at"
 
 
@@ -2150,9 +2147,8 @@ async def list_feature_requests(request: Request) -> Response:
     limit, before = page_params(request)
     status = query_param(request, "status", TRIAGE_BODY["properties"]["status"])
     rows = await database.fetch_all(
-        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests "
-        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
-        "AND id < :before ORDER BY id DESC LIMIT :limit",
+        "SELECT " + FEATURE_REQUEST_COLUMNS + " FROM feature_requests WHERE (CAST(:status AS TEXT) IS NULL "
+        "OR status = :status) AND id < :before ORDER BY id DESC LIMIT :limit",
         {"status": status, "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, dict))
 
@@ -2161,13 +2157,11 @@ async def list_feature_requests(request: Request) -> Response:
 async def create_feature_request(request: Request) -> Response:
     """Suggest a feature; it starts as pending, with priority 3 unless you say otherwise."""
     fields = await read_body(request, FEATURE_REQUEST_BODY)
-    now = utc_now()
     row = await database.fetch_one(
-        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) "
-        "VALUES (:title, :description, 'pending', :priority, :author_id, :now, :now) "
-        "RETURNING " + FEATURE_REQUEST_COLUMNS,
+        "INSERT INTO feature_requests (title, description, status, priority, author_id, created_at, updated_at) VALUES "
+        "(:title, :description, 'pending', :priority, :author_id, :now, :now) RETURNING " + FEATURE_REQUEST_COLUMNS,
         {"title": fields["title"], "description": fields["description"], "priority": fields.get("priority", 3),
-         "author_id": request.state.user["id"], "now": now})
+         "author_id": request.state.user["id"], "now": utc_now()})
     return JSONResponse(dict(row), 201)
 
 
@@ -2200,13 +2194,11 @@ DRAFT_BODY = {"type": "object", "examples": [{"title": "Half a thought", "conten
 
 
 def draft_etag(row) -> str:
-    """A draft's ETag: its version and when it was saved, '"3.2026-11-21T20:17:24.123Z"' (the time
-    too, as a draft deleted and saved anew starts again at version 1)."""
+    """'"3.2026-11-21T20:17:24.123Z"': version and time, as a draft deleted and saved anew restarts at 1."""
     return f'"{row["version"]}.{row["updated_at"]}"'
 
 
 def draft_response(row) -> Response:
-    """A draft as clients see it, with its ETag."""
     return JSONResponse({"title": row["title"], "content": row["content"], "images": json.loads(row["images"]),
                          "updated_at": row["updated_at"]}, headers={"ETag": draft_etag(row)})
 
@@ -2234,8 +2226,7 @@ async def save_draft(request: Request) -> Response:
     """Save your draft whole, replacing the one saved before; missing fields are saved empty."""
     fields, user_id = await read_body(request, DRAFT_BODY), request.state.user["id"]
     async with database.transaction():
-        # Locked from this read to the commit: of two saves sent with one If-Match, the second
-        # waits for the first, reads its version, and is refused.
+        # Locked from this read to the commit: of two saves sent with one If-Match, the second waits, then is refused.
         current = await database.fetch_one(DRAFT_OF_USER + database.LOCKING, {"user_id": user_id})
         check_if_match(request, current and draft_etag(current), DRAFT_CHANGED)
         row = await database.fetch_one(
@@ -2252,17 +2243,15 @@ async def delete_draft(request: Request) -> Response:
     return Response(status_code=204)
 
 
-# The writing assistant.
-# POST /api/session/draft/generate answers at once with a pending job, a row of the jobs table.
-# Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
-# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending ->
-# in_progress -> completed or failed; its owner hears of the end on their event stream. A
-# running job's heartbeat is refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its
-# process died) is failed by whichever process notices, so no job stays in progress for ever.
-
+# The writing assistant. POST /api/session/draft/generate answers at once with a pending job (a row
+# of jobs). Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
+# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending -> in_progress ->
+# completed or failed; its owner hears of the end on their event stream. A running job's heartbeat is
+# refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its process died) is failed by whichever
+# process notices, so no job stays in progress for ever.
 JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
-GENERATE_BODY = {"type": "object", "required": ["title"], "examples": [{"title": "Why I like Starlette",
-                                                                        "notes": "Small, async, readable."}],
+GENERATE_BODY = {"type": "object", "required": ["title"],
+                 "examples": [{"title": "Why I like Starlette", "notes": "Small, async, readable."}],
                  "properties": {"title": TITLE, "notes": {"type": "string", "maxLength": 5000}}}
 
 
@@ -2307,20 +2296,16 @@ async def list_jobs(request: Request) -> Response:
     """List your jobs, newest first."""
     limit, before = page_params(request)
     rows = await database.fetch_all(
-        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before "
-        "ORDER BY id DESC LIMIT :limit", {"user_id": request.state.user["id"], "before": before,
-                                                        "limit": limit + 1})
+        "SELECT " + JOB_COLUMNS + " FROM jobs WHERE user_id = :user_id AND id < :before ORDER BY id DESC LIMIT :limit",
+        {"user_id": request.state.user["id"], "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, job_out))
 
 
 # The job runner: claims, heartbeats, the writer.
-
 PROCESS_ID = secrets.token_hex(8)  # names this process's claims on jobs (and on mails, Appendix I)
 WRITER_INSTRUCTIONS = ("You write blog posts. Answer with the post only, in Markdown, with no title line: "
                        "the title is given. Follow the author's notes.")
 WRITER_MAX_ANSWER_BYTES = 256 * 1024  # a writer's answer past this is refused, not read on
-
-
 job_runner_wakeups: set[asyncio.Event] = set()
 
 
@@ -2332,9 +2317,8 @@ def wake_job_runners(event: dict) -> None:
 
 
 class WriterFailed(Exception):
-    """The writer gave no usable post. The message says why, for the job's owner, in words that show
-    nothing of the operator's setup (where the writer lives, its key, what it answered: an upstream
-    error may quote the key); `details` say it all, for the server log."""
+    """The writer gave no usable post. The message says why to the job's owner, showing nothing of the setup
+    (where the writer lives, its key, its answer: an upstream error may quote the key); `details` are for the log."""
 
     def __init__(self, reason: str, details: str = ""):
         super().__init__(reason)
@@ -2348,8 +2332,7 @@ def writer_answer_start(raw: bytes) -> str:
 
 
 async def run_jobs() -> None:
-    """This process's job runner, until cancelled: beat the running jobs' hearts, fail abandoned
-    ones, claim pending ones while there is room. Cancelled, it puts its jobs back to pending."""
+    """Run this process's jobs until cancelled, then put them back to pending: beat, reap, claim while there is room."""
     woken, running = asyncio.Event(), {}  # job id -> its task
     job_runner_wakeups.add(woken)
     try:
@@ -2371,13 +2354,12 @@ async def run_jobs() -> None:
         for task in running.values():
             task.cancel()
         with suppress(*DATABASE_ERRORS):  # out of reach: the jobs are failed as abandoned instead
-            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now "
-                                   "WHERE claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
+            await database.execute("UPDATE jobs SET status = 'pending', claimed_by = NULL, updated_at = :now WHERE "
+                                   "claimed_by = :me AND status = 'in_progress'", {"me": PROCESS_ID, "now": utc_now()})
 
 
 def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
-    """Forget a job's task once it ends. One that could not reach the database to end its job
-    leaves it in progress without a heartbeat: some process fails it as abandoned."""
+    """Forget a job's task once it ends, and log why if it failed."""
     running.pop(job_id, None)
     if task.cancelled() or not (error := task.exception()):
         return
@@ -2388,11 +2370,11 @@ def job_done(running: dict, job_id: int, task: asyncio.Task) -> None:
 
 
 ABANDONED_JOBS = "SELECT id, user_id, claimed_by FROM jobs WHERE status = 'in_progress' AND heartbeat_at < :stale"
+WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
 
 
 async def beat_and_reap(running: list[int]) -> None:
-    """Refresh the heartbeats of the jobs this process is running; fail jobs whose heartbeat stopped.
-    Only the jobs whose tasks still run: one whose task died for any reason is reaped in its turn."""
+    """Refresh the heartbeats of the jobs whose tasks run here; fail the jobs whose heartbeat stopped."""
     now = datetime.now(UTC)
     for job_id in running:
         await database.execute("UPDATE jobs SET heartbeat_at = :now WHERE id = :id AND claimed_by = :me",
@@ -2404,52 +2386,44 @@ async def beat_and_reap(running: list[int]) -> None:
                 await end_job(job, "failed", error="The writing was interrupted; try again.")
 
 
-WRITER_TOO_BUSY = "The writer was too busy to start on this in time; try again in a few minutes."
-
-
 async def fail_jobs_waiting_too_long() -> None:
-    """Fail the jobs still pending JOB_WAIT_SECONDS after they were asked for. A flood of jobs (50
-    accounts with one each, and a slow writer) would otherwise keep everyone else's waiting behind
-    it for as long as the writer takes for all of them (25 minutes at 2 at once and 60 s each); this
-    way no job waits longer than JOB_WAIT_SECONDS, and the queue drains. One conditional statement:
-    of two processes failing the same job, the second finds it no longer pending."""
+    """Fail jobs pending JOB_WAIT_SECONDS after they were asked for, so a flood (50 accounts, a slow writer) drains.
+    One conditional statement: of two processes failing the same job, the second finds it no longer pending."""
     too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
     if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
         async with publishing():
             for job in await database.fetch_all(
                     "UPDATE jobs SET status = 'failed', error = :error, updated_at = :now WHERE status = 'pending' "
-                    "AND created_at < :asked_before RETURNING id, user_id", too_old | {"error": WRITER_TOO_BUSY,
-                                                                                        "now": utc_now()}):
+                    "AND created_at < :asked_before RETURNING id, user_id",
+                    too_old | {"error": WRITER_TOO_BUSY, "now": utc_now()}):
                 await publish("job_finished", job_id=job["id"], user_id=job["user_id"], status="failed",
                               error=WRITER_TOO_BUSY)
 
 
 async def claim_job() -> dict | None:
-    """Take the oldest pending job for this process, or None. One conditional statement: of two
-    processes claiming the same job, the second finds it no longer pending (and claims none)."""
-    now = utc_now()
+    """Take the oldest pending job for this process, or None. One conditional statement: of two processes
+    claiming the same job, the second finds it no longer pending (and claims none)."""
     return await database.fetch_one(
-        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, "
-        "updated_at = :now WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
-        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": now})
+        "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, updated_at = :now WHERE id = "
+        "(SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
+        "RETURNING id, user_id, input, claimed_by, created_at", {"me": PROCESS_ID, "now": utc_now()})
 
 
 async def run_job(job: dict) -> None:
     """Ask the writer for the post, then end the job: completed (and the draft filled), or failed."""
-    fields = json.loads(job["input"])
+    fields, error = json.loads(job["input"]), None
     try:
         text = await ask_writer(fields["title"], fields.get("notes", ""))
     except WriterFailed as failure:
         log.warning("Jobs: job %s failed: %s (%s)", job["id"], failure, failure.details)
-        async with publishing():
-            await end_job(job, "failed", error=storable(str(failure)))
-        return
+        error = storable(str(failure))
     except Exception:  # a bug of ours: say so to the owner now rather than when the heartbeat is missed
         log.exception("Jobs: job %s failed", job["id"])
-        async with publishing():
-            await end_job(job, "failed", error="The writing failed on our side; try again.")
-        return
+        error = "The writing failed on our side; try again."
     async with publishing():
+        if error:
+            await end_job(job, "failed", error=error)
+            return
         if not await database.fetch_one("SELECT 1 FROM jobs WHERE id = :id AND status = 'in_progress' AND claimed_by "
                                         "= :me" + database.LOCKING, {"id": job["id"], "me": PROCESS_ID}):
             return  # it took so long that another process took it for abandoned, and failed it: no draft
@@ -2464,9 +2438,8 @@ async def run_job(job: dict) -> None:
 
 async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
                   filled_draft: bool = False) -> None:
-    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only
-    while it is still in progress under the same claim: a job that another process has meanwhile
-    taken for abandoned, and failed, has ended once and is not ended again."""
+    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only while it is
+    in progress under the same claim: one another process meanwhile failed as abandoned is not ended again."""
     ended = await database.fetch_one(
         "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
         "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
@@ -2485,13 +2458,15 @@ async def ask_writer(title: str, notes: str) -> str:
     host = urlsplit(WRITER_URL).netloc.rpartition("@")[2]  # for the log: never a user or password in the URL
     try:
         async with asyncio.timeout(WRITER_TIMEOUT_SECONDS), httpx.AsyncClient() as client:
-            async with client.stream("POST", WRITER_URL.rstrip("/") + "/chat/completions", json=body, headers=headers) as answer:
+            url = WRITER_URL.rstrip("/") + "/chat/completions"
+            async with client.stream("POST", url, json=body, headers=headers) as answer:
                 raw = bytearray()
                 async for chunk in answer.aiter_bytes():
                     raw += chunk
                     if len(raw) > WRITER_MAX_ANSWER_BYTES:
-                        raise WriterFailed(f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
-                                           f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
+                        raise WriterFailed(
+                            f"The writer's answer was longer than {WRITER_MAX_ANSWER_BYTES // 1024} KiB.",
+                            f"{host} sent an answer of more than {WRITER_MAX_ANSWER_BYTES} bytes")
     except TimeoutError:
         raise WriterFailed("The writer did not answer in time; try again later.",
                            f"no answer within {WRITER_TIMEOUT_SECONDS:g} s from {host}")
@@ -2507,7 +2482,8 @@ async def ask_writer(title: str, notes: str) -> str:
     except (ValueError, LookupError, TypeError, RecursionError):
         raise WriterFailed("The writer's answer was not a chat completion (no choices[0].message.content).",
                            f"{host} answered {writer_answer_start(raw)}")
-    if not isinstance(text, str) or not text.strip() or len(text) > DRAFT_BODY["properties"]["content"]["maxLength"]:
+    most = DRAFT_BODY["properties"]["content"]["maxLength"]
+    if not isinstance(text, str) or not text.strip() or len(text) > most:
         raise WriterFailed("The writer's answer held no text, or more than a draft can hold.", f"from {host}")
     return storable(text)
 
@@ -2954,17 +2930,13 @@ CACHE_SECONDS = 1  # how long a public page is served from memory: a like shows 
 
 
 class PublicCache:
-    """What everyone is sent alike, kept as sent for a second: the front page, approved blogs.
+    """What everyone is sent alike, kept as sent for CACHE_SECONDS: the front page, approved blogs.
 
-    An approved blog's text never changes (it can only be deleted), so these go wrong only
-    when a blog is approved or an approved one deleted; then `clear` empties the cache and moves
-    its version on, here at once and in every other process through the event bus. A response
-    computed under an older version is not kept: a reader racing a writer can never leave a
-    wrong entry behind. Like counts do change, so an entry lives CACHE_SECONDS: a like shows
-    within a second, and likes never empty the cache. A blog is kept with the ETag made from the
-    same row as its body, and that ETag counts its likes: a kept blog and its ETag are one
-    version, at most CACHE_SECONDS old, and a deleted blog's is gone with it. While this process
-    hears no events, it serves nothing from here.
+    Only an approval, or the deletion of an approved blog, makes an entry wrong (an approved blog's text never
+    changes): then `clear` empties the cache and moves its version on, here at once and in every other process
+    through the event bus; a response computed under an older version is not kept, so a reader racing a writer
+    leaves no wrong entry. Likes change counts only: an entry lives CACHE_SECONDS, kept with the ETag made from
+    the same row as its body. While this process hears no events, it serves nothing from here.
     """
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024):
@@ -3289,8 +3261,8 @@ SECRET_PARAMETERS = {"token", "ticket"}
 
 
 def redact_query(target: str) -> str:
-    """A request target with the values of ?token= and ?ticket= hidden, their names read as
-    Starlette reads them (so encoded too): "/sse?%74oken=eyJ...&x=1" -> "/sse?%74oken=[redacted]&x=1"."""
+    """Hide ?token= and ?ticket= values, names decoded as Starlette does: "/sse?%74oken=eyJ...&x=1" ->
+    "/sse?%74oken=[redacted]&x=1"."""
     path, question_mark, query = target.partition("?")
     if not question_mark:
         return target
@@ -3301,31 +3273,24 @@ def redact_query(target: str) -> str:
     return path + "?" + "&".join(pairs)
 
 
-class RedactTokens(logging.Filter):
-    """Hide tokens and tickets in uvicorn's log lines: a token in a log file is a stolen login."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
+def redact_tokens(record: logging.LogRecord) -> bool:
+    """A log filter hiding tokens and tickets in uvicorn's lines: a token in a log file is a stolen login."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+    return True
 
 
-redact_tokens = RedactTokens()
-
-
-#### Appendix H. Schema versions, upgrades and backups: upgrades/N-name.sql, each step once, in order; migrate, backup, restore
+#### Appendix H. Schema versions and backups: upgrades/N-name.sql, each once, in order; migrate, backup, restore
 #
-# The database keeps its schema version in the one row of schema_version; a database made
-# before versions were kept (it has tables, but not that one) is at version 1. The code's
-# version is the highest N of upgrades/N-name.sql (1 while there is none). At start-up, and
-# with `python blog.py migrate`:
+# The database keeps its schema version in the one row of schema_version; one made before versions were
+# kept (it has tables, but not that one) is at version 1. The code's version is the highest N of
+# upgrades/N-name.sql (1 while there is none). At start-up, and with `python blog.py migrate`:
 #   - an empty database gets schema.sql whole, stamped with the code's version;
-#   - an older one gets each step it lacks, in order, each in one transaction with its version
-#     bump: a step that fails leaves the database as it was, and the app refuses to start;
+#   - an older one gets each step it lacks, in order, each in one transaction with its version bump:
+#     a step that fails leaves the database as it was, and the app refuses to start;
 #   - a newer one (the code was rolled back) is refused, untouched.
-# Each transaction re-reads the version once it holds the schema lock (schema_change), so of
-# several processes starting at once on an old database one applies a step and the others see
-# it done.
+# Each transaction re-reads the version once it holds the schema lock (schema_change): of several
+# processes starting at once on an old database, one applies a step and the others see it done.
 
 
 class SchemaRefused(Exception):
@@ -3335,7 +3300,7 @@ class SchemaRefused(Exception):
 def upgrade_steps() -> list[tuple[int, Path]]:
     """The steps in upgrades/, in order: [(2, Path("upgrades/2-accounts-mail.sql")), ...]."""
     steps = []
-    for path in sorted(UPGRADES_DIR.glob("*.sql")) if UPGRADES_DIR.is_dir() else []:
+    for path in UPGRADES_DIR.glob("*.sql") if UPGRADES_DIR.is_dir() else []:
         if not (named := re.fullmatch(r"([1-9][0-9]*)-[\w-]+\.sql", path.name)):
             raise SchemaRefused(f"{path} is not named like upgrades/2-short-name.sql")
         steps.append((int(named[1]), path))
@@ -3372,8 +3337,7 @@ async def set_schema_version(version: int) -> None:
 
 
 async def upgrade_schema(dry_run: bool = False, say: Callable[[str], None] = log.info) -> list[str]:
-    """Bring the database to the code's version and say each step; return the steps applied (or,
-    with dry_run, the ones that would be, changing nothing). Raises SchemaRefused."""
+    """Bring the database to the code's version, saying each step; return the steps (with dry_run, only list them)."""
     steps = upgrade_steps()
     newest, version = len(steps) + 1, await schema_version()
     refuse_a_newer(version, newest)
@@ -3392,9 +3356,8 @@ async def upgrade_schema(dry_run: bool = False, say: Callable[[str], None] = log
 
 
 async def apply_step(path: Path | None, before: int | None, after: int, say: Callable[[str], None]) -> None:
-    """If the database is at version `before` (None: empty), run the step at `path` (schema.sql
-    for an empty one; None: nothing) and stamp version `after`, in one transaction. Otherwise
-    another process got there first, or the step is not for this database: do nothing."""
+    """In one transaction: if the database is at version `before` (None: empty), run `path` (None: nothing) and
+    stamp version `after`; otherwise another process got there first, or the step is not for this database."""
     try:
         async with database.schema_change():
             version, stamped = await schema_version(), await database.fetch_one(
@@ -3409,10 +3372,6 @@ async def apply_step(path: Path | None, before: int | None, after: int, say: Cal
                             f"database is left as it was: {type(error).__name__}: {error}") from error
     if path:
         say(f"Schema: applied {path.name}; the database is at version {after}.")
-
-
-async def holds_data() -> bool:
-    return await schema_version() is not None and await database.fetch_val("SELECT COUNT(*) FROM users") > 0
 
 
 # Backups. SQLite: its online backup API copies a consistent snapshot while the app keeps
@@ -3458,7 +3417,8 @@ def back_up(file: Path) -> None:
         with tempfile.TemporaryDirectory(dir=file.parent, prefix=f".{file.name}.") as folder:
             partial = Path(folder, "backup")
             if database.url.dialect == "postgresql":
-                postgres_tool("pg_dump", "--format=custom", f"--file={partial}", f"--dbname={database.url.replace(password=None)}",
+                postgres_tool("pg_dump", "--format=custom", f"--file={partial}",
+                              f"--dbname={database.url.replace(password=None)}",
                               failed="pg_dump could not back up the database")
             else:
                 with closing(sqlite3.connect(sqlite_path())) as source, closing(sqlite3.connect(partial)) as copy:
@@ -3487,7 +3447,8 @@ def check_backup(path: Path) -> int:
     if not path.is_file():
         sys.exit(f"There is no file {path}.")
     refuse_the_database_itself(path)
-    version, extra = (postgres_backup_contents if database.url.dialect == "postgresql" else sqlite_backup_contents)(path)
+    contents = postgres_backup_contents if database.url.dialect == "postgresql" else sqlite_backup_contents
+    version, extra = contents(path)
     try:
         refuse_a_newer(version, len(upgrade_steps()) + 1)
     except SchemaRefused as error:
@@ -3508,7 +3469,8 @@ def sqlite_backup_contents(path: Path) -> tuple[int, set[str]]:
             version = copy.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] \
                 if "schema_version" in tables else 1
             reference.executescript(schema_script(SCHEMA_PATH))
-            extra = {row[0] for row in copy.execute(SQLITE_OBJECTS)} - {row[0] for row in reference.execute(SQLITE_OBJECTS)}
+            extra = {row[0] for row in copy.execute(SQLITE_OBJECTS)} - {
+                row[0] for row in reference.execute(SQLITE_OBJECTS)}
     except sqlite3.DatabaseError as error:
         sys.exit(f"{path} is not an SQLite database made by `python blog.py backup` ({error}).")
     if missing := sorted(VERSION_1_TABLES - tables):
@@ -3528,9 +3490,9 @@ def postgres_backup_contents(path: Path) -> tuple[int, list[str]]:
     script = schema_script(SCHEMA_PATH)
     tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", script)
     names = {*tables, *(f"{table}_id_seq" for table in tables), *re.findall(r"INDEX IF NOT EXISTS (\w+)", script)}
-    extra = [entry for entry in re.findall(r"^\d+; \d+ \d+ (.*) \S*$", contents, re.MULTILINE) if not ((known := re.fullmatch(
-        r"(?:TABLE|TABLE DATA|SEQUENCE|SEQUENCE SET|CONSTRAINT|FK CONSTRAINT|INDEX) public (\w+)(?: \w+)?", entry))
-        and known[1] in names)]
+    ours = r"(?:TABLE|TABLE DATA|SEQUENCE|SEQUENCE SET|CONSTRAINT|FK CONSTRAINT|INDEX) public (\w+)(?: \w+)?"
+    extra = [entry for entry in re.findall(r"^\d+; \d+ \d+ (.*) \S*$", contents, re.MULTILINE)
+             if not ((known := re.fullmatch(ours, entry)) and known[1] in names)]
     if not re.search(r" TABLE DATA public schema_version ", contents):
         return 1, extra
     data = postgres_tool("pg_restore", "--data-only", "--table=schema_version", "--file=-", str(path),
@@ -3560,29 +3522,19 @@ async def refuse_a_database_in_use():
     under it): PostgreSQL names every session; on SQLite, return the lock that keeps apps out."""
     in_use = lock_the_database(exclusive=True)
     if database.url.dialect == "postgresql" and (apps := await database.fetch_val(
-            "SELECT string_agg(DISTINCT application_name, '; ') FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name LIKE 'blog.py%' AND application_name NOT LIKE :this", {"this": f"%, pid {os.getpid()}"})):
+            "SELECT string_agg(DISTINCT application_name, '; ') FROM pg_stat_activity WHERE datname = "
+            "current_database() AND application_name LIKE 'blog.py%' AND application_name NOT LIKE :this",
+            {"this": f"%, pid {os.getpid()}"})):
         sys.exit(f"The database is in use by {apps}: stop the app, then restore.")
     return in_use
-
-
-async def make_room_for(version: int) -> None:
-    """pg_restore --clean replaces the tables a backup holds, and leaves those of a database at another
-    version beside them: drop them all if they hold no data; refuse otherwise."""
-    if await holds_data():
-        sys.exit(f"The database is at schema version {await schema_version()}, the backup at {version}: restore "
-                 "it into a new, empty database (createdb), and point DATABASE_URL at that one.")
-    # Names from the catalog, each quoted by PostgreSQL: no value of anyone's reaches this statement.
-    tables = await database.fetch_val("SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
-                                      "WHERE schemaname = current_schema()")
-    await database.execute(f"DROP TABLE {tables} CASCADE")
 
 
 def copy_back(path: Path) -> None:
     """Replace the database's contents with the backup's, all or nothing."""
     if database.url.dialect == "postgresql":  # --clean: what the backup holds replaces what is there; one transaction
         postgres_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
-                      f"--dbname={database.url.replace(password=None)}", str(path), failed="pg_restore failed, and changed nothing")
+                      f"--dbname={database.url.replace(password=None)}", str(path),
+                      failed="pg_restore failed, and changed nothing")
         return
     # SQLite: a copy beside the database, checked, renamed over it: the database is whole at every moment,
     # old or new, and what is swapped in is what was checked, whatever became of FILE since.
@@ -3615,11 +3567,21 @@ async def restore(file: str, replace: bool) -> None:
     version = check_backup(path)
     async with database:
         in_use = await refuse_a_database_in_use()
-        if not replace and await holds_data():
+        at = await schema_version()
+        holds_data = at is not None and await database.fetch_val("SELECT COUNT(*) FROM users") > 0
+        if holds_data and not replace:
             sys.exit(f"The database {database.url.obscure_password} holds data: restoring would replace it. "
                      "Back it up first, then run restore again with --replace.")
-        if database.url.dialect == "postgresql" and await schema_version() not in (None, version):
-            await make_room_for(version)
+        if database.url.dialect == "postgresql" and at not in (None, version):
+            # pg_restore --clean replaces the tables a backup holds, and leaves another version's beside them:
+            # drop them all if they hold no data; refuse otherwise.
+            if holds_data:
+                sys.exit(f"The database is at schema version {at}, the backup at {version}: restore it into a "
+                         "new, empty database (createdb), and point DATABASE_URL at that one.")
+            # Names from the catalog, each quoted by PostgreSQL: no value of anyone's reaches this statement.
+            tables = await database.fetch_val("SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
+                                              "WHERE schemaname = current_schema()")
+            await database.execute(f"DROP TABLE {tables} CASCADE")
     with in_use or nullcontext():  # on SQLite no app starts until the restored database is upgraded
         copy_back(path)
         async with database:
