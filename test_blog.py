@@ -1489,9 +1489,6 @@ def work_done(database_url: str, queries: list[tuple[str, dict]]) -> int:
             sql, names = blog.numbered_parameters(query)
             explained = run(on_postgres(database_url, "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *[values[name] for name in names]))
             work += blog_rows_examined(json.loads(explained[0][0])[0]["Plan"])
-            if os.environ.get("SHOWPLAN"):
-                print("PLAN", blog_rows_examined(json.loads(explained[0][0])[0]["Plan"]))
-                print("\n".join(r[0] for r in run(on_postgres(database_url, "EXPLAIN (ANALYZE, COSTS OFF) " + sql, *[values[name] for name in names]))))
     return work
 
 
