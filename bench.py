@@ -25,9 +25,11 @@ scale    PostgreSQL: the uncached list with 2 workers against 1 (expect >= 1.6x 
 Needs wrk (Debian: apt-get install wrk) and, for `scale`, PostgreSQL's server (postgresql).
 explain  the front page and a new blog with explain mode off and on (EXPLAIN=true), alternating in one
          sitting: on as a ratio to off (target >= 0.50: at most twice the time)
-reads    100,000 posts seeded with SQL, on SQLite and on PostgreSQL (fresh, without statistics, and
-         after VACUUM ANALYZE): p50 and p99 of every read anyone can ask for, from the front page
-         to the pending queue (target p99 <= 20 ms each)
+reads    100,000 posts (`reads --posts 1000000` for more) seeded with SQL, on SQLite and on
+         PostgreSQL, each fresh (no statistics) and after ANALYZE: p50 and p99 of every read anyone
+         can ask for, from the front page to the pending queue (target p99 <= 20 ms each; 100 ms
+         on PostgreSQL without statistics), and the time and disk the seeding took.
+         `--keep FOLDER` keeps the seeded databases there, and the next run reuses them.
 
 `python bench.py rest` (or search, feed, reads, live, scale, explain) runs one part.
 """
@@ -111,7 +113,7 @@ class Server:
 
 
 def wait_healthy(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 180  # a million posts on SQLite: the app starts in 45 s on a busy machine
     while time.monotonic() < deadline:
         assert process.poll() is None, "the server exited"
         try:
@@ -592,19 +594,21 @@ def feed() -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def postgres_cluster(settings: str = ""):
-    """A throw-away PostgreSQL cluster on a loopback port, in WORK; yields a database URL."""
+def postgres_cluster(settings: str = "", folder: Path | None = None):
+    """A PostgreSQL cluster on a loopback port, in `folder` (WORK/postgres unless told; made there
+    unless it is already, as a copy of one kept by `reads --keep`); yields a database URL."""
     initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None) or shutil.which("initdb")
     assert initdb, "scale needs PostgreSQL's server (Debian: apt-get install postgresql)"
-    folder, as_owner, port = WORK / "postgres", [], free_port()
-    folder.mkdir()
+    folder, as_owner, port = folder or WORK / "postgres", [], free_port()
+    folder.mkdir(exist_ok=True)
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         shutil.chown(folder, "postgres")
-        os.chmod(WORK, 0o755)
+        os.chmod(folder.parent, 0o755)
         as_owner = ["runuser", "-u", "postgres", "--"]
     pg_ctl = [*as_owner, str(Path(initdb).with_name("pg_ctl")), "-D", str(folder / "data")]
-    subprocess.run([*as_owner, initdb, "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
+    if not (folder / "data").exists():
+        subprocess.run([*as_owner, initdb, "-D", str(folder / "data"), "-U", "postgres", "--auth=trust"],
+                       check=True, capture_output=True)
     subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "start", "-o",
                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300 {settings}"],
                    check=True, capture_output=True)
@@ -659,24 +663,25 @@ def scale() -> list[tuple[str, str]]:
         return rows + asyncio.run(scale_live(database_url))
 
 
-#### Every read anyone can ask for, on both databases: 100,000 posts seeded with SQL
+#### Every read anyone can ask for, on both databases: 100,000 posts (or --posts N) seeded with SQL
 
 
 READS_NOW = "2026-11-21T20:00:00.000Z"
-# 1,000 authors (user1..user1000) and 10,000 readers who all follow user1; 100,000 posts of about
-# 2.4 KB, one in ten pending, each one of 1,000 bodies of made-up words drawn as in a language
-# (Zipf: "w1" is one word in ten) plus a word of its own ("tag777"); 10,000 comments on the newest
-# post; reader10 follows 10 authors, reader1000 all 1,000. The same SQL on both databases.
+# 1,000 authors (user1..user1000) and 10,000 readers who all follow user1; 100,000 posts (or
+# --posts N) of about 2.4 KB, one in ten pending, each one of 1,000 bodies of made-up words drawn
+# as in a language (Zipf: "w1" is one word in ten) plus a word of its own ("tag777"); 10,000
+# comments on the newest post; reader10 follows 10 authors, reader1000 all 1,000. The same SQL on
+# both databases.
 READS_SEED = [
     """INSERT INTO users (username, email, password_hash, role, created_at)
        WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 11000)
        SELECT 'user' || i, 'user' || i || '@x.io', 'x', 'user', '{now}' FROM n""",
     """INSERT INTO blogs (title, content, images, search_words, status, author_id, created_at, updated_at)
-       WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+       WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {posts})
        SELECT 'Post ' || i, words || ' tag' || i, '[]', 'post ' || i || ' ' || words || ' tag' || i,
               CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'approved' END,
               (SELECT id FROM users WHERE username = 'user1') + i % 1000, '{now}', '{now}'
-       FROM n JOIN bench_bodies ON body = i * 7919 % 1000 ORDER BY i""",
+       FROM n JOIN bench_bodies ON body = (i % 1000) * 7919 % 1000 ORDER BY i""",
     """INSERT INTO comments (blog_id, author_id, text, created_at)
        WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
        SELECT (SELECT MAX(id) FROM blogs WHERE status = 'approved'), (SELECT id FROM users WHERE username = 'user2'),
@@ -697,10 +702,10 @@ def reads_bodies(count: int = 1000, words: int = 400) -> list[tuple[int, str]]:
     return [(n, " ".join(rng.choices(vocabulary, cum_weights=weights, k=words))) for n in range(count)]
 
 
-def seed_reads(server: Server) -> None:
+def seed_reads(server: Server, posts: int) -> None:
     """Run READS_SEED on the app's database (stopped meanwhile on PostgreSQL: its full-text index is
     dropped for the load and built again in one go, 3 times faster than entry by entry)."""
-    statements = [statement.format(now=READS_NOW) for statement in READS_SEED]
+    statements = [statement.format(now=READS_NOW, posts=posts) for statement in READS_SEED]
     if server.database_url.startswith("sqlite"):
         with sqlite3.connect(server.database_path, timeout=30) as connection:
             connection.execute("CREATE TEMP TABLE bench_bodies (body INTEGER, words TEXT)")
@@ -721,16 +726,20 @@ def seed_reads(server: Server) -> None:
     asyncio.run(load())
 
 
-def read_paths(server: Server) -> list[tuple[str, str, dict]]:
+def read_paths(server: Server, posts: int) -> list[tuple[str, str, dict]]:
     """(label, path, headers) of every read measured."""
     newest = httpx.get(server.url + "/api/blogs/").json()["items"][0]["id"]
     reader10, reader1000 = server.login("reader10")["headers"], server.login("reader1000")["headers"]
     return [("front page (cached 1 s)", "/api/blogs/", {}), ("?author= (uncached list)", "/api/blogs/?author=user7", {}),
             ("?q= missing word", "/api/blogs/?q=qqqzzzq", {}), ("?q= rare word (1 old post)", "/api/blogs/?q=tag777", {}),
             ("?q= common word (every post)", "/api/blogs/?q=w1", {}), ("?q= two common words", "/api/blogs/?q=w1+w4", {}),
-            ("?q= 1 post in 70 (w3000)", "/api/blogs/?q=w3000", {}), ("a deep cursor", "/api/blogs/?cursor=50000", {}),
+            ("?q= 1 post in 70 (w3000)", "/api/blogs/?q=w3000", {}),
+            ("?q= 1 post in 70, a deep cursor", f"/api/blogs/?q=w3000&cursor={posts // 2}", {}),
+            ("a deep cursor", f"/api/blogs/?cursor={posts // 2}", {}),
             ("one blog", f"/api/blogs/{newest}", {}), ("comments (10,000 on the blog)", f"/api/blogs/{newest}/comments", {}),
-            ("feed, following 10", "/api/feed", reader10), ("feed, following 1,000", "/api/feed", reader1000),
+            ("feed, following 10", "/api/feed", reader10),
+            ("feed, following 10, a deep cursor", f"/api/feed?cursor={posts // 2}", reader10),
+            ("feed, following 1,000", "/api/feed", reader1000),
             ("followers (10,000)", "/api/users/user1/followers", {}), ("pending (10,000)", "/api/blogs/pending", server.admin["headers"])]
 
 
@@ -750,41 +759,98 @@ def measure_reads(server: Server, paths: list, requests: int = 200) -> dict[str,
     return figures
 
 
-def reads_on(database_url: str | None, analyze: str | None = None) -> dict[str, dict]:
-    """Seed, then measure every read; on PostgreSQL before and after `analyze`."""
-    server = Server(database_url)
-    for name in ("reader10", "reader1000"):
-        server.user(name)
-    if database_url:
-        server.stop()
-    seed_reads(server)
-    if database_url:
-        server = Server(database_url)
+def seeded(folder: Path, name: str, seed) -> dict:
+    """What seed() made in folder/name (a database), and its time and size: seeded once, and kept
+    there for the next run when the folder is --keep's."""
+    done = folder / f"{name}.json"
+    if not done.exists():
+        started = time.monotonic()
+        size = seed(folder / name)
+        done.write_text(json.dumps({"seconds": time.monotonic() - started, "bytes": size}))
+    return json.loads(done.read_text())
+
+
+def seed_sqlite(path: Path, posts: int) -> int:
+    server = Server(f"sqlite:///{path}")
+    server.database_path = path
     try:
-        paths = read_paths(server)
+        for name in ("reader10", "reader1000"):
+            server.user(name)
+        seed_reads(server, posts)
+    finally:
+        server.stop()
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return connection.execute("PRAGMA page_count").fetchone()[0] * connection.execute("PRAGMA page_size").fetchone()[0]
+
+
+def seed_postgres(folder: Path, posts: int) -> int:
+    with postgres_cluster("-c autovacuum=off", folder) as database_url:
+        server = Server(database_url)
+        for name in ("reader10", "reader1000"):
+            server.user(name)
+        server.stop()
+        seed_reads(server, posts)
+
+        async def size():
+            connection = await asyncpg.connect(database_url)
+            try:
+                return await connection.fetchval("SELECT pg_database_size(current_database())")
+            finally:
+                await connection.close()
+        return asyncio.run(size())
+
+
+def reads_on(database_url: str, analyze: str) -> dict[str, dict]:
+    """Measure every read on the seeded database, before and after `analyze`."""
+    server = Server(database_url)
+    try:
+        paths = read_paths(server, POSTS)
         results = {"fresh": measure_reads(server, paths)}
-        if analyze:
+        if database_url.startswith("sqlite"):
+            with sqlite3.connect(urlsplit(database_url).path[1:]) as connection:
+                connection.execute(analyze)
+            server.stop()  # SQLite reads the statistics when a connection opens
+            server = Server(database_url)
+        else:
             async def run():
                 connection = await asyncpg.connect(database_url)
                 await connection.execute(analyze)
                 await connection.close()
             asyncio.run(run())
-            results["analyzed"] = measure_reads(server, paths)
+        results["analyzed"] = measure_reads(server, paths)
         return results
     finally:
         server.stop()
 
 
-def reads() -> list[tuple[str, str]]:
-    started = time.monotonic()
-    sqlite = reads_on(None)["fresh"]
-    with postgres_cluster("-c autovacuum=off") as database_url:  # no statistics until VACUUM ANALYZE
-        postgres = reads_on(database_url, "VACUUM ANALYZE")
-    rows = [("read (p50 / p99 ms; target p99 <= 20)", "SQLite          PostgreSQL, no statistics   PostgreSQL, VACUUM ANALYZE")]
-    for label, (p50, p99) in sqlite.items():
-        cells = [(p50, p99), postgres["fresh"][label], postgres["analyzed"][label]]
-        rows.append((label, "   ".join(f"{a:6.2f} / {b:6.2f}{' !' if b > 20 else '  '}" + " " * 7 for a, b in cells)))
-    rows.append(("the whole part, seeding included", f"{time.monotonic() - started:.0f} s"))
+POSTS = 100_000  # --posts N
+
+
+def reads(keep: Path | None) -> list[tuple[str, str]]:
+    """The table of every read; with --keep FOLDER, the seeded databases are kept there and reused
+    (left as seeded: SQLite's statistics are dropped before a run, PostgreSQL's folder is copied)."""
+    started, folder = time.monotonic(), keep or WORK
+    sqlite = seeded(folder, f"reads-{POSTS}.db", lambda path: seed_sqlite(path, POSTS))
+    with sqlite3.connect(folder / f"reads-{POSTS}.db") as connection:
+        connection.execute("DROP TABLE IF EXISTS sqlite_stat1")
+    sqlite["reads"] = reads_on(f"sqlite:///{folder / f'reads-{POSTS}.db'}", "ANALYZE")
+    postgres = seeded(folder, f"postgres-{POSTS}", lambda path: seed_postgres(path, POSTS))
+    cluster = folder / f"postgres-{POSTS}"
+    if keep:
+        subprocess.run(["cp", "-a", str(cluster), str(WORK / "postgres")], check=True)
+        cluster = WORK / "postgres"
+    with postgres_cluster("-c autovacuum=off", cluster) as database_url:  # no statistics until VACUUM ANALYZE
+        postgres["reads"] = reads_on(database_url, "VACUUM ANALYZE")
+    rows = [("read (p50 / p99 ms; target p99 <= 20)",
+             "SQLite            SQLite, ANALYZE   PostgreSQL, none  PostgreSQL, VACUUM ANALYZE")]
+    for label in sqlite["reads"]["fresh"]:
+        cells = [sqlite["reads"]["fresh"][label], sqlite["reads"]["analyzed"][label],
+                 postgres["reads"]["fresh"][label], postgres["reads"]["analyzed"][label]]
+        rows.append((label, " ".join(f"{a:6.2f} / {b:6.2f}{' !' if b > 20 else '  '}" for a, b in cells)))
+    for name, made in (("SQLite", sqlite), ("PostgreSQL", postgres)):
+        rows.append((f"seeding {name}", f"{made['seconds']:.0f} s, {made['bytes'] / 2 ** 20:,.0f} MiB on disk"))
+    rows.append(("the whole part", f"{time.monotonic() - started:.0f} s"))
     return rows
 
 
@@ -796,9 +862,17 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    global WORK
+    global WORK, POSTS
     if argv[:1] == ["ceiling"]:
         return serve_ceiling(int(argv[1]), argv[2])
+    if "--posts" in argv:
+        POSTS = int(argv.pop(argv.index("--posts") + 1))
+        argv.remove("--posts")
+    keep = None
+    if "--keep" in argv:
+        keep = Path(argv.pop(argv.index("--keep") + 1)).resolve()
+        argv.remove("--keep")
+        keep.mkdir(exist_ok=True)
     WORK = Path(tempfile.mkdtemp(prefix="blog-bench-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 streams need 1,000 descriptors a side
@@ -814,7 +888,7 @@ def main(argv: list[str]) -> None:
         if argv[:1] in ([], ["explain"]):
             print_table("Explain mode (one uvicorn worker, SQLite): off and on, in one sitting", explain())
         if argv[:1] in ([], ["reads"]):
-            print_table("Every read, 100,000 posts, one uvicorn worker, one client in a row", reads())
+            print_table(f"Every read, {POSTS:,} posts, one uvicorn worker, one client in a row", reads(keep))
         if argv[:1] in ([], ["scale"]):
             print_table("Scale-out (PostgreSQL; processes on this one machine)", scale())
     finally:

@@ -223,8 +223,8 @@ def utc_now() -> str:
 # RuntimeError. On PostgreSQL transactions really run at once, so a transaction that reads a row
 # to decide how to change it locks it first: `database.LOCKING` is " FOR UPDATE" there, and "" on
 # SQLite, where a transaction already holds the whole database. A few more attributes of
-# `database` say where the two databases differ (SEARCH, BY_AUTHOR, listening); each is explained
-# where its driver defines it, in Appendix D.
+# `database` say where the two databases differ (SEARCH, BY_AUTHOR, EACH_AUTHOR, listening); each
+# is explained where its driver defines it, in Appendix D.
 
 
 class RowDeletedMeanwhile(Exception):
@@ -1202,8 +1202,10 @@ async def unfollow_user(request: Request) -> Response:
 async def list_followers(request: Request) -> Response:
     """List the profiles of a user's followers, newest accounts first."""
     user_id = await user_id_named(request.path_params["username"])
-    return await profile_page(request, PROFILE_SELECT + " JOIN follows f ON f.follower_id = u.id "
-                                       "WHERE f.followed_id = :id", {"id": user_id})
+    # IN, not a JOIN: SQLite then walks the follower ids in order and stops at the page (joined, it
+    # counted the posts and follows of all 10,000 followers of one author before sorting them).
+    return await profile_page(request, PROFILE_SELECT + " WHERE u.id IN "
+                                       "(SELECT follower_id FROM follows WHERE followed_id = :id)", {"id": user_id})
 
 
 async def list_following(request: Request) -> Response:
@@ -1308,7 +1310,7 @@ async def list_blogs(request: Request) -> Response:
 
 
 # A search by one author: "or :author is null" instead would keep each database from reading that
-# author's posts through blogs_author_id in a plan it keeps for the statement.
+# author's posts through blogs_author_status_id in a plan it keeps for the statement.
 BY_AUTHOR_NAMED = " AND author_id = (SELECT id FROM users WHERE LOWER(username) = LOWER(:author))"
 
 
@@ -1318,7 +1320,7 @@ async def find_approved_blogs(query: str | None, author: str | None, before: int
     if query is None and author is None:
         return await database.fetch_all(BLOG_SELECT + " WHERE b.id < :before AND b.status = 'approved' "
                                         "ORDER BY b.id DESC LIMIT :limit", values)
-    if query is None:  # one author's posts, through blogs_author_id (see BY_AUTHOR)
+    if query is None:  # one author's posts, through blogs_author_status_id (see BY_AUTHOR)
         return await database.fetch_all(
             BLOG_COLUMNS + " FROM blogs b" + database.BY_AUTHOR + " JOIN users u ON u.id = b.author_id "
             "WHERE b.id < :before AND b.status = 'approved'" + BY_AUTHOR_NAMED + " ORDER BY b.id DESC LIMIT :limit", values)
@@ -1518,14 +1520,19 @@ async def list_likes(request: Request) -> Response:
                               {"id": request.path_params["blog_id"]})
 
 
-# Two ways to a feed page, as each is slow where the other is fast (bench.py measures the feed
-# following 10 and 1,000 authors):
+# Two ways to a feed page, as each is slow where the other is fast (`python bench.py reads
+# --posts 1000000` measures the feed following 10 and 1,000 authors):
 # - walk every post newest first, checking each against the follows, until the page is full:
 #   quick for a reader who follows many, slow for one whose few authors post far between;
-# - gather the followed authors' posts through blogs_author_id, then sort them: quick for a few
-#   authors, slow for a thousand.
+# - take each followed author's newest approved posts below the cursor, a page at most of each,
+#   from the index blogs_author_status_id (database.EACH_AUTHOR says how), then the newest of
+#   those: quick for a few authors, slow for a thousand. (Gathering every post of theirs and
+#   sorting them took 27 ms at a million posts, and a second without statistics.)
 FEED_WALKS_FROM = 50  # followed authors from which the walk is the faster way
-FEED_GATHERED = "b.author_id IN (SELECT followed_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me)"
+FEED_GATHERED = ("(SELECT followed_id AS author_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me) AS a"
+                 " CROSS JOIN {each_author}")
+FEED_EACH_AUTHOR = ("SELECT id FROM blogs{by_author} WHERE author_id = a.author_id AND status = 'approved' "
+                    "AND id < :before ORDER BY id DESC LIMIT :limit")
 FEED_WALKED = ("(b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me "
                "AND f.followed_id = b.author_id))")
 
@@ -1538,10 +1545,11 @@ async def feed(request: Request) -> Response:
     if follows >= FEED_WALKS_FROM:
         source = BLOG_SELECT + " WHERE " + FEED_WALKED
     else:
-        source = BLOG_COLUMNS + " FROM blogs b" + database.BY_AUTHOR + " JOIN users u ON u.id = b.author_id WHERE " + FEED_GATHERED
+        each_author = database.EACH_AUTHOR.format(FEED_EACH_AUTHOR.format(by_author=database.BY_AUTHOR))
+        source = BLOG_COLUMNS + " FROM " + FEED_GATHERED.format(each_author=each_author) + \
+            " JOIN users u ON u.id = b.author_id WHERE TRUE"
     rows = await database.fetch_all(source + " AND b.status = 'approved' AND b.id < :before ORDER BY b.id DESC "
-                                    "LIMIT :limit", {"me": me, "before": before,
-                                                     "limit": limit + 1})
+                                    "LIMIT :limit", {"me": me, "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
 
@@ -2605,7 +2613,10 @@ class SQLiteDatabase(Database):
         WHERE blog_search MATCH :search AND s.rowid < :before AND b.status = 'approved'{by_author}
         ORDER BY s.rowid DESC LIMIT :limit"""
     # The feed's gathering and ?author=: without ANALYZE's statistics SQLite would walk every post instead.
-    BY_AUTHOR = " INDEXED BY blogs_author_id"
+    BY_AUTHOR = " INDEXED BY blogs_author_status_id"
+    # SQLite has no LATERAL: the feed takes each author's newest ids as a list that the outer
+    # author's row fills (CROSS JOIN keeps the authors outside), one author at a time.
+    EACH_AUTHOR = "blogs b ON b.id IN ({})"
     TABLE_NAMED = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
 
     @staticmethod
@@ -2761,25 +2772,37 @@ class PostgresDatabase(Database):
     # through the full-text index of schema.sql. Left to itself, the planner picks one of two plans
     # that are each slow for half the words (100,000 posts): walk the primary key newest first
     # testing every post (a missing word: 0.7 s) or take every match from the GIN index and sort
-    # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn:
+    # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn
+    # (UNION ALL runs its parts in order, and stops at LIMIT: a part runs only if the page is not
+    # full yet):
     # 1. `recent` walks the newest 500 posts below the cursor and tests each (a few ms at most);
     #    a word in 1 post of 25 or more fills the page here, and the LIMIT stops the walk early.
-    # 2. Only if the page is not full yet (UNION ALL runs its parts in order, and stops at LIMIT)
-    #    the GIN index gives the matches older than `recent`, sorted: a word that fills no page
-    #    in 500 posts is rare, and few matches sort fast. OFFSET 0 is the fence that keeps the
-    #    planner from walking the primary key again instead.
-    # Measured at 100,000 posts, statistics or not: every word well under 20 ms. The one slow case
-    # is a word absent from the newest 500 posts and common before them: all its matches are sorted.
+    # 2. The 5,000 ids below `recent`, then the 45,000 below those: the GIN index's matches that a
+    #    bitmap of the window's ids (from the primary key) keeps, sorted. A word in 1 post of 70
+    #    once had every older match sorted, 14,000 at a million posts; now a window's. "OR id = 0"
+    #    (ids start at 1) leaves the planner that bitmap only: it would walk the window instead,
+    #    testing every post, where it guesses the window small (a table of 20,000 posts).
+    # 3. Older still, every match from the GIN index, sorted: a word that fills no page in the
+    #    newest 50,500 posts is rare. OFFSET 0 is the fence that keeps the planner from walking
+    #    the primary key instead.
+    # `python bench.py reads --posts 1000000` measures every kind of word, statistics or not.
     SEARCH = """
         WITH recent AS MATERIALIZED (
             SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500)
         (SELECT id FROM recent WHERE search @@ to_tsquery('simple', :search) AND status = 'approved' LIMIT :limit)
         UNION ALL
+        (SELECT nearer.id FROM (VALUES (0, 5000), (5000, 50000)) AS w (near, far) CROSS JOIN LATERAL (
+             SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
+                             AND (id < (SELECT MIN(id) FROM recent) - near AND id >= (SELECT MIN(id) FROM recent) - far
+                                  OR id = 0) OFFSET 0) AS found
+             WHERE status = 'approved' ORDER BY id DESC LIMIT :limit) AS nearer)
+        UNION ALL
         (SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
                          OFFSET 0) AS older
-         WHERE id < (SELECT MIN(id) FROM recent) AND status = 'approved' ORDER BY id DESC LIMIT :limit)
+         WHERE id < (SELECT MIN(id) FROM recent) - 50000 AND status = 'approved' ORDER BY id DESC LIMIT :limit)
         LIMIT :limit"""
     BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
+    EACH_AUTHOR = "LATERAL (SELECT * FROM blogs WHERE id IN ({})) AS b"  # the feed: each author's newest posts
     TABLE_NAMED = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name"
 
     @staticmethod

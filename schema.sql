@@ -86,9 +86,9 @@ CREATE TABLE IF NOT EXISTS blogs (
     search_words  TEXT NOT NULL DEFAULT '',      -- title and content, case-folded by blog.py, for ?q=
     version       INTEGER NOT NULL DEFAULT 1     -- one up at every write: the ETag that If-Match compares
 );
--- Every list is "newest first within a status" or "newest first by one author".
+-- Every list is "newest first within a status", or "newest first by one author" within a status.
 CREATE INDEX IF NOT EXISTS blogs_status_id ON blogs (status, id);
-CREATE INDEX IF NOT EXISTS blogs_author_id ON blogs (author_id, id);
+CREATE INDEX IF NOT EXISTS blogs_author_status_id ON blogs (author_id, status, id);
 
 -- on sqlite:
 -- ?q= searches an FTS5 index of search_words, kept in step with the blogs table by triggers.
