@@ -28,7 +28,11 @@ CREATE TABLE IF NOT EXISTS users (
     display_name  TEXT,                          -- the profile: each optional, each public
     bio           TEXT,
     avatar_url    TEXT,
-    email_verified INTEGER NOT NULL DEFAULT 0    -- 1 once its owner opened the link mailed to it
+    email_verified INTEGER NOT NULL DEFAULT 0,   -- 1 once its owner opened the link mailed to it
+    -- One up at every password or address change; every mailed link carries it, so such a change
+    -- kills every earlier link, and changing back revives none.
+    security_stamp INTEGER NOT NULL DEFAULT 0,
+    secured_stamp INTEGER NOT NULL DEFAULT 0     -- the stamp a "this wasn't me" left: its earlier links are dead
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));
@@ -60,7 +64,7 @@ CREATE INDEX IF NOT EXISTS guesses_window_ends ON guesses (window_ends);
 -- registration, a reset asked for), and deleted once sent. Each process's sender claims a mail
 -- with a conditional UPDATE that moves send_after past a lease: a sender that dies mid-send
 -- leaves a claim that runs out, and the mail is tried again. A failed try moves send_after on by
--- a growing pause. Reset and verification tokens need no table: each signs what it depends on.
+-- a growing pause. Mailed links need no table: each signs its account's security_stamp.
 CREATE TABLE IF NOT EXISTS mails (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     recipient  TEXT NOT NULL,
@@ -69,7 +73,8 @@ CREATE TABLE IF NOT EXISTS mails (
     attempts   INTEGER NOT NULL DEFAULT 0,
     send_after TEXT NOT NULL,                    -- not before: now, after a retry's pause, or past a claim's lease
     claimed_by TEXT,                             -- the process that last claimed it
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    priority   INTEGER NOT NULL DEFAULT 0        -- 0: a link someone waits for; 1: a notice, sent after the links
 );
 CREATE INDEX IF NOT EXISTS mails_send_after ON mails (send_after);
 

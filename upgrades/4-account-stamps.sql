@@ -1,0 +1,13 @@
+-- Version 4: a security stamp per account, and links mailed before notices.
+-- Run once, in one transaction with the version bump, by blog.py's upgrade runner (see the README).
+
+-- on both:
+-- Every mailed link (reset, verify, a new address, "this wasn't me") carries the account's stamp
+-- as it was when the link was made; a password or address change moves it one up, so every
+-- earlier link dies at once, and changing back revives none (ASP.NET Identity's SecurityStamp).
+ALTER TABLE users ADD COLUMN security_stamp INTEGER NOT NULL DEFAULT 0;
+-- The stamp a "this wasn't me" link left behind: such links made before it no longer work.
+ALTER TABLE users ADD COLUMN secured_stamp INTEGER NOT NULL DEFAULT 0;
+
+-- 0: a link someone waits for (reset, verify); 1: a notice. The sender takes links first.
+ALTER TABLE mails ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
