@@ -48,7 +48,7 @@ A chat message reaching its room: read_ticket -> authenticate -> check_verified 
 The appendices are the secondary flows and the machinery behind those interfaces; a first
 reading may skip them:
 A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
-   and texts (mail is queued beside the change with `await queue_mail(to, subject, body)`).
+   and texts (mail is queued beside the change with `await queue_mail(*reset_mail(user))`).
 B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
 C. More resources: feature requests (users suggest, admins triage), one saved draft per user,
    and the writing assistant: background jobs that draft a post with a language model, claimed,
@@ -76,7 +76,6 @@ import fcntl
 import functools
 import getpass
 import hashlib
-import hmac
 import inspect
 import ipaddress
 import itertools
@@ -191,7 +190,12 @@ LOGIN_WINDOW_SECONDS = 15 * 60
 LOGIN_FAILURES_PER_ACCOUNT = 5  # within the window; then 429 until the oldest failure ages out
 LOGIN_FAILURES_PER_ADDRESS = 20
 REGISTRATIONS_PER_ADDRESS = config("REGISTRATIONS_PER_ADDRESS", cast=int, default=10)  # within the window
-MAILS_PER_ACCOUNT_PER_HOUR = 3  # reset or verification mails to one address; more are silently not sent
+LINK_ASKS_PER_HOUR = 3  # forgot-password or request-verify-token asks for one address from one client
+# Mails one address gets an hour, per kind, whatever route caused them; past it, no mail, and nobody
+# is told. A kind each, so that a flood of notices never stops a reset link.
+MAILS_PER_HOUR = {"reset": 10, "verify": 5, "undo": 5, "notice": 5}
+ADDRESS_CHANGES_PER_DAY = 3  # requests for a new address, per account
+SECURE_LINK_DAYS = 7  # how long the "this wasn't me" link of an address change works
 SEARCH_MAX_CHARACTERS = 200
 ROLES = ("user", "approver", "admin")
 LISTENER_QUEUE_SIZE = 100  # events or chat messages waiting for one slow listener before it is cut off
@@ -355,7 +359,7 @@ async def start_session(user_id: int) -> dict:
 
 
 USER_IN_SESSION = """
-    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, s.id AS session_open,
+    SELECT u.id, u.username, u.email, u.role, u.created_at, u.email_verified, u.security_stamp, s.id AS session_open,
            (SELECT COALESCE(MAX(id), 0) FROM events) AS as_of_event
     FROM users u LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND s.ended_at IS NULL
     WHERE u.id = :id"""
@@ -594,9 +598,10 @@ TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.
 
 #### Auth: register, login, refresh, logout, me, stream tickets, change password
 #
-# A mail (a verification link, a notice) is queued with `await queue_mail(to, subject, body)`
+# A mail (a verification link, a notice) is queued with `await queue_mail(*notice_mail(user, "..."))`
 # inside the `async with publishing():` block of what causes it: it commits with the change, or
-# not at all, and a sender sends it later (Appendix I), never holding up a request.
+# not at all, and a sender sends it later (Appendix I), never holding up a request. Each mail is
+# counted against its recipient (MAILS_PER_HOUR), whatever caused it, and links go before notices.
 
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"}
@@ -630,7 +635,7 @@ PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_passwor
 }}
 
 
-USER_COLUMNS = "id, username, email, role, created_at, email_verified"
+USER_COLUMNS = "id, username, email, role, created_at, email_verified, security_stamp"
 
 
 def user_out(row) -> dict:
@@ -697,8 +702,9 @@ async def login(request: Request) -> Response:
     name = fields["username"].lower()
     user = await database.fetch_one(
         "SELECT id, password_hash FROM users WHERE LOWER(username) = :name OR email = :name", {"name": name})
-    # One account is one key, by whichever name it was asked for; a name nobody has is a key of its own.
-    account, address = f"account:{user['id']}" if user else "name:" + name, "address:" + client_address(request)
+    # Each name typed is a key of its own ("login:carol", "login:carol@example.com", "login:nobody"), so a
+    # lockout tells nothing of any other name: not whether it has an account, nor whether it is carol's.
+    account, address = "login:" + name, "address:" + client_address(request)
     async with database.transaction():  # a guess refused by either key is counted by neither
         await count_guess(account, LOGIN_FAILURES_PER_ACCOUNT)
         await count_guess(address, LOGIN_FAILURES_PER_ADDRESS)
@@ -775,16 +781,17 @@ async def check_current_password(user: dict, password: str) -> None:
 
 @login_required
 async def change_password(request: Request) -> Response:
-    """Change your password; every other session of yours ends (this one goes on), and you are mailed a notice."""
+    """Change your password; every other session of yours ends (this one goes on), every link mailed
+    to you dies, and you are mailed a notice."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
     await check_current_password(user, fields["current_password"])
     password_hash = await hash_new_password(fields["new_password"], "new_password")
     async with publishing():  # publishing: its notice is mailed in the same transaction
-        await database.execute("UPDATE users SET password_hash = :hash WHERE id = :id", {"hash": password_hash, "id": user["id"]})
+        await database.execute("UPDATE users SET password_hash = :hash, security_stamp = security_stamp + 1 WHERE id = :id",
+                               {"hash": password_hash, "id": user["id"]})
         await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :user_id AND id <> :id "
                                "AND ended_at IS NULL", {"now": utc_now(), "user_id": user["id"], "id": user["session_id"]})
-        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, and every "
-                                      "other login of yours has ended."))
+        await queue_mail(*notice_mail(user, "Your password was changed, and every other login of yours has ended."))
     return Response(status_code=204)
 
 
@@ -1119,8 +1126,8 @@ PROFILE_BODY = {"type": "object", "examples": [{"display_name": "Alice", "bio": 
     "display_name": {"type": ["string", "null"], "maxLength": 50},
     "bio": {"type": ["string", "null"], "maxLength": 500},
     "avatar_url": URL | {"type": ["string", "null"]},
-    "email": REGISTER_BODY["properties"]["email"] | {"description": "a new address: needs current_password, "
-                                                                    "and is unverified until its mailed link is opened"},
+    "email": REGISTER_BODY["properties"]["email"] | {"description": "a new address: needs current_password; the "
+                                                                    "account moves there once the link mailed to it is opened"},
     "current_password": LOGIN_BODY["properties"]["password"] | {"description": "needed with email"},
 }}
 
@@ -1149,20 +1156,25 @@ async def get_profile(request: Request) -> Response:
 
 @login_required
 async def update_profile(request: Request) -> Response:
-    """Change your display name, bio, avatar or address; the fields you leave out stay, null clears one."""
+    """Change your display name, bio or avatar, or ask to move to a new address; the fields you leave out stay, null clears one."""
     fields, user = await read_body(request, PROFILE_BODY), request.state.user
     if "email" in fields:
         if "current_password" not in fields:
             raise invalid("current_password", "is needed to change the address")
         await check_current_password(user, fields["current_password"])
+        # Counted like registrations, and per account a day: asking is how one would walk a list of addresses.
+        await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
+        await count_guess(f"address-change:{user['id']}", ADDRESS_CHANGES_PER_DAY, 24 * 3600)
     profile = {name: value for name, value in fields.items() if name in PROFILE_FIELDS}
-    async with publishing():  # the profile and the address change together, or not at all
+    if profile:
+        check_verified(user)  # a profile is public writing
+    async with publishing():  # the profile and the request for an address go together, or not at all
         if profile:
             # Only names from PROFILE_FIELDS are joined into the SQL; their values travel as parameters.
             assignments = ", ".join(f"{name} = :{name}" for name in profile)
             await database.execute("UPDATE users SET " + assignments + " WHERE id = :id", profile | {"id": user["id"]})
         if "email" in fields and fields["email"].lower() != user["email"]:
-            await change_email(user, fields["email"].lower())
+            await ask_for_address(user, fields["email"].lower())
     return JSONResponse(await database.fetch_one(PROFILE_BY_ID, {"id": user["id"]}))
 
 
@@ -1349,8 +1361,9 @@ def blog_values(fields: dict) -> dict:
 
 
 def pending_event(blog: dict) -> dict:
-    """What reviewers hear of a blog waiting for review: {"blog_id": 5, "title": "New Blog", "author_id": 2}."""
-    return {"blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"]}
+    """What reviewers hear of a blog waiting for review, new or edited, with the ETag that a review
+    of that version sends in If-Match: {"blog_id": 5, "title": "New Blog", "author_id": 2, "etag": "\"1.0\""}."""
+    return {"blog_id": blog["id"], "title": blog["title"], "author_id": blog["author_id"], "etag": blog_etag(blog)}
 
 
 @verified_required
@@ -1402,8 +1415,7 @@ async def update_blog(request: Request) -> Response:
         blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
         await record("blog_resubmitted" if was_rejected else "blog_edited", user, blog_id=blog["id"],
                      detail={"title": blog["title"]})
-        if was_rejected:
-            await publish("blog_pending", **pending_event(blog))
+        await publish("blog_pending", **pending_event(blog))  # reviewers see what they would approve now
     return blog_response(blog)
 
 
@@ -1437,6 +1449,7 @@ async def review_blog(request: Request, status: str, reason: str | None) -> Resp
             raise HTTPException(403, "You cannot review your own blog; another reviewer must.")
         if blog["status"] != "pending":
             raise HTTPException(409, f"This blog is already {blog['status']}; only pending blogs can be reviewed.")
+        check_if_match(request, blog_etag(blog), BLOG_CHANGED)  # the review is of the version the reviewer read
         await database.execute(
             "UPDATE blogs SET status = :status, reject_reason = :reason, updated_at = :now, version = version + 1 "
             "WHERE id = :id", {"status": status, "reason": reason, "now": utc_now(), "id": blog["id"]})
@@ -1774,7 +1787,7 @@ def sse_frame(event: dict) -> str:
 
         id: 17
         event: blog_pending
-        data: {"type": "blog_pending", "blog_id": 5, "title": "New Blog", "author_id": 2}
+        data: {"type": "blog_pending", "blog_id": 5, "title": "New Blog", "author_id": 2, "etag": "\"1.0\""}
     """
     data = json.dumps({"type": event["type"], **event["data"]})
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
@@ -1789,7 +1802,7 @@ async def missed_events(user: dict, last_event_id: int) -> tuple[list[dict], int
     if span["newest"] is None or not span["oldest"] - 1 <= last_event_id <= newest:
         if not hears(user, {"type": "blog_pending"}):
             return [], newest
-        rows = await database.fetch_all("SELECT id, title, author_id FROM blogs WHERE status = 'pending' ORDER BY id")
+        rows = await database.fetch_all(BLOG_SELECT + " WHERE b.status = 'pending' ORDER BY b.id")
         return [{"id": newest, "type": "blog_pending", "data": pending_event(row)} for row in rows], newest
     rows = await database.fetch_all(
         "SELECT id, kind, data FROM events WHERE id > :after AND id <= :newest AND kind IN "  # STREAM_EVENTS:
@@ -1857,31 +1870,44 @@ async def notifications(request: Request) -> Response:
 # verified address, the texts of those mails, and an address change (mailed to both addresses).
 
 
-# Links in mails carry itsdangerous tokens, each salted for its one purpose and time-stamped.
-# A reset token signs the user id and a fingerprint of the password hash: {"sub": 42, "pw": "9f8e..."}.
-# Once the password changes (by this very reset, or any other way) the fingerprint matches no more,
-# so a token works once, and never after a later change; it expires after RESET_TOKEN_MINUTES anyway.
-# A verification token signs the user id and the address: {"sub": 42, "email": "alice@example.com"};
-# it verifies that address only while it is the account's and not yet verified.
+# Links in mails carry itsdangerous tokens, each salted for its one purpose and time-stamped,
+# and each holding the account's security_stamp as it was when the link was made:
+#   reset:  {"sub": 42, "stamp": 3}
+#   verify: {"sub": 42, "stamp": 3, "email": "new@example.com", "sid": "q3J..."}  (the address to verify,
+#           the account's own or a new one it asked for; "sid": the session that asked, or "")
+#   undo:   {"sub": 42, "stamp": 3, "email": "old@example.com"}  ("this wasn't me", see secure_account)
+# A password or address change moves the stamp one up: every earlier link dies at once, a reset
+# link works once (it changes the password), and changing an address back revives no link.
 reset_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="password-reset")
 verify_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="verify-email")
+undo_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="secure-account")
 
 
-def password_fingerprint(password_hash: str, email: str) -> str:
-    """What a reset token holds of the account: a keyed hash of its bcrypt hash and its address (the
-    token is signed, not encrypted, so it must not carry the bcrypt hash itself). A new password or
-    a new address, and the links mailed before it stop working."""
-    return hmac.new(SECRET_KEY.encode(), f"{password_hash}\n{email}".encode(), "sha256").hexdigest()[:32]
-
-
-def read_mailed_token(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str) -> dict:
-    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, or if forged."""
+def read_link(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str, *strings: str) -> dict:
+    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, if forged,
+    or if its claims are not of our shape (as claims_in_shape: only a holder of SECRET_KEY can sign
+    odd ones, but they must never reach the database): whole numbers "sub" and "stamp", strings "email"
+    and "sid", and each of `strings` present."""
     try:
-        return serializer.loads(token, max_age=max_age)
+        claims = serializer.loads(token, max_age=max_age)
     except SignatureExpired:
         raise HTTPException(400, f"This {what} link has expired; ask for a new one.")
     except BadSignature:
-        raise HTTPException(400, f"This {what} link is not valid; ask for a new one.")
+        claims = None
+    if not (isinstance(claims, dict) and all(name in claims for name in strings)
+            and all(type(claims.get(name)) is int and 0 <= claims[name] < 10**9 for name in ("sub", "stamp"))
+            and all(isinstance(claims.get(name, ""), str) for name in ("email", "sid"))):
+        raise HTTPException(400, "This link is not valid; ask for a new one.")
+    return claims
+
+
+async def within_limit(key: str, allowed: int, window_seconds: float) -> bool:
+    """Count one against `key` as count_guess does; whether it is still within `allowed`, never a 429."""
+    try:
+        await count_guess(key, allowed, window_seconds)
+    except HTTPException:
+        return False
+    return True
 
 
 EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}], "properties": {
@@ -1905,129 +1931,191 @@ def mailed_link(page: str, token: str) -> str:
     return PUBLIC_URL + f"/#{page}?token=" + token
 
 
-def verification_mail(user: dict) -> tuple[str, str, str]:
-    """The mail that asks a user to confirm their address: (to, subject, body)."""
-    token = verify_tokens.dumps({"sub": user["id"], "email": user["email"]})
-    return (user["email"], "Confirm your email address",
+def verification_mail(user: dict, email: str | None = None, session_id: str = "") -> tuple[str, str, str, str]:
+    """The mail that asks a user to confirm their address, or the new one they asked for from a
+    session: (kind, to, subject, body)."""
+    email = email or user["email"]
+    token = verify_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"], "email": email, "sid": session_id})
+    return ("verify", email, "Confirm your email address",
             f"Hello {user['username']},\n\nplease confirm that this address is yours by opening this link within "
             f"{VERIFY_TOKEN_HOURS} hours:\n\n{mailed_link('verify', token)}\n\n"
-            "If you did not make an account, ignore this mail.\n")
+            "If you did not ask for it, ignore this mail.\n")
 
 
-def reset_mail(user: dict) -> tuple[str, str, str]:
-    """The mail with a link to choose a new password: (to, subject, body)."""
-    token = reset_tokens.dumps({"sub": user["id"], "pw": password_fingerprint(user["password_hash"], user["email"])})
-    return (user["email"], "Reset your password",
+def taken_mail(email: str) -> tuple[str, str, str, str]:
+    """The mail to an address that someone asked to move another account to, while it has one."""
+    return ("verify", email, "This address already has an account",
+            "Hello,\n\nsomeone asked to move another account to this address, but it already has an account, so "
+            "nothing changed. If it was you, sign in with this address (\"Forgot your password?\" if need be).\n")
+
+
+def reset_mail(user: dict) -> tuple[str, str, str, str]:
+    """The mail with a link to choose a new password: (kind, to, subject, body)."""
+    token = reset_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"]})
+    return ("reset", user["email"], "Reset your password",
             f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
             f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
             "\n\nIf it was not you, ignore this mail: your password stays as it is.\n")
 
 
-def notice_mail(to: str, username: str, what: str) -> tuple[str, str, str]:
-    """A mail telling a user that `what` happened to their account: (to, subject, body)."""
-    return (to, "Your account has changed",
-            f"Hello {username},\n\n{what}\n\nIf it was not you, reset your password at once "
-            "(\"Forgot your password?\"), and tell an admin.\n")
+def notice_mail(user: dict, what: str, undo: bool = False) -> tuple[str, str, str, str]:
+    """A mail telling a user at their address that `what` happened to their account: (kind, to,
+    subject, body). undo=True adds a "this wasn't me" link, counted and sent like a link."""
+    advice = "If it was not you, reset your password at once (\"Forgot your password?\"), and tell an admin.\n"
+    if undo:
+        token = undo_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"], "email": user["email"]})
+        advice = (f"If it was not you, open this link within {SECURE_LINK_DAYS} days: it keeps this address (or sets "
+                  f"it back), ends every login, and lets you choose a new password:\n\n{mailed_link('secure-account', token)}\n")
+    return ("undo" if undo else "notice", user["email"], "Your account has changed",
+            f"Hello {user['username']},\n\n{what}\n\n{advice}")
 
 
-USER_BY_EMAIL = "SELECT id, username, email, password_hash, email_verified FROM users WHERE email = :email"
+USER_BY_EMAIL = "SELECT id, username, email, email_verified, security_stamp FROM users WHERE email = :email"
+LINK_ASK_RETRY_SECONDS = (0.5, 2, 8)  # the pauses before a link asked for tries the database again
 
 
 async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
     """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one.
 
-    The same answer whether or not there is such an account, or a limit applied; and it is sent
-    before any of the work (a background task), so its time cannot tell either (OWASP).
+    The same answer whether or not there is such an account, or a limit applied. The ask is counted
+    first, with the same writes for every address (a database out of reach is a 503 for all), per
+    address and client, so that nobody else's asks use up the owner's own (the address's overall cap,
+    MAILS_PER_HOUR, is higher). The rest runs after the answer (a background task), so that its
+    time cannot tell either (OWASP Forgot Password Cheat Sheet).
     """
-    email = (await read_body(request, EMAIL_BODY))["email"].lower()
+    email, address = (await read_body(request, EMAIL_BODY))["email"].lower(), client_address(request)
+    allowed = (await within_limit(f"{kind}-ask:{email}:{address}", LINK_ASKS_PER_HOUR, 3600)
+               and await within_limit("address:" + address, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS))
     return JSONResponse({"detail": "If this address has an account, a mail with a link is on its way to it."}, 202,
-                        background=BackgroundTask(queue_link_mail, kind, email, client_address(request), make_mail))
+                        background=BackgroundTask(queue_link_mail, kind, email, make_mail) if allowed else None)
 
 
-async def queue_link_mail(kind: str, email: str, address: str, make_mail) -> None:
-    """Queue make_mail(user) for the account of `email`, at most MAILS_PER_ACCOUNT_PER_HOUR times an
-    hour and within the client address's guesses; the same reads and writes but the mail's either way."""
-    user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
-    async with publishing():
-        try:  # a key per address asked for, whether or not it has an account
-            await count_guess(f"{kind}:{email}", MAILS_PER_ACCOUNT_PER_HOUR, window_seconds=3600)
-            await count_guess("address:" + address, LOGIN_FAILURES_PER_ADDRESS)
-            if user and (mail := make_mail(user)):
-                await queue_mail(*mail)
-        except HTTPException:  # over a limit: no mail, and nobody is told
-            pass
+async def queue_link_mail(kind: str, email: str, make_mail) -> None:
+    """Queue make_mail(user) for the account of `email`, counting a mail to the address either way.
+    A database out of reach for a moment is tried again, with a line in the log each time."""
+    for pause in LINK_ASK_RETRY_SECONDS:
+        try:
+            async with publishing():
+                user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
+                if user and (mail := make_mail(user)):
+                    await queue_mail(*mail)
+                else:  # the same count without an account (or a mail), so the same writes either way
+                    await within_limit(f"mail:{kind}:{email}", MAILS_PER_HOUR[kind], 3600)
+            return
+        except DATABASE_ERRORS as error:
+            log.warning("Mail: a %s link asked for waits %.1f s for the database (%s)", kind, pause, error)
+            await asyncio.sleep(pause)
+    log.error("Mail: a %s link asked for was given up; the database stayed out of reach", kind)
 
 
 async def forgot_password(request: Request) -> Response:
     """Mail a link to choose a new password, if the address has an account; the answer never says."""
-    return await mail_a_link(request, "reset-mail", reset_mail)
+    return await mail_a_link(request, "reset", reset_mail)
 
 
 async def reset_password(request: Request) -> Response:
     """Set a new password with the token of a reset mail; every session of the account ends."""
     fields = await read_body(request, RESET_BODY)
-    claims = read_mailed_token(reset_tokens, fields["token"], RESET_TOKEN_MINUTES * 60, "password reset")
-    used = HTTPException(400, "This password reset link has been used, or the password has changed since; "
+    claims = read_link(reset_tokens, fields["token"], RESET_TOKEN_MINUTES * 60, "password reset")
+    stamp = {"id": claims["sub"], "stamp": claims["stamp"]}
+    used = HTTPException(400, "This password reset link has been used, or the account has changed since; "
                               "ask for a new one.")
-    user = await database.fetch_one("SELECT id, username, email, password_hash FROM users WHERE id = :id",
-                                    {"id": claims["sub"]})
-    if user is None or not hmac.compare_digest(password_fingerprint(user["password_hash"], user["email"]), claims["pw"]):
-        raise used
+    if not await database.fetch_one("SELECT 1 FROM users WHERE id = :id AND security_stamp = :stamp", stamp):
+        raise used  # before bcrypt: a dead link costs no hash
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
-        # One conditional statement: only while the password and the address are still the ones the
-        # token was made for. Of two uses of one token, even at the same instant, the second changes
-        # nothing; nor does a use racing an address change.
-        if not await database.fetch_one(
-                "UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old AND email = :email "
-                "RETURNING id", {"new": password_hash, "id": user["id"], "old": user["password_hash"], "email": user["email"]}):
+        # One conditional statement: only with the stamp the link was made with, which it moves. Of two
+        # uses of one link, even at the same instant, the second changes nothing; nor does a use
+        # racing an address change.
+        user = await database.fetch_one(
+            "UPDATE users SET password_hash = :hash, security_stamp = security_stamp + 1 WHERE id = :id "
+            "AND security_stamp = :stamp RETURNING id, username, email", stamp | {"hash": password_hash})
+        if user is None:
             raise used
-        # Every session ends, its access tokens too, and its streams and sockets: whoever made the
-        # reset necessary is logged out. The reset logs nobody in: the owner logs in anew.
-        await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
-                               {"now": utc_now(), "id": user["id"]})
-        await database.execute("DELETE FROM guesses WHERE key = :account", {"account": f"account:{user['id']}"})
-        await publish("user_changed", user_id=user["id"])
-        await queue_mail(*notice_mail(user["email"], user["username"], "Your password was changed, with a reset "
-                                      "link mailed to this address. Every login of yours has ended."))
+        await end_every_session(user, "Your password was changed, with a reset link mailed to this address. "
+                                      "Every login of yours has ended.")
+    return Response(status_code=204)
+
+
+async def forget_failed_logins(user: dict) -> None:
+    """Start an account afresh: forget the failed logins of its names and its password checks."""
+    await database.execute("DELETE FROM guesses WHERE key IN (:account, :name, :email)", {
+        "account": f"account:{user['id']}", "name": "login:" + user["username"].lower(), "email": "login:" + user["email"]})
+
+
+async def end_every_session(user: dict, what: str) -> None:
+    """In a publishing transaction, once a mailed link set a password: end every session, its access
+    tokens, streams and sockets too (whoever made it necessary is logged out, and the owner logs in
+    anew), forget the account's failed logins, and mail it a notice that says `what`."""
+    await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
+                           {"now": utc_now(), "id": user["id"]})
+    await forget_failed_logins(user)
+    await publish("user_changed", user_id=user["id"])
+    await queue_mail(*notice_mail(user, what))
+
+
+async def secure_account(request: Request) -> Response:
+    """Undo an address change you did not ask for ("this wasn't me"): the address back, a new password, every session ended."""
+    fields = await read_body(request, RESET_BODY)
+    claims = read_link(undo_tokens, fields["token"], SECURE_LINK_DAYS * 86400, "account", "email")
+    password_hash = await hash_new_password(fields["password"])
+    async with publishing():
+        # One conditional statement. It works however the account changed since the link was made (the
+        # thief may have moved it, changed its password, even used an undo link of their own address),
+        # if the link is older than the last one used, or newer than that undo: the earliest address
+        # wins, and each link works once. The address comes back only if nobody else has it.
+        user = await database.fetch_one(
+            "UPDATE users SET email = :email, email_verified = 1, password_hash = :hash, security_stamp = security_stamp "
+            "+ 1, undone_with = :stamp, undone_at = security_stamp + 1 WHERE id = :id AND (:stamp < undone_with OR "
+            ":stamp >= undone_at) AND NOT EXISTS (SELECT 1 FROM users WHERE email = :email AND id <> :id) "
+            "RETURNING id, username, email",
+            {"email": claims["email"], "hash": password_hash, "id": claims["sub"], "stamp": claims["stamp"]})
+        if user is None:
+            raise HTTPException(400, "This link has been used, or an older one since; ask an admin for help.")
+        await end_every_session(user, "Your account is back at this address, with a new password chosen through a "
+                                      "link mailed here. Every login of yours has ended.")
     return Response(status_code=204)
 
 
 async def request_verify_token(request: Request) -> Response:
     """Mail a new verification link to an account's unverified address; the answer never says if one was sent."""
-    return await mail_a_link(request, "verify-mail", lambda user: None if user["email_verified"] else verification_mail(user))
+    return await mail_a_link(request, "verify", lambda user: None if user["email_verified"] else verification_mail(user))
 
 
 async def verify_email(request: Request) -> Response:
-    """Mark your address verified with the token of a verification mail."""
+    """Verify your address, or move to the new one you asked for, with the link mailed to it."""
     token = (await read_body(request, TOKEN_BODY))["token"]
-    claims = read_mailed_token(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification")
-    async with publishing():
-        # One conditional statement: the address must still be the account's, and not yet verified.
+    claims = read_link(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification", "email", "sid")
+    async with publishing():  # publishing transactions take turns: nothing changes between these statements
+        before = await database.fetch_val("SELECT email FROM users WHERE id = :id", {"id": claims["sub"]})
+        # One conditional statement: only with the stamp the link was made with, an address not yet
+        # verified, and nobody else's. A move takes the stamp one up: every earlier link dies.
         user = await database.fetch_one(
-            "UPDATE users SET email_verified = 1 WHERE id = :id AND email = :email AND email_verified = 0 "
-            "RETURNING " + USER_COLUMNS, {"id": claims["sub"], "email": claims["email"]})
+            "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves WHERE id = :id "
+            "AND security_stamp = :stamp AND (email <> :email OR email_verified = 0) AND NOT EXISTS (SELECT 1 FROM users "
+            "WHERE email = :email AND id <> :id) RETURNING " + USER_COLUMNS,
+            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"], "stamp": claims["stamp"]})
         if user is None:
-            raise HTTPException(400, "This verification link has been used, or the address has changed since; "
+            raise HTTPException(400, "This verification link has been used, or the account has changed since; "
                                      "ask for a new one.")
+        if before != user["email"]:  # a move ends every session but the one that asked for it
+            await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND id <> :sid AND "
+                                   "ended_at IS NULL", {"now": utc_now(), "id": user["id"], "sid": claims["sid"]})
         await publish("user_changed", user_id=user["id"])  # open sockets reconnect, with the right to write
     return JSONResponse(user_out(user))
 
 
-async def change_email(user: dict, email: str) -> None:
-    """In a publishing transaction: give the user a new address, unverified until its link is
-    opened; mail that link to it and a notice to the old one. 409 if another account has it.
-    The NOT EXISTS cannot race: every write of an address (a registration, a change) is in a
-    publishing() transaction, and those take turns, so each sees the others' commits."""
-    changed = await database.fetch_one(
-        "UPDATE users SET email = :email, email_verified = 0 WHERE id = :id AND NOT EXISTS "
-        "(SELECT 1 FROM users WHERE email = :email) RETURNING id, username, email", {"email": email, "id": user["id"]})
-    if changed is None:
-        raise HTTPException(409, "That email is already taken.")
-    await queue_mail(*verification_mail(changed))
-    await queue_mail(*notice_mail(user["email"], user["username"], f"The address of your account was changed "
-                                  f"from this one to {email}."))
-    await publish("user_changed", user_id=user["id"])  # open sockets reconnect, unverified
+async def ask_for_address(user: dict, email: str) -> None:
+    """In a publishing transaction: mail the new address a link that moves the account there (see
+    verify_email), or, if another account has it, a mail that says so, to that address alone; and
+    tell the old address, with a "this wasn't me" link. The answer is the same either way; until
+    the link is opened, login, reset and notices use the old address."""
+    if await database.fetch_one("SELECT 1 FROM users WHERE email = :email", {"email": email}):
+        await queue_mail(*taken_mail(email))
+    else:
+        await queue_mail(*verification_mail(user, email, user["session_id"]))
+    await queue_mail(*notice_mail(user, "Someone, we hope you, asked to move your account to another address. It "
+                                        "moves only once the link mailed there is opened.", undo=True))
 
 
 #### Appendix B. For admins: roles, deleting accounts, the accounts list, the audit of decisions
@@ -2540,7 +2628,8 @@ def unavailable_as_such() -> Iterator[None]:
         yield
     except (sqlite3.Error, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, *POSTGRES_UNAVAILABLE) as error:
         if isinstance(error, sqlite3.Error):
-            out_of_reach = error.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE  # the low byte: the primary code
+            # The low byte: the primary code. A misuse (a list bound as a parameter) has no code at all.
+            out_of_reach = getattr(error, "sqlite_errorcode", 0) & 0xFF in SQLITE_UNAVAILABLE
         elif isinstance(error, asyncpg.InterfaceError):  # "connection is closed", not a misused driver
             out_of_reach = "closed" in str(error)
         elif isinstance(error, asyncpg.exceptions.InternalClientError):  # a connection lost mid-BEGIN
@@ -3058,14 +3147,15 @@ SWAGGER_UI_PAGE = """<!doctype html>
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});</script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
 </body>
 </html>"""
 
 
 async def swagger_ui(request: Request) -> Response:
     """Show Swagger UI over the OpenAPI document."""
-    return HTMLResponse(SWAGGER_UI_PAGE)
+    # Never inside another site's frame, where a pasted token could be clicked into use (clickjacking).
+    return HTMLResponse(SWAGGER_UI_PAGE, headers={"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
 
 
 # The API document, OpenAPI 3.1: bodies and query parameters are the very declarations the handlers
@@ -3154,8 +3244,9 @@ OPERATIONS = {
     reset_password: {"body": RESET_BODY, "ok": (204, None)},
     request_verify_token: {"body": EMAIL_BODY, "ok": (202, "Accepted")},
     verify_email: {"body": TOKEN_BODY, "ok": (200, "User")},
+    secure_account: {"body": RESET_BODY, "ok": (204, None)},
     get_profile: {"ok": (200, "Profile")},
-    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 409, 429]},
+    update_profile: {"body": PROFILE_BODY, "ok": (200, "Profile"), "errors": [403, 429]},
     follow_user: {"ok": (204, None), "errors": [409]},
     unfollow_user: {"ok": (204, None)},
     list_followers: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
@@ -3171,8 +3262,8 @@ OPERATIONS = {
     update_blog: {"body": BLOG_BODY, "ok": (200, "Blog"), "errors": [403, 409], "etag": True, "condition": "If-Match"},
     blog_history: {"optional_token": True, "ok": (200, "History")},
     delete_blog: {"ok": (204, None), "errors": [403]},
-    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True},
-    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True},
+    approve_blog: {"ok": (200, "Blog"), "errors": [409], "etag": True, "condition": "If-Match"},
+    reject_blog: {"body": REJECT_BODY, "ok": (200, "Blog"), "errors": [409], "etag": True, "condition": "If-Match"},
     like_blog: {"ok": (204, None)},
     unlike_blog: {"ok": (204, None)},
     list_likes: {"query": PAGE_QUERY, "ok": (200, "ProfilePage")},
@@ -3653,11 +3744,15 @@ class MailRefused(Exception):
     """This mail cannot be sent as configured (e.g. a password with no STARTTLS to protect it)."""
 
 
-async def queue_mail(to: str, subject: str, body: str) -> None:
-    """In a publishing transaction: put a mail in the outbox; it goes out once the transaction commits."""
+async def queue_mail(kind: str, to: str, subject: str, body: str) -> None:
+    """In a publishing transaction: put a mail of `kind` (a key of MAILS_PER_HOUR) in the outbox, unless
+    `to` had its hour's count of that kind; it goes out once the transaction commits, notices last."""
+    if not await within_limit(f"mail:{kind}:{to}", MAILS_PER_HOUR[kind], 3600):
+        return  # nobody is told: the answer of what caused it is the same
     await database.execute(
-        "INSERT INTO mails (recipient, subject, body, send_after, created_at) VALUES (:to, :subject, :body, :now, :now)",
-        {"to": to, "subject": subject, "body": body, "now": utc_now()})
+        "INSERT INTO mails (recipient, subject, body, send_after, created_at, priority) "
+        "VALUES (:to, :subject, :body, :now, :now, :priority)",
+        {"to": to, "subject": subject, "body": body, "now": utc_now(), "priority": int(kind == "notice")})
     explain_step("mail", to=to, subject=subject)
     await publish("mail_queued")
 
@@ -3691,12 +3786,12 @@ async def run_mail_sender() -> None:
 
 
 async def claim_mail() -> dict | None:
-    """Claim the oldest due mail for this process, or None. One conditional statement: of two
-    processes claiming one mail, the second finds it no longer due (its send_after has moved on)."""
+    """Claim the oldest due link, else the oldest due notice, for this process, or None. One conditional
+    statement: of two processes claiming one mail, the second finds it no longer due (its send_after has moved on)."""
     now = datetime.now(UTC)
     return await database.fetch_one(
         "UPDATE mails SET claimed_by = :me, send_after = :lease_ends, attempts = attempts + 1 "
-        "WHERE id = (SELECT MIN(id) FROM mails WHERE send_after <= :now) AND send_after <= :now "
+        "WHERE id = (SELECT id FROM mails WHERE send_after <= :now ORDER BY priority, id LIMIT 1) AND send_after <= :now "
         "RETURNING id, recipient, subject, body, attempts, claimed_by, created_at",
         {"me": PROCESS_ID, "now": utc_time(now), "lease_ends": utc_time(now + timedelta(seconds=MAIL_LEASE_SECONDS))})
 
@@ -3706,6 +3801,8 @@ async def send_claimed_mail(mail: dict) -> None:
     try:
         await asyncio.to_thread(deliver_mail, mail)
     except (OSError, smtplib.SMTPException, MailRefused) as error:  # SMTPException: a refusal by the server
+        if isinstance(error, smtplib.SMTPException):  # its text repeats the recipient's address: not for the log
+            error = f"{type(error).__name__} {getattr(error, 'smtp_code', '')}".strip()
         pause = min(MAIL_RETRY_SECONDS * 2 ** (mail["attempts"] - 1), 15 * 60)
         retry_at = datetime.now(UTC) + timedelta(seconds=pause)
         if retry_at > datetime.fromisoformat(mail["created_at"]) + timedelta(minutes=MAIL_RETRY_MINUTES):
@@ -3992,6 +4089,7 @@ routes = [
     Route("/api/auth/reset-password", reset_password, methods=["POST"]),
     Route("/api/auth/request-verify-token", request_verify_token, methods=["POST"]),
     Route("/api/auth/verify", verify_email, methods=["POST"]),
+    Route("/api/auth/secure-account", secure_account, methods=["POST"]),
     Route("/api/auth/make-admin/{username}", make_admin, methods=["POST"]),
     Route("/api/users", list_users),
     Route("/api/users/me", update_profile, methods=["PATCH"]),
