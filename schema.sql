@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS users (
     -- One up at every password or address change; every mailed link carries it, so such a change
     -- kills every earlier link, and changing back revives none.
     security_stamp INTEGER NOT NULL DEFAULT 0,
-    secured_stamp INTEGER NOT NULL DEFAULT 0     -- the stamp a "this wasn't me" left: its earlier links are dead
+    -- The last "this wasn't me" link used: the stamp it was made with, and the one it left. Such a link
+    -- works if older than the one used or newer than that undo: the earliest address wins, each once.
+    undone_with    INTEGER NOT NULL DEFAULT 0,
+    undone_at      INTEGER NOT NULL DEFAULT 0
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));

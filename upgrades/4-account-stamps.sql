@@ -6,8 +6,11 @@
 -- as it was when the link was made; a password or address change moves it one up, so every
 -- earlier link dies at once, and changing back revives none (ASP.NET Identity's SecurityStamp).
 ALTER TABLE users ADD COLUMN security_stamp INTEGER NOT NULL DEFAULT 0;
--- The stamp a "this wasn't me" link left behind: such links made before it no longer work.
-ALTER TABLE users ADD COLUMN secured_stamp INTEGER NOT NULL DEFAULT 0;
+-- The last "this wasn't me" (undo) link used: the stamp it was made with, and the stamp it left.
+-- An undo link works while it is older than the one used, or newer than that undo: the earliest
+-- address wins (a thief's own, later, undo links die), and each link works once.
+ALTER TABLE users ADD COLUMN undone_with INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN undone_at INTEGER NOT NULL DEFAULT 0;
 
 -- 0: a link someone waits for (reset, verify); 1: a notice. The sender takes links first.
 ALTER TABLE mails ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
