@@ -5644,7 +5644,8 @@ def test_readme_sse_curl_example(live):
         curl.wait()
     assert lines[1].startswith("id: ") and lines[1][4:-1].isdigit()
     assert lines[2:] == ["event: blog_pending\n", "data: " + json.dumps(
-        {"type": "blog_pending", "blog_id": post["id"], "title": "Seen by curl", "author_id": post["author_id"]}) + "\n"]
+        {"type": "blog_pending", "blog_id": post["id"], "title": "Seen by curl", "author_id": post["author_id"],
+         "etag": '"1.0"'}) + "\n"]
 
 
 def test_readme_etag_curl_example_keeps_the_phone_from_overwriting_the_laptop(live):
