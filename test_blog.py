@@ -3373,7 +3373,7 @@ def test_sse_event_arrives_with_its_fields_and_id(live, way):
         event, next_event = read_event(lines), read_event(lines)
     assert event["event"] == "blog_pending"
     assert json.loads(event["data"]) == {"type": "blog_pending", "blog_id": post["id"], "title": "New Blog",
-                                         "author_id": post["author_id"]}
+                                         "author_id": post["author_id"], "etag": '"1.0"'}
     assert json.loads(next_event["data"])["blog_id"] == later["id"]
     assert 0 < int(event["id"]) < int(next_event["id"])  # the event log's ids, in order
 
