@@ -13,26 +13,16 @@ API.md and at /docs; the tables are in schema.sql; the README says how to run an
     python blog.py backup FILE                   write a consistent copy while the app serves
     python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
 
-How to read this file. Each section starts with a banner (a line beginning "####"); read them
-in this order, top to bottom. The lesson ends at the first "#### Appendix" banner: the three
-flows below run through the lesson alone, with no appendix needed to follow them.
-
-1. Configuration: every setting, read once from the environment.
-2. The database, as the handlers use it: `database.fetch_all`, `fetch_one`, `fetch_val`,
-   `execute` and `async with database.transaction():`.
-3. Security: passwords, tokens and sessions, stream tickets, guess counting, and the role
-   decorator that guards handlers: `@requires_role("approver", "admin")`, `@login_required`,
-   and `@verified_required` on the handlers that write.
-4. Requests: how a handler reads a JSON body and checks it against its declaration.
-5. Auth: register, login, refresh, logout, me, stream tickets, change password.
-6. Pages and ids, Versions: a page of results, and a save made from an old copy refused (ETag).
-7. Live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a
-   change; how this process's event bus hands each committed event, in order, to the functions
-   that a section registered with `@on_event("blog_pending")`.
-   The record: `await record("blog_rejected", user, blog_id=5, detail={"reason": ...})` in the
-   same block, so that every decision leaves one entry, committed with it.
-8. One section per resource: Users, Blogs, Likes and the feed, Comments and chat,
-   Notifications.
+How to read this file. Each section starts with a banner (a line beginning "####"); read them top to
+bottom. The lesson ends at the first "#### Appendix" banner, and the three flows below need no appendix.
+Its first sections (configuration, the database, security, requests, auth, pages, versions, live events,
+the record) give what the sections per resource (users, blogs, likes, chat, notifications) use, chiefly:
+- the database: `database.fetch_all`, `fetch_one`, `fetch_val`, `execute`, `async with database.transaction():`;
+- the role decorator: `@requires_role("approver", "admin")`, `@login_required`, `@verified_required` on writes;
+- live events: `async with publishing(): ... await publish("blog_pending", ...)` beside a change, heard
+  in order by the functions a section registered with `@on_event("blog_pending")`;
+- the record: `await record("blog_rejected", user, blog_id=5, detail={...})` in the same block, so
+  that every decision leaves one entry, committed with it.
 
 The three flows, as the functions they pass through, in file order (test_blog.py checks it):
 A role check: read_token -> user_for_claims -> authenticate -> requires_role -> approve_blog
@@ -47,22 +37,17 @@ A chat message reaching its room: read_ticket -> authenticate -> check_verified 
 
 The appendices are the secondary flows and the machinery behind those interfaces; a first
 reading may skip them:
-A. Accounts by mail: password reset, verified addresses and address change, their mailed tokens
-   and texts (mail is queued beside the change with `await queue_mail(*reset_mail(user))`).
+A. Accounts by mail: password reset, verified addresses, address change (`await queue_mail(*reset_mail(user))`).
 B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
-C. More resources: feature requests (users suggest, admins triage), one saved draft per user,
-   and the writing assistant: background jobs that draft a post with a language model, claimed,
-   kept alive and ended once, across processes.
-D. The database drivers: how `database` is made fast and safe on SQLite (one writer, several
-   readers) and on PostgreSQL (a pool, row locks, a listening connection that carries events
-   between processes), and schema.sql run.
+C. More resources: feature requests, one saved draft per user, and the writing assistant's jobs
+   (a language model drafts a post; each job claimed, kept alive and ended once, across processes).
+D. The database drivers: SQLite (one writer, several readers) and PostgreSQL (a pool, row locks,
+   a listening connection that carries events between processes).
 E. The public cache: why the front page and public blogs are served from memory for a second.
-F. The page at / (page.html, for browsers), health, and the API document at /openapi.json and
-   /docs, built from the same declarations as the handlers use.
+F. The page at / (page.html), health, and /openapi.json and /docs, built from the handlers' declarations.
 G. Log redaction: no token or ticket reaches a log line.
-H. Schema versions, upgrades and backups: how a database made by an older version is brought up
-   to date, and the `migrate`, `backup` and `restore` commands.
-I. The mail sender: how a mail queued with `queue_mail` leaves the outbox over SMTP, and is retried.
+H. Schema versions, upgrades and backups: `migrate`, `backup` and `restore`.
+I. The mail sender: how a queued mail leaves the outbox over SMTP, and is retried.
 J. Explain mode (--demo): how each request's path through this file is traced, line by line.
 Last come the app (the `routes` table, every endpoint on one line, errors, `lifespan`) and the
 command line: last because the routes table names every handler, the appendices' too.
@@ -148,8 +133,7 @@ WEBSOCKET_PING_SECONDS = config("WEBSOCKET_PING_SECONDS", cast=float, default=20
 CHAT_MESSAGES_PER_10S = config("CHAT_MESSAGES_PER_10S", cast=int, default=20)  # one user's flood limit
 LIVE_CONNECTIONS_PER_USER = config("LIVE_CONNECTIONS_PER_USER", cast=int, default=5)  # streams and sockets at once
 BCRYPT_ROUNDS = config("BCRYPT_ROUNDS", cast=int, default=12)  # tests lower it; 12 costs ~0.25 s
-# The writing assistant: an OpenAI-compatible chat-completions endpoint (OpenAI's, or a local
-# model server such as Ollama's http://127.0.0.1:11434/v1 or llama.cpp's http://127.0.0.1:8080/v1).
+# The writing assistant: an OpenAI-compatible chat-completions URL (OpenAI's, Ollama's http://127.0.0.1:11434/v1).
 WRITER_URL = config("WRITER_URL", default="")  # unset: no writer, and generating a draft is a 503
 WRITER_MODEL = config("WRITER_MODEL", default="gpt-4o-mini")
 WRITER_API_KEY = config("WRITER_API_KEY", default="")
@@ -166,10 +150,9 @@ EXPLAIN = config("EXPLAIN", cast=bool, default=False)  # on with --demo too: eve
 # Whose X-Forwarded-For to believe: only the proxy in front (Caddy, on this machine). Anyone
 # else could claim any address and slip past the per-address login throttle.
 FORWARDED_ALLOW_IPS = config("FORWARDED_ALLOW_IPS", default="127.0.0.1")
-# Mail: smtp://[user:password@]host[:port] (port 587 unless given; STARTTLS whenever the server
-# offers it, and a password is never sent without it), or smtps://...:465 (TLS from the first
-# byte). User and password percent-encoded, like DATABASE_URL's. Unset: every mail is written to
-# the log instead, whole, so that a laptop can follow a password reset without a mail server.
+# Mail: smtp://[user:password@]host[:port] (587 unless given; STARTTLS whenever offered, and never a
+# password without it) or smtps://...:465 (TLS from the first byte), user and password percent-encoded.
+# Unset: every mail is logged, whole, so that a laptop can follow a password reset without a mail server.
 SMTP_URL = config("SMTP_URL", default="")
 MAIL_FROM = config("MAIL_FROM", default="blog@localhost")
 PUBLIC_URL = config("PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # what links in mails start with
@@ -218,29 +201,23 @@ def utc_now() -> str:
 
 #### The database, as the handlers use it
 #
-# `database` (made in Appendix D, for DATABASE_URL) is a `databases.Database` with this file's
-# own query methods, each with :name parameters: `await database.fetch_all(query, values)` (a list
-# of plain dicts), `fetch_one` (a dict or None), `fetch_val` (the first column of the first row, or
-# None) and `execute` (returns None; a statement that must say what it changed ends in RETURNING,
-# read with fetch_one). `async with database.transaction():` runs statements that must commit
-# together; transactions do not nest, on either database: a second one inside the first raises
-# RuntimeError. On PostgreSQL transactions really run at once, so a transaction that reads a row
-# to decide how to change it locks it first: `database.LOCKING` is " FOR UPDATE" there, and "" on
-# SQLite, where a transaction already holds the whole database. A few more attributes of
-# `database` say where the two databases differ (SEARCH, BY_AUTHOR, EACH_AUTHOR, listening); each
-# is explained where its driver defines it, in Appendix D.
+# `database` (made in Appendix D, for DATABASE_URL) is a `databases.Database` whose query methods take
+# :name parameters: `await database.fetch_all(query, values)` (a list of plain dicts), `fetch_one` (a
+# dict or None), `fetch_val` (the first column of the first row, or None) and `execute` (None: a statement
+# that must say what it changed ends in RETURNING, read with fetch_one). `async with database.transaction():`
+# commits its statements together; transactions do not nest: a second one inside raises RuntimeError, on
+# either database. On PostgreSQL transactions run at once, so one that reads a row to decide how to change
+# it locks it first: `database.LOCKING` is " FOR UPDATE" there, "" on SQLite, where a transaction holds the
+# whole database. Other differences (SEARCH, BY_AUTHOR, EACH_AUTHOR, listening) are explained in Appendix D.
 
 
 class RowDeletedMeanwhile(Exception):
-    """A write referred to a row (an account, a blog) that another request deleted meanwhile:
-    the foreign key refused it, and the client gets a 404 (see deleted_meanwhile)."""
+    """A write's row (an account, a blog) was deleted meanwhile; its foreign key refused it: a 404."""
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be reached or cannot write just now (PostgreSQL restarting, the network
-    down, a full disk, a read-only file): the client gets a 503 with Retry-After (see
-    database_unavailable). Its transaction rolled back, unless the connection was lost after
-    PostgreSQL received the COMMIT: then the change may stand, as with any lost answer."""
+    """The database cannot be reached or write just now (restarting, network down, disk full): a 503, Retry-After.
+    Rolled back, unless the connection dropped after PostgreSQL got the COMMIT: then the change may stand."""
 
 
 #### Security: passwords, tokens and sessions, stream tickets, guess counting, the role decorator
@@ -260,9 +237,8 @@ def check_password(password: str, password_hash: str) -> bool:
     return matches and len(encoded) <= 72
 
 
-# bcrypt is slow on purpose, so it runs in threads of its own, off the event loop. More hashes
-# at once than spare cores, or hashes at the event loop's priority, would still take the CPU
-# from the loop, and so from every other request: logins wait their turn here instead.
+# bcrypt runs in threads of its own: more hashes at once than spare cores, or at the event loop's
+# priority, would take the CPU from the loop, so from every other request. Logins wait their turn here.
 def lower_thread_priority() -> None:
     """Make the calling thread give way to the event loop (Linux sets niceness per thread)."""
     if sys.platform == "linux":
@@ -291,15 +267,13 @@ def unauthorized(detail: str) -> HTTPException:
 # "sid" names the session (the login) it belongs to; a refresh token adds "jti", so that no two
 # are alike. "type" keeps the two apart: a refresh token is no access token, and the other way round.
 JWT_ALGORITHM = "HS256"
-TOKEN_KINDS = ("access", "refresh")
 USER_ID_CLAIM = re.compile(r"[0-9]{1,9}")  # no id has more than 9 digits (see NO_CURSOR)
 SESSION_ID_CLAIM = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16), as start_session makes them
 
 
 def claims_in_shape(claims) -> bool:
-    """Whether a token's or a ticket's claims have the shape of ours, so that using them cannot fail.
-    Only a holder of SECRET_KEY can sign odd ones, but a "sub" of "abc" or of 30 digits, or a "sid"
-    that is a list, would otherwise reach the database: a 500, where any bad credential is a 401."""
+    """Whether claims have our shape. Only SECRET_KEY's holder signs odd ones, but a "sub" of "abc" or
+    30 digits, or a "sid" that is a list, would reach the database: a 500, where a bad credential is a 401."""
     return (isinstance(claims, dict) and isinstance(claims.get("sub"), str) and isinstance(claims.get("sid"), str)
             and USER_ID_CLAIM.fullmatch(claims["sub"]) is not None
             and SESSION_ID_CLAIM.fullmatch(claims["sid"]) is not None
@@ -322,7 +296,7 @@ def read_token(token: str, kind: str) -> dict:
         raise unauthorized("Your token has expired; refresh it or log in again.")
     except jwt.InvalidTokenError:
         raise unauthorized("Your token is not valid; log in again.")
-    if not claims_in_shape(claims) or claims["type"] not in TOKEN_KINDS:
+    if not claims_in_shape(claims) or claims["type"] not in ("access", "refresh"):
         raise unauthorized("Your token is not valid; log in again.")
     if claims["type"] != kind:
         raise unauthorized(f"This is not an {kind} token.")
@@ -366,12 +340,10 @@ USER_IN_SESSION = """
 
 
 async def user_for_claims(claims: dict) -> dict:
-    """The user that verified claims name (a token's or a ticket's), read fresh so that a role
-    change applies at once; 401 once the account is gone or the session has ended (a logout, a
-    reused refresh token, a password change). With "credential_expires", when the token does
-    (a stream opened with it ends then), and "as_of_event", the event log's newest id read by the
-    same statement (one snapshot): what every "user_changed" event up to it tells of, published in
-    the change's own transaction, is in what was read."""
+    """The user that verified claims name, read fresh so a role change applies at once; 401 once the account
+    or session is gone (logout, reused refresh token, password change). With "credential_expires" (a stream
+    ends then) and "as_of_event": the newest event id, read in the same snapshot, so every "user_changed"
+    event up to it (published in its change's transaction) is in what was read."""
     user = await database.fetch_one(USER_IN_SESSION, {"id": int(claims["sub"]), "session_id": claims["sid"]})
     if user is None:
         raise unauthorized("This account no longer exists.")
@@ -381,11 +353,10 @@ async def user_for_claims(claims: dict) -> dict:
     return user | {"session_id": claims["sid"], "credential_expires": claims["exp"]}
 
 
-# A stream ticket opens an event stream or a chat socket, where browsers cannot send headers and
-# a 30-minute access token in the URL would sit in logs and history. It is an itsdangerous token,
-# signed and time-stamped, salted for this one purpose: no access token is a ticket, no ticket is
-# an access token (it is no JWT), and it works for TICKET_SECONDS. The stream it opens lives as
-# long as the access token it was traded for: {"sub": "42", "sid": "q3J...", "exp": 1763758044}.
+# A stream ticket opens an event stream or a chat socket, where browsers cannot send headers and an
+# access token in the URL would sit in logs and history. Signed, time-stamped and salted by itsdangerous
+# (no JWT: no access token is a ticket, no ticket an access token), it works for TICKET_SECONDS; its
+# stream lives as long as the access token it was traded for: {"sub": "42", "sid": "q3J...", "exp": 1763758044}.
 TICKET_SECONDS = 30
 stream_tickets = URLSafeTimedSerializer(SECRET_KEY, salt="stream-ticket")
 
@@ -404,11 +375,8 @@ def read_ticket(ticket: str) -> dict:
 
 
 async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> dict | None:
-    """The user who sent the request, None if no credential came, 401 if a bad one did.
-
-    for_stream=True also takes ?ticket= and ?token=, for the clients that cannot send headers
-    (a browser's EventSource, a WebSocket).
-    """
+    """The user who sent the request, None if no credential came, 401 if a bad one did. for_stream=True
+    also takes ?ticket= and ?token=, for clients that cannot send headers (EventSource, WebSocket)."""
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme and scheme.lower() != "bearer":
         raise unauthorized("Send your access token as 'Authorization: Bearer <token>'.")
@@ -420,11 +388,8 @@ async def authenticate(connection: HTTPConnection, for_stream: bool = False) -> 
 
 
 def requires_role(*roles: str, for_stream: bool = False, verified: bool = False):
-    """Let a handler run only for a logged-in user with one of `roles`: 401 or 403 otherwise.
-
-    The user is in request.state.user. for_stream=True also takes ?ticket= and ?token=.
-    verified=True marks a handler that writes: see check_verified.
-    """
+    """Let a handler run only for a logged-in user with one of `roles` (then in request.state.user): 401 or
+    403 otherwise. for_stream=True also takes ?ticket= and ?token=; verified=True: see check_verified."""
     def decorator(handler):
         @wraps(handler)
         async def guarded(request: Request) -> Response:
@@ -447,8 +412,7 @@ verified_required = requires_role(*ROLES, verified=True)  # logged in, and allow
 
 
 def check_verified(user: dict) -> None:
-    """With REQUIRE_VERIFIED_EMAIL on, refuse (403) a write by an account whose address is not
-    verified: it may log in, read and verify, nothing more. The chat socket asks this too."""
+    """With REQUIRE_VERIFIED_EMAIL on, refuse (403) a write by an unverified account: it may log in, read, verify."""
     if REQUIRE_VERIFIED_EMAIL and not user["email_verified"]:
         raise HTTPException(403, "Verify your email address first: open the link we mailed you, or ask for "
                                  "a new one (POST /api/auth/request-verify-token).")
@@ -466,12 +430,9 @@ COUNT_GUESS = """
 
 
 async def count_guess(key: str, allowed: int, window_seconds: float = LOGIN_WINDOW_SECONDS) -> None:
-    """Count a guess against `key`; 429 once more than `allowed` fall in its window.
-
-    One statement adds the guess and reads the total: PostgreSQL locks the row for the
-    INSERT ... ON CONFLICT until the transaction ends, and SQLite writes one at a time, so
-    of guesses sent at the same instant each sees the ones before it.
-    """
+    """Count a guess against `key`; 429 once more than `allowed` fall in its window. One statement adds
+    and reads: PostgreSQL's INSERT ... ON CONFLICT locks the row until commit, SQLite writes one at a time,
+    so of guesses sent at the same instant each sees the ones before it."""
     now = datetime.now(UTC)
     counted = await database.fetch_one(COUNT_GUESS, {
         "key": key, "now": utc_time(now), "window_ends": utc_time(now + timedelta(seconds=window_seconds))})
@@ -481,8 +442,7 @@ async def count_guess(key: str, allowed: int, window_seconds: float = LOGIN_WIND
 
 
 def client_address(request: Request) -> str:
-    """The client's address; behind Caddy, the one it vouches for (see FORWARDED_ALLOW_IPS). In
-    one spelling for each address, and never the 8,000 characters a broken proxy might send."""
+    """The client's address (behind Caddy, the one it vouches for), in one spelling, never 8,000 broken characters."""
     try:
         return str(ipaddress.ip_address(request.client.host))
     except (AttributeError, ValueError):
@@ -872,20 +832,17 @@ def unless_unchanged(request: Request, response: Response) -> Response:
 
 #### Live events: publish() beside the change; each section says what it wants to hear of
 #
-# Every change that clients hear of live is a row of the events table, written by publish() in
-# the same transaction as the change: a change that rolls back publishes nothing, and one that
-# commits cannot be lost. Every app process hears every event, in id order, and hands it to the
-# functions that its sections registered with @on_event (how events travel between processes is
-# Appendix D):
+# Every change clients hear of live is a row of the events table, written by publish() in the change's
+# transaction: a rollback publishes nothing, a commit cannot be lost. Every process hears every event, in
+# id order, and hands it to the functions its sections registered with @on_event (between processes: Appendix D):
 #
 #   async with publishing(): ...; await publish("blog_pending", blog_id=5, ...)
 #     -> events row 17, committed with the change
 #     -> in every process: each @on_event("blog_pending") function gets
 #        {"id": 17, "type": "blog_pending", "data": {"blog_id": 5, ...}}
 #
-# Those functions never wait: each listener (an event stream, a chat socket) has its own bounded
-# queue, and they only offer() to it. A listener whose queue is full has stopped reading: it is
-# cut off, so it can never slow the others.
+# Those functions never wait: they offer() to each listener's (a stream's, a socket's) bounded queue. A
+# listener whose queue is full has stopped reading: it is cut off, so it can never slow the others.
 
 # Event kind -> the functions that hear it, registered by @on_event in the sections below.
 event_handlers: dict[str, list[Callable[[dict], None]]] = {}
@@ -932,14 +889,10 @@ async def publish(kind: str, **data) -> None:
     explain_step("event", type=kind, id=event_id)
 
 
-# Each process's event bus (started by lifespan): woken by a notification (PostgreSQL's NOTIFY,
-# delivered on commit; on SQLite a stand-in in this one process), or every few seconds anyway, it
-# reads the events table after the last id it has seen, in id order, and deliver()s each event.
-# Publishing transactions take turns (lock_event_log), so ids commit in order and "id > last
-# seen" never passes over one. A listening connection that drops is made again, and the bus
-# then reads what it missed (Appendix D).
-
-
+# Each process's event bus (started by lifespan), woken by a notification (PostgreSQL's NOTIFY on commit;
+# on SQLite a stand-in in this process) or every EVENT_POLL_SECONDS, reads the events after the last id it
+# has seen and deliver()s each. Publishing transactions take turns (lock_event_log), so ids commit in order
+# and "id > last seen" never passes over one. A dropped listener is remade, then what it missed read (Appendix D).
 async def run_event_bus() -> None:
     """This process's end of the bus, until cancelled: deliver new events, and tidy the tables."""
     woken = asyncio.Event()
@@ -1000,8 +953,7 @@ async def tidy_tables() -> None:
 
 
 async def public_pages_changed() -> None:
-    """Say, in a publishing() block, that what everyone sees has changed: every process empties its
-    public cache (Appendix E), this one as soon as the block commits."""
+    """Say that what everyone sees changed: every process empties its public cache, this one on commit."""
     await publish("public_changed")
     publishing_now.get().add("public_changed")
 
@@ -1009,7 +961,6 @@ async def public_pages_changed() -> None:
 @dataclass(frozen=True)
 class Closing:
     """Put in a listener's queue to end its connection: why, and the WebSocket close code."""
-
     reason: str
     code: int = 1008  # policy violation: the rights it was opened with no longer hold
 
@@ -1067,12 +1018,10 @@ def end_connections_of_changed_user(event: dict) -> None:
 
 #### The record of decisions: record() beside the change, in the same transaction
 #
-# Moderation leaves a trace: who submitted, edited, reviewed or deleted a blog, who changed
-# whose role or deleted whose account, with what detail. Like publish(), record() writes a row
-# in the transaction of the change, so a change that rolls back leaves no entry and no entry
-# stands without its change. The rows are only ever added to; they keep the usernames as they
-# were, so an account deleted later still shows by name. An entry, as GET /api/audit and a
-# blog's history send it:
+# Moderation leaves a trace: who submitted, edited, reviewed or deleted a blog, who changed whose role or
+# deleted whose account, with what detail. Like publish(), record() writes in the change's transaction: a
+# rollback leaves no entry, and no entry stands without its change. Rows are only added, with usernames as
+# they were (a deleted account still shows by name). An entry, as GET /api/audit and a blog's history send it:
 #
 #   {"id": 9, "action": "blog_rejected", "actor": "ann", "created_at": "2026-11-21T20:17:24.123Z",
 #    "blog_id": 5, "target": "bob", "detail": {"reason": "Please cite your sources."}}
