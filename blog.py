@@ -3804,29 +3804,30 @@ def smtp_connection() -> smtplib.SMTP:
 
 #### Appendix J. Explain mode: each request's path through this file, and its events' after it
 #
-# With --demo or EXPLAIN=true each HTTP request gets a trace (API.md shows one): its handler and
-# guard, its SQL where written, indented in its transaction, its events, records and mails, and
-# the fan-out of its events in every process. The lesson's choke points call explain_* functions,
-# which do nothing for a request without a trace. A step: {"kind": "sql", "function": "review_blog",
-# "line": 1539, "sql": "UPDATE blogs SET ...", "values": {"status": "approved", ...}, "rows": 0,
-# "ms": 0.3, "depth": 1}. Secrets show as "(hidden)", the rest as sent: for demos, never production.
+# With --demo or EXPLAIN=true each HTTP request gets a trace, as API.md shows one: its handler and guard, its SQL
+# where written, in its transaction, its events, records and mails, and its events' fan-out in every process.
+# The lesson's choke points call explain_* functions, which do nothing outside a traced request. Secrets show as
+# "(hidden)", the rest as sent: for demos, never production.
 
 EXPLAIN_TRACES = 100  # the last ones each process keeps
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
 SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
+explaining: ContextVar["ExplainTrace | None"] = ContextVar("explaining", default=None)
+explain_traces: collections.deque["ExplainTrace"] = collections.deque(maxlen=EXPLAIN_TRACES)
+explain_deliveries: collections.deque[dict] = collections.deque(maxlen=5 * EXPLAIN_TRACES)  # by every process
 
 
 @functools.cache
 def explain_source_of(function) -> tuple[int, int, str]:
-    """A function's first line (its first decorator's, as inspect counts), its `def` line, and the first line's text."""
+    """A function's first line (its first decorator's), its `def` line, and the first line's text."""
     lines, first = inspect.getsourcelines(function)
     def_line = first + next(n for n, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
     return first, def_line, lines[0].strip()
 
 
 class ExplainTrace:
-    """What one request did, step by step; each step names the function and line it comes from."""
+    """What one request did, step by step (explain_step adds them), and how it was answered."""
 
     numbers = itertools.count(1)
 
@@ -3836,16 +3837,6 @@ class ExplainTrace:
         self.path = redact_query(scope["path"] + ("?" + query if query else ""))  # never a ?ticket=
         self.user = self.status = self.ms = None
         self.steps, self.depth, self.statements, self.db_ms, self.events = [], 0, 0, 0.0, []
-
-    def step(self, kind: str, passing: set, **what) -> dict:
-        """Add a step, placed at the first caller that is neither explain mode's own nor named in `passing`."""
-        frame = sys._getframe(1)
-        while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in passing
-                                or frame.f_code.co_name.startswith("explain")):
-            frame = frame.f_back
-        self.steps.append(step := {"kind": kind, "function": frame.f_code.co_qualname, "line": frame.f_lineno,
-                                   "depth": self.depth, **what})
-        return step
 
     def handler(self) -> dict | None:
         """The function that serves the request (once the routes have found it), and its guard."""
@@ -3862,44 +3853,45 @@ class ExplainTrace:
         timing = f'db;dur={self.db_ms:.1f};desc="{self.statements} statements", app;dur={self.ms:.1f}'
         return [(b"server-timing", timing.encode()), (b"explain-trace", str(self.id).encode())]
 
-    def visible_to(self, user: dict) -> bool:
-        """Answered, and the user's own request, or any to an admin."""
-        return self.status is not None and (user["role"] == "admin" or self.user is not None and self.user["id"] == user["id"])
-
     def out(self) -> dict:
         """The trace as GET /api/explain sends it (API.md)."""
         return {"id": self.id, "at": utc_time(datetime.fromtimestamp(self.at, UTC)), "method": self.scope["method"],
                 "path": self.path, "status": self.status, "ms": round(self.ms, 2), "process": os.getpid(),
                 "user": self.user and {name: self.user[name] for name in ("username", "role", "email_verified")},
                 "handler": self.handler(), "db": {"statements": self.statements, "ms": round(self.db_ms, 2)},
-                "steps": self.steps,
-                "fan_out": [explain_shown(delivery) for delivery in explain_deliveries if delivery["event"] in self.events]}
+                "steps": self.steps, "fan_out": [explain_shown(delivery) for delivery in explain_deliveries
+                                                 if delivery["event"] in self.events]}
 
     def line(self) -> str:
-        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1464)  7 SQL 1.2 ms  record blog_approved ..."."""
+        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1464)  7 SQL 1.2 ms  record blog_approved"."""
         handler = self.handler() or {"function": "no route", "line": "-"}
         said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
-        return "  ".join([f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
-                          f"{handler['function']} (blog.py:{handler['line']})", f"{self.statements} SQL {self.db_ms:.1f} ms"]
-                         + [said[step["kind"]].format(**step) for step in self.steps if step["kind"] in said])
+        head = [f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
+                f"{handler['function']} (blog.py:{handler['line']})", f"{self.statements} SQL {self.db_ms:.1f} ms"]
+        return "  ".join(head + [said[step["kind"]].format(**step) for step in self.steps if step["kind"] in said])
 
 
-explaining: ContextVar[ExplainTrace | None] = ContextVar("explaining", default=None)
-explain_traces: collections.deque[ExplainTrace] = collections.deque(maxlen=EXPLAIN_TRACES)
-explain_deliveries: collections.deque[dict] = collections.deque(maxlen=5 * EXPLAIN_TRACES)  # by every process
-
-
-def explain_value(name: str, value):
-    """A statement's value as a trace shows it: a secret hidden, a long text cut short."""
-    secret = SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))
-    return "(hidden)" if secret else value[:100] if isinstance(value, str) else value
+def explain_step(kind: str, passing=frozenset({"publish", "record", "queue_mail"}), **what) -> dict | None:
+    """Add a step to the request's trace, at the first caller neither explain mode's own nor named in `passing`."""
+    if (trace := explaining.get()) is None:
+        return None
+    frame = sys._getframe(1)
+    while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in passing
+                            or frame.f_code.co_name.startswith("explain")):
+        frame = frame.f_back
+    trace.events += [what["id"]] if kind == "event" else []
+    trace.steps.append(step := {"kind": kind, "function": frame.f_code.co_qualname, "line": frame.f_lineno,
+                                "depth": trace.depth, **what})
+    return step
 
 
 async def explain_statement(run, query: str, values: dict) -> list[dict]:
     """Run a statement as a step of the request's trace: where it is written, its values, rows and time."""
     trace, started = explaining.get(), time.perf_counter()
-    step = trace.step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"}, sql=" ".join(query.split()),
-                      values={name: explain_value(name, value) for name, value in values.items()}, rows=None)
+    shown = {name: "(hidden)" if SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))
+             else value[:100] if isinstance(value, str) else value for name, value in values.items()}
+    step = explain_step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"},
+                        sql=" ".join(query.split()), values=shown, rows=None)
     try:
         step["rows"] = len(rows := await run(query, values))
         return rows
@@ -3914,7 +3906,7 @@ def explain_transaction() -> Iterator[None]:
     if (trace := explaining.get()) is None:
         yield
         return
-    begin, trace.depth = trace.step("BEGIN", {"transaction", "publishing"}, ended="ROLLBACK"), trace.depth + 1
+    begin, trace.depth = explain_step("BEGIN", {"transaction", "publishing"}, ended="ROLLBACK"), trace.depth + 1
     try:
         yield
         begin["ended"] = "COMMIT"
@@ -3928,16 +3920,8 @@ def explain_user(user: dict) -> None:
         trace.user = user
 
 
-def explain_step(kind: str, **what) -> None:
-    """Add an event published, a record written or a mail queued, where the handler asked for it."""
-    if trace := explaining.get():
-        trace.step(kind, {"publish", "record", "queue_mail"}, **what)
-        trace.events += [what["id"]] if kind == "event" else []
-
-
 async def explain_delivery(event: dict) -> None:
-    """deliver(), explained: each @on_event function in turn, and the streams and sockets it reached (those whose
-    queue it changed). Every process keeps that, for the trace that published the event and whoever it reached."""
+    """deliver(), noting for every process which @on_event functions heard the event and whose queues they filled."""
     heard, reached = [], set()
     for handler in event_handlers.get(event["type"], []):
         sizes = {queue: (user_id, queue.qsize()) for user_id, queues in user_connections.items() for queue in queues}
@@ -3945,7 +3929,8 @@ async def explain_delivery(event: dict) -> None:
         changed = [user_id for queue, (user_id, size) in sizes.items() if queue.qsize() != size]
         heard.append({"function": handler.__qualname__, "line": explain_source_of(handler)[1], "offered": len(changed)})
         reached.update(changed)
-    delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard, "users": list(reached)}
+    delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard,
+                "users": list(reached)}
     if not isinstance(database, PostgresDatabase):
         return explain_deliveries.append(delivery)
     with suppress(*DATABASE_ERRORS):  # NOTIFY every process, this one too (see listen_on); a note lost loses no data
@@ -3960,18 +3945,17 @@ def explain_shown(delivery: dict) -> dict:
         "method": publisher.scope["method"], "path": publisher.path, "handler": publisher.handler()}}
 
 
+@dataclass
 class ExplainRequests:
-    """ASGI middleware: in explain mode, each HTTP request's trace (but explain mode's own), its Server-Timing
-    header and its line in the terminal; outside it, a 404 for explain mode's routes, as if there were none."""
+    """ASGI middleware: each HTTP request's trace, its Server-Timing header and its line in the terminal."""
 
-    def __init__(self, app):
-        self.app = app
+    app: Callable
 
     async def __call__(self, scope, receive, send) -> None:
         explains = scope["type"] == "http" and scope["path"].startswith("/api/explain")
-        if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # other methods: 405, as documented
+        if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # as if there were none; others: 405
             return await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
-        if not EXPLAIN or explains or scope["type"] != "http":
+        if not EXPLAIN or explains or scope["type"] != "http":  # explain mode's own requests are not traced
             return await self.app(scope, receive, send)
         explain_traces.append(trace := ExplainTrace(scope))
         token = explaining.set(trace)
@@ -3991,21 +3975,12 @@ class ExplainRequests:
 
 @login_required
 async def list_traces(request: Request) -> Response:
-    """List the traces of your requests (an admin: everyone's) that this process keeps, newest first, and how
-    the events that reached your streams and sockets got there (explain mode only)."""
+    """List your requests' traces (an admin: everyone's) and the events that reached you (explain mode only)."""
     user = request.state.user
-    return JSONResponse({"items": [trace.out() for trace in reversed(explain_traces) if trace.visible_to(user)],
-                         "arrivals": [explain_shown(delivery) for delivery in reversed(explain_deliveries)
-                                      if user["id"] in delivery["users"]]})
-
-
-@login_required
-async def get_trace(request: Request) -> Response:
-    """Show one trace: yours, or anyone's to an admin (explain mode only)."""
-    for trace in explain_traces:
-        if trace.id == request.path_params["trace_id"] and trace.visible_to(request.state.user):
-            return JSONResponse(trace.out())
-    raise HTTPException(404, f"There is no trace {request.path_params['trace_id']} of yours in this process.")
+    mine = [trace for trace in reversed(explain_traces) if trace.status and (  # answered, newest first
+        user["role"] == "admin" or trace.user is not None and trace.user["id"] == user["id"])]
+    return JSONResponse({"items": [trace.out() for trace in mine], "arrivals": [
+        explain_shown(delivery) for delivery in reversed(explain_deliveries) if user["id"] in delivery["users"]]})
 
 
 async def explain_source(request: Request) -> Response:
@@ -4013,8 +3988,7 @@ async def explain_source(request: Request) -> Response:
     return PlainTextResponse(Path(__file__).read_text(), headers={"X-Content-Type-Options": "nosniff"})
 
 
-# The API document (Appendix C) lists these routes too: their entries are here, beside them.
-OPERATIONS |= dict.fromkeys([list_traces, get_trace, explain_source], {
+OPERATIONS |= dict.fromkeys([list_traces, explain_source], {  # the API document's entries (Appendix C)
     "ok": (200, {"description": 'See API.md, "Explain mode"'}), "errors": [404],
     "description": "Only in explain mode (--demo or EXPLAIN=true); a 404 otherwise."})
 
@@ -4078,7 +4052,6 @@ routes = [
     Route("/api/audit", list_audit),
     Route("/api/explain", list_traces),
     Route("/api/explain/source", explain_source),
-    Route("/api/explain/{trace_id:id}", get_trace),
 ]
 
 

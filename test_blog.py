@@ -337,7 +337,6 @@ GUARDS = [
     ("DELETE", "/api/session/draft", None, 401, 204, 204, 204),
     # Explain mode's routes, with it on (off, each is a 404 to everyone: see test_explain_mode_is_off_...).
     ("GET", "/api/explain", None, 401, 200, 200, 200),
-    ("GET", "/api/explain/{trace}", None, 401, 404, 404, 200),  # {trace}: the author's, an admin's to see
     ("GET", "/api/explain/source", None, 200, 200, 200, 200),
 ]
 ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
@@ -357,7 +356,7 @@ def test_every_route_lets_in_exactly_the_roles_the_contract_names(client, monkey
                           headers=author["headers"]).json()
     comment = add_comment(client, public, author) if "{comment}" in path else 0
     names = {"blog": pending["id"], "public": public["id"], "comment": comment, "request": feature["id"],
-             "target": target["user"]["username"], "trace": me(client, author).headers.get("explain-trace", 0)}
+             "target": target["user"]["username"]}
     path, body = path.format(**names), body and {key: value.format(**names) if isinstance(value, str) else value
                                                   for key, value in body.items()}
     headers = {} if role == "anonymous" else make_user(client, role)["headers"]
@@ -5173,7 +5172,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 52  # every HTTP route but / and the documents themselves
+    assert len(declared) == 51  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -5244,6 +5243,8 @@ WALK = [
     ("GET", "/api/jobs", None, "author"),
     ("GET", "/api/jobs/999999999", None, "author"),
     ("GET", "/api/audit", None, "admin"),
+    ("GET", "/api/explain", None, "author"),  # explain mode is off here: a 404, as documented
+    ("GET", "/api/explain/source", None, None),
     ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "a new password"}, "author"),
     ("POST", "/api/auth/logout", {"refresh_token": "{refresh}"}, "author"),
 ]
@@ -5368,7 +5369,7 @@ def test_the_api_reference_lists_exactly_the_apps_routes():
         elif isinstance(route, blog.Route):
             served |= {(method, path) for method in route.methods - {"HEAD"}}
     assert len(listed) == len(set(listed)) and set(listed) == served
-    assert len(served) == 56  # 52 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+    assert len(served) == 55  # 51 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
 
 
 def test_nothing_in_the_repository_points_outside_it():
@@ -6361,10 +6362,10 @@ def explained(client, monkeypatch):
 
 
 def trace_of(client, response: httpx.Response, viewer: dict) -> dict:
-    """The trace that a response names in its Explain-Trace header, as `viewer` may see it."""
-    answer = client.get(f"/api/explain/{response.headers['explain-trace']}", headers=viewer["headers"])
+    """The trace that a response names in its Explain-Trace header, as GET /api/explain shows it to `viewer`."""
+    answer = client.get("/api/explain", headers=viewer["headers"])
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    return next(trace for trace in answer.json()["items"] if trace["id"] == int(response.headers["explain-trace"]))
 
 
 def test_explain_mode_is_off_unless_asked_for_and_then_collects_nothing(client):
@@ -6513,16 +6514,15 @@ def test_traces_of_accounts_hold_no_password_hash_token_ticket_or_link(explained
         assert secret not in traced and secret not in app_log.text
 
 
-def test_another_user_s_trace_is_a_404_to_a_user_and_an_admin_s_to_see(explained):
+def test_another_user_s_trace_is_hidden_from_a_user_and_an_admin_s_to_see(explained):
     client = explained
     owner, other, admin = make_user(client), make_user(client), make_user(client, "admin")
     response = client.post("/api/blogs/", json={"title": "Mine", "content": "Text."}, headers=owner["headers"])
     trace_id = int(response.headers["explain-trace"])
-    assert client.get(f"/api/explain/{trace_id}", headers=other["headers"]).status_code == 404
     assert trace_id not in [trace["id"] for trace in client.get("/api/explain", headers=other["headers"]).json()["items"]]
     assert trace_of(client, response, admin)["user"]["username"] == owner["user"]["username"]
-    assert trace_id in [trace["id"] for trace in client.get("/api/explain", headers=owner["headers"]).json()["items"]]
-    assert client.get("/api/explain/999999999", headers=admin["headers"]).status_code == 404
+    assert trace_of(client, response, owner)["id"] == trace_id
+    assert client.get(f"/api/explain/{trace_id}", headers=admin["headers"]).status_code == 404  # no route for one
 
 
 def test_the_source_is_served_as_plain_text_that_a_browser_never_reads_as_html(explained):
@@ -6560,9 +6560,9 @@ def test_with_two_processes_on_postgresql_a_trace_s_fan_out_names_both(postgres)
         with event_stream(on_process(live_a, b), headers=reviewer["headers"]) as lines:
             created = httpx.post(a.url + "/api/blogs/", json={"title": "Across", "content": "Text."}, headers=author["headers"])
             read_event(lines)
-            trace = f"{a.url}/api/explain/{created.headers['explain-trace']}"
-            fan_out = wait_until(lambda: len(answer := httpx.get(trace, headers=author["headers"]).json()["fan_out"]) == 2
-                                 and answer, what="both processes' fan-out")
+            with httpx.Client(base_url=a.url) as on_a:
+                fan_out = wait_until(lambda: len(answer := trace_of(on_a, created, author)["fan_out"]) == 2 and answer,
+                                     what="both processes' fan-out")
     offered = {fan["process"]: fan["heard"][0]["offered"] for fan in fan_out}
     assert offered == {a.process.pid: 0, b.process.pid: 1}  # B holds the reviewer's stream
     assert {fan["heard"][0]["function"] for fan in fan_out} == {"send_to_event_streams"}
