@@ -2820,9 +2820,8 @@ class PostgresDatabase(Database):
         await self.execute("SELECT pg_notify(:channel, :payload)", {"channel": EVENT_CHANNEL, "payload": payload})
 
     async def listen(self, on_notify) -> None:
-        """Call on_notify(payload) for every notification, until cancelled, on a connection of its own (the
-        pool runs UNLISTEN * on one it takes back). asyncpg does not reconnect, so this does, backing off;
-        after each (re)connection on_notify("") runs too, to catch up on what nobody heard meanwhile."""
+        """Call on_notify(payload) for each notification until cancelled, on an unpooled connection (the pool
+        UNLISTENs); asyncpg does not reconnect, so this does, then on_notify("") catches up on what went unheard."""
         delay = 0.1
         while True:
             try:
