@@ -2541,29 +2541,22 @@ def storable(text: str) -> str:
 
 #### Appendix D. The database drivers: SQLite's writer and readers, PostgreSQL's pool and listener
 #
-# The handlers use `database` as "The database, as the handlers use it" says. This appendix is
-# the only code that queries the app's database through `databases` or a driver (the backup code
-# of Appendix H also opens the SQLite file with sqlite3, to copy it, and runs pg_dump and
-# pg_restore). It takes the connections and PostgreSQL's pool from `databases`, then hands the
-# SQL to the driver as it is written, rather than have `databases` build and compile each query
-# with SQLAlchemy first, on every call: the drivers take :name or $1 parameters themselves, and
-# asyncpg keeps the prepared statements. Rows come back as plain dicts, and a driver's
-# foreign-key failure as RowDeletedMeanwhile. Each driver also runs a step of Appendix H:
-# `async with database.schema_change(): await database.run_script(...)`.
+# The only code that queries the app's database (Appendix H's backups also copy it: sqlite3, pg_dump,
+# pg_restore). It hands the SQL to the driver as written, on connections taken from `databases`, rather
+# than have `databases` compile each query with SQLAlchemy on every call: the drivers take :name or $1
+# parameters, asyncpg keeps prepared statements. Rows come back as dicts, a foreign-key failure as
+# RowDeletedMeanwhile. Appendix H's steps: `async with database.schema_change(): await database.run_script(...)`.
 
 SQLITE_READERS = 4  # connections that read beside SQLite's one writer
 EVENT_CHANNEL = "blog_events"  # PostgreSQL's NOTIFY channel for the event log
 LISTENER_CHECK_SECONDS = 5  # how often the listening connection is checked to be alive
 EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
 SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
-# What a driver raises when its database is out of reach or failing: the background tasks
-# (the event bus, the job runner) log it and try again later.
+# What a driver raises when its database is out of reach or failing: background tasks log it and retry.
 DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
-# The errors that say the database is out of reach or cannot write, rather than that a query is
-# wrong; the drivers raise them as DatabaseUnavailable, a 503. PostgreSQL: stopped or restarting
-# (its connection errors, "shutting down", "starting up"), out of connections or disk, the
-# network down. SQLite: another process holding the write lock past busy_timeout, a read-only
-# file, a failing disk, a full one, a file that cannot be opened.
+# The errors that say the database is out of reach or cannot write, not that a query is wrong: a 503.
+# PostgreSQL: stopped or restarting, out of connections or disk, the network down. SQLite: another
+# process's write lock held past busy_timeout, a read-only file, a failing or full disk, an unopenable file.
 POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                         asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
 SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
@@ -2590,18 +2583,12 @@ def unavailable_as_such() -> Iterator[None]:
         raise
 
 
-def dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
-    """SQLite rows as dicts, like the ones asyncpg's records turn into."""
-    return {column[0]: value for column, value in zip(cursor.description, row)}
-
-
 class SQLiteConnection(sqlite3.Connection):
-    """An SQLite connection set up for a web server: every connection runs these as it opens
-    (a PRAGMA is per connection, and the command line opens connections of its own)."""
+    """An SQLite connection set up for a web server, as it opens (a PRAGMA holds per connection)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.row_factory = dict_row
+        self.row_factory = lambda cursor, row: {column[0]: value for column, value in zip(cursor.description, row)}
         self.execute("PRAGMA foreign_keys = ON")  # off by default in SQLite, for history's sake
         self.execute("PRAGMA busy_timeout = 5000")  # wait up to 5 s for another process's writer
         self.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
@@ -2615,8 +2602,7 @@ class Database(databases.Database):
         return await self.statement(query, values or {})
 
     async def fetch_one(self, query: str, values: dict | None = None) -> dict | None:
-        rows = await self.statement(query, values or {})
-        return rows[0] if rows else None
+        return next(iter(await self.statement(query, values or {})), None)
 
     async def fetch_val(self, query: str, values: dict | None = None):
         row = await self.fetch_one(query, values)
@@ -2633,13 +2619,10 @@ class Database(databases.Database):
 class SQLiteDatabase(Database):
     """SQLite through connections held from connect() to disconnect(): one writer, a few readers.
 
-    SQLite writes one transaction at a time, and WAL lets any number of readers read meanwhile,
-    each seeing the last commit. So every statement that writes goes to the writer, under a
-    lock, and a transaction holds that lock from BEGIN IMMEDIATE (SQLite's write lock, taken at
-    once) to COMMIT: no other request's statement can slip into it. A SELECT outside a
-    transaction goes to a free reader, so a slow read holds up neither writes nor other reads.
-    (Left alone, `databases` would open a connection, and a thread, for most queries.)
-    """
+    SQLite writes one transaction at a time, and WAL lets readers read the last commit meanwhile. So
+    every write goes to the writer under a lock, which a transaction holds from BEGIN IMMEDIATE (SQLite's
+    write lock, taken at once) to COMMIT: no other request's statement slips into it. A SELECT outside
+    a transaction goes to a free reader: a slow read holds up nothing else."""
 
     LOCKING = ""  # no FOR UPDATE: a transaction here already holds the whole database
     listening = True  # every transaction happens in this one process: it hears them all
@@ -2671,8 +2654,7 @@ class SQLiteDatabase(Database):
         self.listeners, self.notifications = [], []
 
     async def open_connection(self) -> databases.core.Connection:
-        # `databases` has no public way to hold a connection outside a task's own: this reaches its
-        # backend through a private attribute, as of databases 0.9 (requirements.txt pins it).
+        # `databases` cannot hold a connection outside a task's but through a private attribute (0.9, pinned).
         connection = databases.core.Connection(self, self._backend)
         await connection.__aenter__()
         return connection
@@ -2707,60 +2689,43 @@ class SQLiteDatabase(Database):
             raise  # no other integrity error is expected: a bug, answered 500
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """Run the block as one transaction on the writer; notifications go out once it commits."""
+    async def transaction(self, rebuilding: bool = False) -> AsyncIterator[None]:
+        """Run the block as one transaction on the writer; notifications go out once it commits. rebuilding:
+        foreign keys off, as sqlite.org prescribes (else dropping a table deletes rows referring to it), checked."""
         if self.writer_task is asyncio.current_task():
             raise RuntimeError("Transactions do not nest.")
         async with self.write_lock:
             self.writer_task = asyncio.current_task()
             try:
+                if rebuilding:  # before BEGIN: inside a transaction it is a no-op
+                    await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})
                 await self.on(self.writer, "BEGIN IMMEDIATE", {})
                 try:
                     with explain_transaction():
                         yield
+                    if rebuilding and (broken := await self.on(self.writer, "PRAGMA foreign_key_check", {})):
+                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
                     await self.on(self.writer, "COMMIT", {})
                 except BaseException:
-                    await self.roll_back()
+                    if self.writer.raw_connection.in_transaction:  # not if SQLite has (full disk, I/O error)
+                        await self.on(self.writer, "ROLLBACK", {})
                     raise
             finally:
                 self.writer_task = None
                 committed, self.notifications = self.notifications, []
+                if rebuilding:
+                    await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
         for notification in committed:
             for listener in self.listeners:
                 listener(notification)
 
-    async def roll_back(self) -> None:
-        """Roll the writer's transaction back, unless SQLite already has (it does on a full disk or
-        an I/O error): nothing of it stays written either way."""
-        if self.writer.raw_connection.in_transaction:
-            await self.on(self.writer, "ROLLBACK", {})
-
-    @asynccontextmanager
-    async def schema_change(self) -> AsyncIterator[None]:
-        """Run the block as one transaction that may rebuild tables the way sqlite.org prescribes:
-        foreign keys off (with them on, dropping a table would delete every row that refers to
-        it), and checked before the commit. BEGIN IMMEDIATE makes other processes wait their turn."""
-        async with self.write_lock:
-            self.writer_task = asyncio.current_task()
-            await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})  # a no-op inside a transaction
-            try:
-                await self.on(self.writer, "BEGIN IMMEDIATE", {})
-                try:
-                    yield
-                    if broken := await self.on(self.writer, "PRAGMA foreign_key_check", {}):
-                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
-                    await self.on(self.writer, "COMMIT", {})
-                except BaseException:
-                    await self.roll_back()
-                    raise
-            finally:
-                await self.on(self.writer, "PRAGMA foreign_keys = ON", {})
-                self.writer_task = None
+    def schema_change(self):
+        """Run the block as one transaction that may rebuild tables; BEGIN IMMEDIATE makes other processes wait."""
+        return self.transaction(rebuilding=True)
 
     async def run_script(self, script: str) -> None:
-        """Run several statements inside schema_change's transaction, one by one (executescript
-        would commit first). A statement ends at the ";" where SQLite says it is complete, so a
-        trigger's body or a ";" in a comment or a string does not cut one short."""
+        """Run several statements inside schema_change's transaction, one by one (executescript would commit
+        first), each ending at the ";" where SQLite says it is complete (not one in a trigger, comment, string)."""
         statement = ""
         for piece in script.split(";"):
             statement += piece + ";"
@@ -2788,20 +2753,14 @@ class SQLiteDatabase(Database):
 def numbered_parameters(query: str) -> tuple[str, list[str]]:
     """asyncpg numbers its parameters: "id = :id OR parent = :id" -> ("id = $1 OR parent = $1", ["id"]).
     (No SQL here holds a colon in a literal, and casts are written CAST(x AS type), never x::type.)"""
-    names = []
-
-    def number(match: re.Match) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-    return re.sub(r"(?<![:\w]):(\w+)", number, query), names
+    parameter = r"(?<![:\w]):(\w+)"
+    names = list(dict.fromkeys(re.findall(parameter, query)))  # each once, in order of first use
+    return re.sub(parameter, lambda match: f"${names.index(match[1]) + 1}", query), names
 
 
 class PostgresDatabase(Database):
-    """PostgreSQL through the pool of `databases`: each task (each request) borrows a connection
-    for a query, or holds one for a whole transaction. Transactions here really run at once, so
-    a rule that reads rows and then writes locks them first (see LOCKING), and the events that
-    every process hears of travel by NOTIFY."""
+    """PostgreSQL through the pool of `databases`, a connection per query or transaction. Transactions
+    really run at once: a rule that reads and then writes locks its rows (LOCKING); events go by NOTIFY."""
 
     LOCKING = " FOR UPDATE"  # appended to a SELECT whose rows the transaction goes on to change
     listening = False  # until listen() has its connection
@@ -2862,10 +2821,9 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """Run the block as one transaction on this task's connection, which its queries use too.
-        asyncpg's own transaction, not `databases`': that one keeps its connection out of the pool
-        for ever when BEGIN fails (as it does while PostgreSQL restarts). A transaction inside it
-        raises, as on SQLite: asyncpg would make it a savepoint, which SQLite's writer cannot."""
+        """Run the block as one transaction on this task's connection, which its queries use too. asyncpg's,
+        not `databases`', which keeps its connection out of the pool for ever when BEGIN fails (as while
+        PostgreSQL restarts). Nesting raises, as on SQLite: asyncpg would make a savepoint, SQLite cannot."""
         if (task := asyncio.current_task()) in self.transaction_tasks:
             raise RuntimeError("Transactions do not nest.")
         self.transaction_tasks.add(task)
@@ -2879,23 +2837,19 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def schema_change(self) -> AsyncIterator[None]:
-        """Run the block as one transaction (PostgreSQL's DDL is transactional too), holding a lock
-        that makes other processes changing the tables wait their turn."""
+        """Run the block as one transaction (DDL is transactional too) under a lock: schema changes take turns."""
         async with self.transaction():
             await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": SCHEMA_LOCK})
             yield
 
     async def run_script(self, script: str) -> None:
         """Run several statements inside schema_change's transaction."""
-        async with self.connection() as connection:
-            # Several statements, one implicit transaction, that may build an index on a big table:
-            # the timeout for requests does not apply.
+        async with self.connection() as connection:  # it may index a big table: no timeout for requests
             await connection.raw_connection.execute("SET LOCAL statement_timeout = 0;\n" + script)
 
     async def lock_event_log(self) -> None:
-        """Make publishing transactions take turns until they commit, so that events commit in
-        the order of their ids: a reader of "id > last seen" then never passes over an event
-        that another transaction has numbered but not yet committed."""
+        """Make publishing transactions take turns until they commit, so events commit in id order: a reader
+        of "id > last seen" never passes over one that another transaction numbered but has not committed."""
         await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": EVENT_LOG_LOCK})
 
     async def notify(self, payload: str) -> None:
@@ -2903,12 +2857,8 @@ class PostgresDatabase(Database):
         await self.execute("SELECT pg_notify(:channel, :payload)", {"channel": EVENT_CHANNEL, "payload": payload})
 
     async def listen(self, on_notify) -> None:
-        """Call on_notify(payload) for every notification, until cancelled, on a connection of its own.
-
-        Not a pooled one: asyncpg's pool runs UNLISTEN * when a connection goes back. asyncpg does
-        not reconnect either, so this does, waiting longer each time. After each (re)connection
-        on_notify("") runs too: whatever was published while nobody listened must be caught up.
-        """
+        """Call on_notify(payload) for each notification until cancelled, on an unpooled connection (the pool
+        UNLISTENs); asyncpg does not reconnect, so this does, then on_notify("") catches up on what went unheard."""
         delay = 0.1
         while True:
             try:
@@ -2947,10 +2897,8 @@ class PostgresDatabase(Database):
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
-    """What asyncpg's pool runs on a connection it takes back: nothing. By default it sends RESET
-    ALL, UNLISTEN * and more, a second round trip for every query; this app leaves no session
-    state behind (its advisory locks end with their transactions, it LISTENs on a connection of
-    its own), and the pool still rolls back a transaction left open."""
+    """What asyncpg's pool runs on a connection it takes back: nothing, not RESET ALL, UNLISTEN *... (a round
+    trip per query). Locks end with their transactions, LISTEN has its own connection; an open one is rolled back."""
 
 
 def make_database(url: str) -> Database:
@@ -2978,10 +2926,9 @@ def schema_script(path: Path) -> str:
         elif keep:
             script.append(line)
     script = "\n".join(script)
-    if dialect == "postgresql":
-        # The one difference in shared lines: SQLite's INTEGER PRIMARY KEY counts up by itself.
-        script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT", "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
-                        script)
+    if dialect == "postgresql":  # the one difference in shared lines: how an id counts up by itself
+        script = re.sub(r"\bid\s+INTEGER PRIMARY KEY AUTOINCREMENT",
+                        "id INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", script)
     return script
 
 
@@ -4063,22 +4010,16 @@ routes = [
 async def http_error(request: Request, error: HTTPException) -> Response:
     """Every refusal, ours or Starlette's (404, 405), as {"detail": "..."}."""
     headers = dict(error.headers or {})
-    if error.status_code == 405:
-        headers["Allow"] = allowed_methods(request.scope)
+    if error.status_code == 405:  # Allow: every route's methods at this path, not one's as Starlette's says
+        matching = [route for route in routes
+                    if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE]
+        outright = [route for route in matching if not route.param_convertors]  # "/api/users/me", not "{username}"
+        headers["Allow"] = ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
     return JSONResponse({"detail": error.detail}, error.status_code, headers=headers)
 
 
-def allowed_methods(scope) -> str:
-    """Every method the routes take at this path; Starlette's own 405 names only one route's. A
-    path a route names outright ("/api/users/me") is that route's, not a pattern's ("{username}")."""
-    matching = [route for route in routes if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE]
-    outright = [route for route in matching if not route.param_convertors]
-    return ", ".join(sorted(set().union(*(route.methods for route in outright or matching))))
-
-
 async def deleted_meanwhile(request: Request, error: RowDeletedMeanwhile) -> Response:
-    """A write that refers to a row another request has just deleted (an account, a blog): the
-    foreign key refuses it, and the client is told so rather than answered 500."""
+    """A write that refers to a row another request has just deleted: a 404 that says so, not a 500."""
     return JSONResponse({"detail": "What this request refers to was deleted meanwhile."}, 404)
 
 
@@ -4095,8 +4036,7 @@ async def server_error(request: Request, error: Exception) -> Response:
 
 
 class JSONCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS middleware, with its refusal of a preflight (an origin, method or header not
-    allowed: 400, no Access-Control-Allow-Origin) in JSON, like every other error, not plain text."""
+    """Starlette's CORS middleware, with its refusal of a preflight (400) in JSON like every error, not text."""
 
     def preflight_response(self, request_headers) -> Response:
         answer = super().preflight_response(request_headers)
@@ -4114,16 +4054,14 @@ def refuse_a_weak_secret_key() -> None:
                  "    python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
 
-def end_streams() -> None:
-    """End every event stream of this process: uvicorn's graceful shutdown waits for open
-    responses, and an event stream never ends by itself. (EventSource reconnects, elsewhere.)"""
-    for queue in streams:
-        end(queue, SERVER_STOPPING)
-
-
 def end_streams_when_stopping() -> None:
-    """Chain end_streams() in front of uvicorn's SIGINT and SIGTERM handlers (main thread only)."""
+    """On SIGINT or SIGTERM, end every event stream before uvicorn's handler runs: its graceful shutdown
+    waits for open responses, and a stream never ends by itself (EventSource reconnects, elsewhere)."""
     loop = asyncio.get_running_loop()
+
+    def end_streams() -> None:
+        for queue in streams:
+            end(queue, SERVER_STOPPING)
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         uvicorn_handler = signal.getsignal(signal_number)
         if callable(uvicorn_handler):
@@ -4135,8 +4073,7 @@ def end_streams_when_stopping() -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
-    """Connect, create or upgrade the tables (Appendix H) unless `python blog.py` has just done so, start
-    this process's event bus, its job runner and its mail sender; undo it all at shutdown."""
+    """Connect, create or upgrade the tables unless `python blog.py` did, start the background tasks; undo it all."""
     for logger in ("uvicorn.access", "uvicorn.error"):  # the access log, and the WebSocket lines
         logging.getLogger(logger).addFilter(redact_tokens)
     refuse_a_weak_secret_key()
@@ -4150,10 +4087,8 @@ async def lifespan(app: Starlette):
     public_cache.clear()  # what an earlier run of the app in this process kept may be stale
     app.state.search_turns = asyncio.Semaphore(1)
     if not SMTP_URL:
-        log.warning("SMTP_URL is not set: mails (password resets, verification links) are written to this log "
-                    "instead of sent.")
-    background = [asyncio.create_task(run_event_bus()), asyncio.create_task(run_jobs()),
-                  asyncio.create_task(run_mail_sender())]
+        log.warning("SMTP_URL is not set: mails (a password reset's link, say) are written to this log, not sent.")
+    background = [asyncio.create_task(run()) for run in (run_event_bus, run_jobs, run_mail_sender)]
     if threading.current_thread() is threading.main_thread():  # only there can signals be handled
         end_streams_when_stopping()
     try:
@@ -4184,10 +4119,8 @@ app = Starlette(
 
 def read_new_password() -> str:
     """Ask for a password twice (on a terminal), or read two lines from standard input."""
-    if sys.stdin.isatty():
-        first, second = getpass.getpass("Password: "), getpass.getpass("Password again: ")
-    else:
-        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+    ask = getpass.getpass if sys.stdin.isatty() else lambda _prompt: sys.stdin.readline().rstrip("\n")
+    first, second = ask("Password: "), ask("Password again: ")
     if first != second:
         sys.exit("The two passwords differ.")
     return first
@@ -4235,8 +4168,6 @@ async def seed_demo() -> None:
     print("Demo accounts (their passwords are public: never run --demo on a public server):")
     for username, role in DEMO_ACCOUNTS:
         print(f"  {role:9} username {username:14} password {username}-password")
-    if not SMTP_URL:
-        print("SMTP_URL is not set: mails (a password reset's link, say) are written to this log instead of sent.")
 
 
 def main(argv: list[str]) -> None:
@@ -4274,8 +4205,7 @@ def main(argv: list[str]) -> None:
         os.environ.update(DEMO="true", EXPLAIN="true")
     else:  # upgrade once, before any worker starts, and refuse without a traceback
         asyncio.run(upgrade_before_serving())
-    app.state.schema_checked = True  # the lifespan of this process need not (each worker's checks anew)
-    # Several workers are separate processes, each importing the app by name ("blog:app").
+    app.state.schema_checked = True  # this process's lifespan need not; workers import "blog:app" and check anew
     uvicorn.run(app if args.workers == 1 else "blog:app", workers=args.workers, host=HOST, port=PORT,
                 proxy_headers=True, forwarded_allow_ips=FORWARDED_ALLOW_IPS, ws_max_size=CHAT_MAX_FRAME_BYTES,
                 ws_ping_interval=WEBSOCKET_PING_SECONDS, ws_ping_timeout=WEBSOCKET_PING_SECONDS,
