@@ -1833,10 +1833,8 @@ undo_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="secure-account")
 
 
 def read_link(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str, *strings: str) -> dict:
-    """The claims of a token from a mailed link; 400 once it is older than max_age seconds, if forged,
-    or if its claims are not of our shape (as claims_in_shape: only a holder of SECRET_KEY can sign
-    odd ones, but they must never reach the database): whole numbers "sub" and "stamp", strings "email"
-    and "sid", and each of `strings` present."""
+    """A mailed link's claims, each of `strings` present; 400 if older than max_age seconds, forged, or odd
+    (as in claims_in_shape: only a holder of SECRET_KEY can sign odd claims, but they must never reach the database)."""
     try:
         claims = serializer.loads(token, max_age=max_age)
     except SignatureExpired:
@@ -1852,16 +1850,14 @@ def read_link(serializer: URLSafeTimedSerializer, token: str, max_age: float, wh
 
 async def within_limit(key: str, allowed: int, window_seconds: float) -> bool:
     """Count one against `key` as count_guess does; whether it is still within `allowed`, never a 429."""
-    try:
+    with suppress(HTTPException):
         await count_guess(key, allowed, window_seconds)
-    except HTTPException:
-        return False
-    return True
+        return True
+    return False
 
 
-EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}], "properties": {
-    "email": REGISTER_BODY["properties"]["email"],
-}}
+EMAIL_BODY = {"type": "object", "required": ["email"], "examples": [{"email": "alice@example.com"}],
+              "properties": {"email": REGISTER_BODY["properties"]["email"]}}
 RESET_BODY = {"type": "object", "required": ["token", "password"],
               "examples": [{"token": "eyJzdWIiOjQyLCJwdyI6IjlmOGUifQ.Z3x...", "password": "battery staple"}],
               "properties": {
@@ -1872,66 +1868,49 @@ TOKEN_BODY = {"type": "object", "required": ["token"], "examples": [{"token": "e
               "properties": {"token": RESET_BODY["properties"]["token"]}}
 
 
-# Mailed links carry their token after "#", in the fragment, which browsers never send to a
-# server: it stays out of access logs (ours, Caddy's, a proxy's) and out of the Referer header
-# that the next page would get. The page at / reads it from there and posts it to the API.
-def mailed_link(page: str, token: str) -> str:
-    """A link to the page at / that ends with the token: PUBLIC_URL + "/#verify?token=..."."""
-    return PUBLIC_URL + f"/#{page}?token=" + token
+# The token goes after "#", in the fragment, which browsers never send to a server: it stays out of access
+# logs (ours, Caddy's, a proxy's) and of the Referer header the next page would get; the page at / posts it.
+def mailed_link(page: str, tokens: URLSafeTimedSerializer, user: dict, **claims: str) -> str:
+    """A link to the page at / with a token of the user's id, stamp and claims: PUBLIC_URL + "/#verify?token=..."."""
+    return PUBLIC_URL + f"/#{page}?token=" + tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"]} | claims)
 
 
 def verification_mail(user: dict, email: str | None = None, session_id: str = "") -> tuple[str, str, str, str]:
-    """The mail that asks a user to confirm their address, or the new one they asked for from a
-    session: (kind, to, subject, body)."""
+    """The mail asking to confirm the user's address, or a new one a session asked for: (kind, to, subject, body)."""
     email = email or user["email"]
-    token = verify_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"], "email": email, "sid": session_id})
+    link = mailed_link("verify", verify_tokens, user, email=email, sid=session_id)
     return ("verify", email, "Confirm your email address",
             f"Hello {user['username']},\n\nplease confirm that this address is yours by opening this link within "
-            f"{VERIFY_TOKEN_HOURS} hours:\n\n{mailed_link('verify', token)}\n\n"
-            "If you did not ask for it, ignore this mail.\n")
-
-
-def taken_mail(email: str) -> tuple[str, str, str, str]:
-    """The mail to an address that someone asked to move another account to, while it has one."""
-    return ("verify", email, "This address already has an account",
-            "Hello,\n\nsomeone asked to move another account to this address, but it already has an account, so "
-            "nothing changed. If it was you, sign in with this address (\"Forgot your password?\" if need be).\n")
+            f"{VERIFY_TOKEN_HOURS} hours:\n\n{link}\n\nIf you did not ask for it, ignore this mail.\n")
 
 
 def reset_mail(user: dict) -> tuple[str, str, str, str]:
     """The mail with a link to choose a new password: (kind, to, subject, body)."""
-    token = reset_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"]})
+    link = mailed_link("reset-password", reset_tokens, user)
     return ("reset", user["email"], "Reset your password",
             f"Hello {user['username']},\n\nsomeone, we hope you, asked to reset your password. Open this link within "
-            f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{mailed_link('reset-password', token)}"
+            f"{RESET_TOKEN_MINUTES} minutes to choose a new one; it works once:\n\n{link}"
             "\n\nIf it was not you, ignore this mail: your password stays as it is.\n")
 
 
 def notice_mail(user: dict, what: str, undo: bool = False) -> tuple[str, str, str, str]:
-    """A mail telling a user at their address that `what` happened to their account: (kind, to,
-    subject, body). undo=True adds a "this wasn't me" link, counted and sent like a link."""
-    advice = "If it was not you, reset your password at once (\"Forgot your password?\"), and tell an admin.\n"
-    if undo:
-        token = undo_tokens.dumps({"sub": user["id"], "stamp": user["security_stamp"], "email": user["email"]})
-        advice = (f"If it was not you, open this link within {SECURE_LINK_DAYS} days: it keeps this address (or sets "
-                  f"it back), ends every login, and lets you choose a new password:\n\n{mailed_link('secure-account', token)}\n")
-    return ("undo" if undo else "notice", user["email"], "Your account has changed",
+    """A mail telling a user at their address that `what` happened; undo=True adds a "this wasn't me" link."""
+    advice = (f"If it was not you, open this link within {SECURE_LINK_DAYS} days: it keeps this address (or sets it "
+              "back), ends every login, and lets you choose a new password:\n\n"
+              f"{mailed_link('secure-account', undo_tokens, user, email=user['email'])}\n" if undo else
+              "If it was not you, reset your password at once (\"Forgot your password?\"), and tell an admin.\n")
+    return ("undo" if undo else "notice", user["email"], "Your account has changed",  # "undo" goes out with the links
             f"Hello {user['username']},\n\n{what}\n\n{advice}")
 
 
 USER_BY_EMAIL = "SELECT id, username, email, email_verified, security_stamp FROM users WHERE email = :email"
-LINK_ASK_RETRY_SECONDS = (0.5, 2, 8)  # the pauses before a link asked for tries the database again
 
 
 async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
-    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one.
-
-    The same answer whether or not there is such an account, or a limit applied. The ask is counted
-    first, with the same writes for every address (a database out of reach is a 503 for all), per
-    address and client, so that nobody else's asks use up the owner's own (the address's overall cap,
-    MAILS_PER_HOUR, is higher). The rest runs after the answer (a background task), so that its
-    time cannot tell either (OWASP Forgot Password Cheat Sheet).
-    """
+    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one. The same answer
+    and writes (a database out of reach: a 503 for all) with or without an account or a limit, and the rest after the
+    answer (a background task), so its time cannot tell either (OWASP Forgot Password Cheat Sheet). Asks count per
+    address and client: nobody else's use up the owner's own (the address's overall cap, MAILS_PER_HOUR, is higher)."""
     email, address = (await read_body(request, EMAIL_BODY))["email"].lower(), client_address(request)
     allowed = (await within_limit(f"{kind}-ask:{email}:{address}", LINK_ASKS_PER_HOUR, 3600)
                and await within_limit("address:" + address, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS))
@@ -1940,9 +1919,8 @@ async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
 
 
 async def queue_link_mail(kind: str, email: str, make_mail) -> None:
-    """Queue make_mail(user) for the account of `email`, counting a mail to the address either way.
-    A database out of reach for a moment is tried again, with a line in the log each time."""
-    for pause in LINK_ASK_RETRY_SECONDS:
+    """Queue make_mail(user) for the account of `email`, counting a mail to the address either way."""
+    for pause in (0.5, 2, 8):  # a database out of reach for a moment is tried again
         try:
             async with publishing():
                 user = await database.fetch_one(USER_BY_EMAIL, {"email": email})
@@ -1973,9 +1951,8 @@ async def reset_password(request: Request) -> Response:
         raise used  # before bcrypt: a dead link costs no hash
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
-        # One conditional statement: only with the stamp the link was made with, which it moves. Of two
-        # uses of one link, even at the same instant, the second changes nothing; nor does a use
-        # racing an address change.
+        # One conditional statement, with the stamp the link was made with, which it moves: of two uses of one
+        # link, even at the same instant, the second changes nothing; nor does a use racing an address change.
         user = await database.fetch_one(
             "UPDATE users SET password_hash = :hash, security_stamp = security_stamp + 1 WHERE id = :id "
             "AND security_stamp = :stamp RETURNING id, username, email", stamp | {"hash": password_hash})
@@ -1986,38 +1963,31 @@ async def reset_password(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def forget_failed_logins(user: dict) -> None:
-    """Start an account afresh: forget the failed logins of its names and its password checks."""
-    await database.execute("DELETE FROM guesses WHERE key IN (:account, :name, :email)", {
-        "account": f"account:{user['id']}", "name": "login:" + user["username"].lower(), "email": "login:" + user["email"]})
-
-
 async def end_every_session(user: dict, what: str) -> None:
-    """In a publishing transaction, once a mailed link set a password: end every session, its access
-    tokens, streams and sockets too (whoever made it necessary is logged out, and the owner logs in
-    anew), forget the account's failed logins, and mail it a notice that says `what`."""
+    """In a publishing transaction, once a link set a password: log everyone out, forget failed logins, tell `what`."""
     await database.execute("UPDATE sessions SET ended_at = :now WHERE user_id = :id AND ended_at IS NULL",
                            {"now": utc_now(), "id": user["id"]})
-    await forget_failed_logins(user)
-    await publish("user_changed", user_id=user["id"])
+    await database.execute("DELETE FROM guesses WHERE key IN (:account, :name, :email)",
+                           {"account": f"account:{user['id']}", "name": "login:" + user["username"].lower(),
+                            "email": "login:" + user["email"]})
+    await publish("user_changed", user_id=user["id"])  # its access tokens, streams and sockets end too
     await queue_mail(*notice_mail(user, what))
 
 
 async def secure_account(request: Request) -> Response:
-    """Undo an address change you did not ask for ("this wasn't me"): the address back, a new password, every session ended."""
+    """Undo an address change you did not ask for ("this wasn't me"): address back, new password, no session left."""
     fields = await read_body(request, RESET_BODY)
     claims = read_link(undo_tokens, fields["token"], SECURE_LINK_DAYS * 86400, "account", "email")
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
-        # One conditional statement. It works however the account changed since the link was made (the
-        # thief may have moved it, changed its password, even used an undo link of their own address),
-        # if the link is older than the last one used, or newer than that undo: the earliest address
-        # wins, and each link works once. The address comes back only if nobody else has it.
+        # One conditional statement, whatever changed since the link was made (the thief may have moved the account,
+        # changed its password, even used an undo link of their own address). It needs a link older than the last one
+        # used, or newer than that undo (the earliest address wins; each link works once), and the address still free.
         user = await database.fetch_one(
-            "UPDATE users SET email = :email, email_verified = 1, password_hash = :hash, security_stamp = security_stamp "
-            "+ 1, undone_with = :stamp, undone_at = security_stamp + 1 WHERE id = :id AND (:stamp < undone_with OR "
-            ":stamp >= undone_at) AND NOT EXISTS (SELECT 1 FROM users WHERE email = :email AND id <> :id) "
-            "RETURNING id, username, email",
+            "UPDATE users SET email = :email, email_verified = 1, password_hash = :hash, security_stamp = "
+            "security_stamp + 1, undone_with = :stamp, undone_at = security_stamp + 1 WHERE id = :id AND "
+            "(:stamp < undone_with OR :stamp >= undone_at) AND NOT EXISTS (SELECT 1 FROM users WHERE email = :email "
+            "AND id <> :id) RETURNING id, username, email",
             {"email": claims["email"], "hash": password_hash, "id": claims["sub"], "stamp": claims["stamp"]})
         if user is None:
             raise HTTPException(400, "This link has been used, or an older one since; ask an admin for help.")
@@ -2028,7 +1998,7 @@ async def secure_account(request: Request) -> Response:
 
 async def request_verify_token(request: Request) -> Response:
     """Mail a new verification link to an account's unverified address; the answer never says if one was sent."""
-    return await mail_a_link(request, "verify", lambda user: None if user["email_verified"] else verification_mail(user))
+    return await mail_a_link(request, "verify", lambda user: not user["email_verified"] and verification_mail(user))
 
 
 async def verify_email(request: Request) -> Response:
@@ -2040,10 +2010,11 @@ async def verify_email(request: Request) -> Response:
         # One conditional statement: only with the stamp the link was made with, an address not yet
         # verified, and nobody else's. A move takes the stamp one up: every earlier link dies.
         user = await database.fetch_one(
-            "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves WHERE id = :id "
-            "AND security_stamp = :stamp AND (email <> :email OR email_verified = 0) AND NOT EXISTS (SELECT 1 FROM users "
-            "WHERE email = :email AND id <> :id) RETURNING " + USER_COLUMNS,
-            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"], "stamp": claims["stamp"]})
+            "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves "
+            "WHERE id = :id AND security_stamp = :stamp AND (email <> :email OR email_verified = 0) "
+            "AND NOT EXISTS (SELECT 1 FROM users WHERE email = :email AND id <> :id) RETURNING " + USER_COLUMNS,
+            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"],
+             "stamp": claims["stamp"]})
         if user is None:
             raise HTTPException(400, "This verification link has been used, or the account has changed since; "
                                      "ask for a new one.")
@@ -2055,12 +2026,12 @@ async def verify_email(request: Request) -> Response:
 
 
 async def ask_for_address(user: dict, email: str) -> None:
-    """In a publishing transaction: mail the new address a link that moves the account there (see
-    verify_email), or, if another account has it, a mail that says so, to that address alone; and
-    tell the old address, with a "this wasn't me" link. The answer is the same either way; until
-    the link is opened, login, reset and notices use the old address."""
+    """In a publishing transaction: mail the new address a link that moves the account there, or, if another account
+    has it, say so to it alone (the answer is the same); tell the old address, with a "this wasn't me" link."""
     if await database.fetch_one("SELECT 1 FROM users WHERE email = :email", {"email": email}):
-        await queue_mail(*taken_mail(email))
+        await queue_mail("verify", email, "This address already has an account", "Hello,\n\nsomeone asked to move "
+                         "another account to this address, but it already has an account, so nothing changed. If it "
+                         "was you, sign in with this address (\"Forgot your password?\" if need be).\n")
     else:
         await queue_mail(*verification_mail(user, email, user["session_id"]))
     await queue_mail(*notice_mail(user, "Someone, we hope you, asked to move your account to another address. It "
@@ -3625,15 +3596,13 @@ async def migrate(dry_run: bool) -> None:
 
 #### Appendix I. The mail sender: the outbox, claims that lapse, SMTP in a thread, retries
 #
-# queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and
-# publishes "mail_queued", which wakes the sender of every process. Each sender claims one due
-# mail at a time with a conditional UPDATE (as the job runner claims jobs, Appendix C), sends it
-# with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS ahead:
-# if its process dies mid-send, the claim lapses and a sender (of another process, or of this
-# one restarted) tries the mail again. A failed try waits a pause that doubles each time, from
-# MAIL_RETRY_SECONDS, until the mail is MAIL_RETRY_MINUTES old; then it is given up, with a log line.
-# A mail is sent at least once; twice only if a process dies between the mail server's "250 OK"
-# and the DELETE, which no outbox can rule out.
+# queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and publishes
+# "mail_queued", which wakes the sender of every process. Each sender claims one due mail at a time with a
+# conditional UPDATE (as the job runner claims jobs, Appendix C), sends it with smtplib in a thread, and deletes it.
+# The claim moves send_after MAIL_LEASE_SECONDS ahead: if its process dies mid-send, the claim lapses and another
+# sender (or this one, restarted) tries again. A failed try waits a pause that doubles from MAIL_RETRY_SECONDS, until
+# the mail is MAIL_RETRY_MINUTES old; then it is given up, logged. Sent at least once; twice only if a process dies
+# between the mail server's "250 OK" and the DELETE, which no outbox can rule out.
 
 SMTP_TIMEOUT_SECONDS = 30
 MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
@@ -3691,8 +3660,8 @@ async def claim_mail() -> dict | None:
     statement: of two processes claiming one mail, the second finds it no longer due (its send_after has moved on)."""
     now = datetime.now(UTC)
     return await database.fetch_one(
-        "UPDATE mails SET claimed_by = :me, send_after = :lease_ends, attempts = attempts + 1 "
-        "WHERE id = (SELECT id FROM mails WHERE send_after <= :now ORDER BY priority, id LIMIT 1) AND send_after <= :now "
+        "UPDATE mails SET claimed_by = :me, send_after = :lease_ends, attempts = attempts + 1 WHERE id = "
+        "(SELECT id FROM mails WHERE send_after <= :now ORDER BY priority, id LIMIT 1) AND send_after <= :now "
         "RETURNING id, recipient, subject, body, attempts, claimed_by, created_at",
         {"me": PROCESS_ID, "now": utc_time(now), "lease_ends": utc_time(now + timedelta(seconds=MAIL_LEASE_SECONDS))})
 
@@ -3706,18 +3675,13 @@ async def send_claimed_mail(mail: dict) -> None:
             error = f"{type(error).__name__} {getattr(error, 'smtp_code', '')}".strip()
         pause = min(MAIL_RETRY_SECONDS * 2 ** (mail["attempts"] - 1), 15 * 60)
         retry_at = datetime.now(UTC) + timedelta(seconds=pause)
-        if retry_at > datetime.fromisoformat(mail["created_at"]) + timedelta(minutes=MAIL_RETRY_MINUTES):
-            log.error("Mail %d (%s) given up after %d tries: %s", mail["id"], mail["subject"], mail["attempts"], error)
-            await database.execute(MAIL_SENT, mail)
-        else:
+        if retry_at <= datetime.fromisoformat(mail["created_at"]) + timedelta(minutes=MAIL_RETRY_MINUTES):
             log.warning("Mail %d could not be sent (%s); trying again in %.1f s", mail["id"], error, pause)
             await database.execute("UPDATE mails SET claimed_by = NULL, send_after = :retry_at WHERE id = :id AND "
                                    "claimed_by = :claimed_by", mail | {"retry_at": utc_time(retry_at)})
-        return
-    await database.execute(MAIL_SENT, mail)
-
-
-MAIL_SENT = "DELETE FROM mails WHERE id = :id AND claimed_by = :claimed_by"  # sent, or given up
+            return
+        log.error("Mail %d (%s) given up after %d tries: %s", mail["id"], mail["subject"], mail["attempts"], error)
+    await database.execute("DELETE FROM mails WHERE id = :id AND claimed_by = :claimed_by", mail)  # sent, or given up
 
 
 def deliver_mail(mail: dict) -> None:
@@ -3732,7 +3696,7 @@ def deliver_mail(mail: dict) -> None:
     message["From"], message["To"], message["Subject"] = MAIL_FROM, mail["recipient"], mail["subject"]
     message.set_content(mail["body"])
     with smtp_connection() as smtp:
-        smtp.send_message(message, to_addrs=[mail["recipient"]])  # the envelope names the one recipient, whatever To: says
+        smtp.send_message(message, to_addrs=[mail["recipient"]])  # the envelope: this one recipient, whatever To: says
 
 
 def smtp_connection() -> smtplib.SMTP:
