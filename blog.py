@@ -587,13 +587,11 @@ REFRESH_BODY = {"type": "object", "required": ["refresh_token"], "examples": [{"
     "refresh_token": {"type": "string", "maxLength": 2000},
 }}
 
-
 PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_password"],
                  "examples": [{"current_password": "correct horse", "new_password": "battery staple"}], "properties": {
     "current_password": LOGIN_BODY["properties"]["password"],
     "new_password": REGISTER_BODY["properties"]["password"],
 }}
-
 
 USER_COLUMNS = "id, username, email, role, created_at, email_verified, security_stamp"
 
@@ -1066,7 +1064,6 @@ PROFILE_SELECT = """
     FROM users u"""
 PROFILE_BY_ID = PROFILE_SELECT + " WHERE u.id = :id"
 
-
 PROFILE_FIELDS = ("display_name", "bio", "avatar_url")
 PROFILE_BODY = {"type": "object", "examples": [{"display_name": "Alice", "bio": "I write about Starlette.",
                                                  "avatar_url": "https://example.com/alice.png"}],
@@ -1210,7 +1207,6 @@ def blog_response(row, status: int = 200) -> Response:
 
 BLOG_CHANGED = ("This blog has changed since you read it (its ETag is now the one sent with this answer): "
                 "GET it again, carry your edit over, and send it with the new ETag in If-Match.")
-
 
 BLOG_BODY = {"type": "object", "required": ["title", "content"],
              "examples": [{"title": "Hello", "content": "# Hello\n\nMy *first* post.", "images": []}], "properties": {
@@ -3725,13 +3721,12 @@ def smtp_connection() -> smtplib.SMTP:
 # The lesson's choke points call explain_* functions, which do nothing outside a traced request. Secrets show as
 # "(hidden)", the rest as sent: for demos, never production.
 
-EXPLAIN_TRACES = 100  # the last ones each process keeps
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
 SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
 explaining: ContextVar["ExplainTrace | None"] = ContextVar("explaining", default=None)
-explain_traces: collections.deque["ExplainTrace"] = collections.deque(maxlen=EXPLAIN_TRACES)
-explain_deliveries: collections.deque[dict] = collections.deque(maxlen=5 * EXPLAIN_TRACES)  # by every process
+explain_traces: collections.deque["ExplainTrace"] = collections.deque(maxlen=100)  # this process's last ones
+explain_deliveries: collections.deque[dict] = collections.deque(maxlen=500)  # how each process delivered events
 
 
 @functools.cache
@@ -3763,11 +3758,10 @@ class ExplainTrace:
         return {"function": function.__qualname__, "line": def_line, "guard": hasattr(endpoint, "roles") and {
             "decorator": decorator, "line": first, "roles": endpoint.roles, "verified": endpoint.verified}}
 
-    def answered(self, status: int) -> list[tuple[bytes, bytes]]:
-        """Note the status and the time so far; return the headers that tell them (W3C Server-Timing)."""
+    def answered(self, status: int) -> str:
+        """Note the status and the time so far, and say them as a W3C Server-Timing header, which DevTools shows."""
         self.status, self.ms = status, (time.perf_counter() - self.started) * 1000
-        timing = f'db;dur={self.db_ms:.1f};desc="{self.statements} statements", app;dur={self.ms:.1f}'
-        return [(b"server-timing", timing.encode()), (b"explain-trace", str(self.id).encode())]
+        return f'db;dur={self.db_ms:.1f};desc="{self.statements} statements", app;dur={self.ms:.1f}'
 
     def out(self) -> dict:
         """The trace as GET /api/explain sends it (API.md)."""
@@ -3878,7 +3872,8 @@ class ExplainRequests:
 
         async def send_timed(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *trace.answered(message["status"])]
+                message["headers"] = [*message.get("headers", []), (b"explain-trace", str(trace.id).encode()),
+                                      (b"server-timing", trace.answered(message["status"]).encode())]
             await send(message)
         try:
             await self.app(scope, receive, send_timed)
