@@ -4914,15 +4914,18 @@ def test_a_backup_restores_into_an_empty_database_made_by_a_newer_version(new_da
         require("pg_dump")
     fill_version_1(version_1_database(database_url))
     assert blog_command(HERE, database_url, "backup", str(file)).returncode == 0
-    newer = app_with_steps({"2-slow.sql": SLOW_STEP})
+    # The newer code: every real step (one drops what version 1 made), then one more.
+    real_steps = {step.name: step.read_text() for step in (HERE / "upgrades").glob("*.sql")}
+    newest = len(real_steps) + 2
+    newer = app_with_steps(real_steps | {f"{newest}-slow.sql": SLOW_STEP})
     (newer / "schema.sql").write_text((newer / "schema.sql").read_text() + "\nCREATE TABLE step_runs (version INTEGER);\n")
     target = new_database()
-    assert blog_command(newer, target, "migrate").returncode == 0  # empty, at version 2
+    assert blog_command(newer, target, "migrate").returncode == 0  # empty, at the newest version
     done = blog_command(newer, target, "restore", str(file))
     assert done.returncode == 0, done.stderr
     assert {table: len(rows) for table, rows in every_row(target).items()} == V1_ROWS
     assert every_row(target, ["step_runs"])["step_runs"] == [{"version": 2}]  # the backup's tables, upgraded
-    assert schema_version_of(target) == 2
+    assert schema_version_of(target) == newest
 
 
 def test_restore_refuses_a_database_an_app_is_using_naming_it_and_the_app_still_delivers(new_database):
@@ -5208,6 +5211,7 @@ WALK = [
     ("POST", "/api/auth/reset-password", {"token": "x", "password": "a new password"}, None),
     ("POST", "/api/auth/request-verify-token", {"email": "walker@example.com"}, None),
     ("POST", "/api/auth/verify", {"token": "x"}, None),
+    ("POST", "/api/auth/secure-account", {"token": "x", "password": "a new password"}, None),
     ("GET", "/api/users/{other}", None, None),
     ("PATCH", "/api/users/me", {"bio": "Hello"}, "author"),
     ("PUT", "/api/users/{other}/follow", None, "author"),
