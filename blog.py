@@ -3899,7 +3899,7 @@ async def explain_source(request: Request) -> Response:
     return PlainTextResponse(Path(__file__).read_text(), headers={"X-Content-Type-Options": "nosniff"})
 
 
-OPERATIONS |= dict.fromkeys([list_traces, explain_source], {  # the API document's entries (Appendix C)
+OPERATIONS |= dict.fromkeys([list_traces, explain_source], {  # the API document's entries (Appendix F)
     "ok": (200, {"description": 'See API.md, "Explain mode"'}), "errors": [404],
     "description": "Only in explain mode (--demo or EXPLAIN=true); a 404 otherwise."})
 
