@@ -887,10 +887,11 @@ async def publish(kind: str, **data) -> None:
     explain_step("event", type=kind, id=event_id)
 
 
-# Each process's event bus (started by lifespan), woken by a notification (PostgreSQL's NOTIFY on commit;
-# on SQLite a stand-in in this process) or every EVENT_POLL_SECONDS, reads the events after the last id it
-# has seen and deliver()s each. Publishing transactions take turns (lock_event_log), so ids commit in order
-# and "id > last seen" never passes over one. A dropped listener is remade, then what it missed read (Appendix D).
+# Each process's event bus (started by lifespan), woken by a notification sent once the change commits
+# (PostgreSQL's NOTIFY; on SQLite a stand-in in this process) or every EVENT_POLL_SECONDS, reads the events
+# after the last id it has seen and deliver()s each. Publishing transactions take turns (lock_event_log), so
+# ids commit in order and "id > last seen" never passes over one. A dropped listener is remade, then what it
+# missed is read (Appendix D).
 async def run_event_bus() -> None:
     """This process's end of the bus, until cancelled: deliver new events, and tidy the tables."""
     woken = asyncio.Event()
@@ -921,7 +922,7 @@ async def deliver_events_after(last_id: int) -> int:
     while rows := await database.fetch_all(
             "SELECT id, kind, data FROM events WHERE id > :after ORDER BY id LIMIT 500", {"after": last_id}):
         for event in map(event_of, rows):
-            await explain_delivery(event) if EXPLAIN else deliver(event)  # explain mode: Appendix J
+            (await explain_delivery(event)) if EXPLAIN else deliver(event)  # explain mode: Appendix J
         last_id = rows[-1]["id"]
     # The log went back (a backup restored under a running app)? "id > last seen" would skip every new event.
     if last_id > (newest := await database.fetch_val("SELECT COALESCE(MAX(id), 0) FROM events")):
