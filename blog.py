@@ -1091,8 +1091,7 @@ async def update_profile(request: Request) -> Response:
         # Counted like registrations, and per account a day: asking is how one would walk a list of addresses.
         await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
         await count_guess(f"address-change:{user['id']}", ADDRESS_CHANGES_PER_DAY, 24 * 3600)
-    profile = {name: value for name, value in fields.items() if name in PROFILE_FIELDS}
-    if profile:
+    if profile := {name: value for name, value in fields.items() if name in PROFILE_FIELDS}:
         check_verified(user)  # a profile is public writing
     async with publishing():  # the profile and the request for an address go together, or not at all
         if profile:
@@ -1385,8 +1384,7 @@ async def approve_blog(request: Request) -> Response:
 @requires_role("approver", "admin", verified=True)
 async def reject_blog(request: Request) -> Response:
     """Reject a pending blog, optionally with a reason for its author."""
-    fields = await read_body(request, REJECT_BODY)
-    return await review_blog(request, "rejected", fields.get("reason"))
+    return await review_blog(request, "rejected", (await read_body(request, REJECT_BODY)).get("reason"))
 
 
 async def blog_history(request: Request) -> Response:
@@ -1408,17 +1406,17 @@ async def blog_history(request: Request) -> Response:
 #### Likes and the feed
 
 
-async def check_approved(blog_id: int) -> None:
-    """404 unless the blog is approved: only those can be liked, and only their likes are shown."""
+async def check_approved(blog_id: int) -> int:
+    """The blog's id; 404 unless it is approved: only those can be liked, and only their likes are shown."""
     if await database.fetch_one("SELECT 1 FROM blogs WHERE id = :id AND status = 'approved'", {"id": blog_id}) is None:
         raise HTTPException(404, f"There is no approved blog {blog_id}.")
+    return blog_id
 
 
 @verified_required
 async def like_blog(request: Request) -> Response:
     """Like an approved blog; liking twice is liking once. The count shows within a second."""
-    blog_id = request.path_params["blog_id"]
-    await check_approved(blog_id)
+    blog_id = await check_approved(request.path_params["blog_id"])
     # WHERE EXISTS: a blog deleted since the check takes no like (at that very instant: a 404, deleted_meanwhile).
     await database.execute(
         "INSERT INTO likes (user_id, blog_id, created_at) SELECT :user_id, :blog_id, :now WHERE EXISTS "
@@ -1431,8 +1429,7 @@ async def like_blog(request: Request) -> Response:
 @verified_required
 async def unlike_blog(request: Request) -> Response:
     """Take your like back; it is no error if you had none."""
-    blog_id = request.path_params["blog_id"]
-    await check_approved(blog_id)
+    blog_id = await check_approved(request.path_params["blog_id"])
     await database.execute("DELETE FROM likes WHERE user_id = :user_id AND blog_id = :blog_id",
                            {"user_id": request.state.user["id"], "blog_id": blog_id})
     return Response(status_code=204)
@@ -1447,9 +1444,8 @@ async def list_likes(request: Request) -> Response:
 
 # Two ways to a feed page, each slow where the other is fast (`python bench.py reads --posts 1000000` times both):
 # - walk every post newest first until the page is full of followed ones: quick for a reader of many authors;
-# - take a page at most of each followed author's newest posts below the cursor, through blogs_author_status_id
-#   (database.EACH_AUTHOR), then the newest of those: quick for a few authors. (Gathering all their posts and
-#   sorting them took 27 ms at a million posts, and a second without statistics.)
+# - take a page at most of each followed author's newest posts below the cursor (blogs_author_status_id, see
+#   database.EACH_AUTHOR), then the newest: quick for a few. (Sorting all theirs: 27 ms at 1M posts, 1 s unanalyzed.)
 FEED_WALKS_FROM = 50  # followed authors from which the walk is the faster way
 FEED_GATHERED = ("(SELECT followed_id AS author_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me) AS a"
                  " CROSS JOIN {each_author} JOIN users u ON u.id = b.author_id WHERE TRUE")
