@@ -558,10 +558,9 @@ TITLE = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^.*\S.
 
 #### Auth: register, login, refresh, logout, me, stream tickets, change password
 #
-# A mail (a verification link, a notice) is queued with `await queue_mail(*notice_mail(user, "..."))`
-# inside the `async with publishing():` block of what causes it: it commits with the change, or
-# not at all, and a sender sends it later (Appendix I), never holding up a request. Each mail is
-# counted against its recipient (MAILS_PER_HOUR), whatever caused it, and links go before notices.
+# A mail (a verification link, a notice) is queued with `await queue_mail(*notice_mail(user, "..."))` inside the
+# `async with publishing():` block of what causes it: it commits with the change, or not at all, and is sent later
+# (Appendix I), never holding up a request. Each counts against its recipient (MAILS_PER_HOUR); links go before notices.
 
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{3,32}$"}
@@ -583,16 +582,12 @@ LOGIN_BODY = {"type": "object", "required": ["username", "password"],
     "password": {"type": "string", "maxLength": 1000},
 }}
 REFRESH_BODY = {"type": "object", "required": ["refresh_token"], "examples": [{"refresh_token": "eyJhbGciOi..."}],
-                "properties": {
-    "refresh_token": {"type": "string", "maxLength": 2000},
-}}
-
+                "properties": {"refresh_token": {"type": "string", "maxLength": 2000}}}
 PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_password"],
                  "examples": [{"current_password": "correct horse", "new_password": "battery staple"}], "properties": {
     "current_password": LOGIN_BODY["properties"]["password"],
     "new_password": REGISTER_BODY["properties"]["password"],
 }}
-
 USER_COLUMNS = "id, username, email, role, created_at, email_verified, security_stamp"
 
 
@@ -600,9 +595,6 @@ def user_out(row) -> dict:
     """A user as clients see it: never the password hash."""
     return {"id": row["id"], "username": row["username"], "email": row["email"],
             "role": row["role"], "created_at": row["created_at"], "email_verified": bool(row["email_verified"])}
-
-
-USER_TAKEN = "SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR email = :email"
 
 
 async def hash_new_password(password: str, field: str = "password") -> str:
@@ -613,8 +605,7 @@ async def hash_new_password(password: str, field: str = "password") -> str:
 
 
 async def add_user(fields: dict, role: str, verified: bool = False) -> dict | None:
-    """Store a user from a validated registration body; None if the name or email is taken.
-    An unverified one is mailed a verification link, in the same transaction."""
+    """Store a user from a validated registration body, mailing an unverified one a link; None if taken."""
     password_hash = await hash_new_password(fields["password"])
     async with publishing():
         # ON CONFLICT DO NOTHING: a name taken meanwhile returns no row, on SQLite and PostgreSQL alike.
@@ -632,14 +623,13 @@ async def add_user(fields: dict, role: str, verified: bool = False) -> dict | No
 async def register(request: Request) -> Response:
     """Create an account with the user role; a role asked for in the body is ignored."""
     fields = await read_body(request, REGISTER_BODY)
-    taken = HTTPException(409, "That username or email is already taken.")
     # Counted first, so that asking whether an address has an account is throttled like any try;
     # refused before bcrypt runs, so a taken name costs no hash and cannot load the server.
     await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
-    if await database.fetch_one(USER_TAKEN, {"username": fields["username"], "email": fields["email"].lower()}):
-        raise taken
-    if (user := await add_user(fields, "user")) is None:
-        raise taken
+    taken = await database.fetch_one("SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR email = :email",
+                                     {"username": fields["username"], "email": fields["email"].lower()})
+    if taken or (user := await add_user(fields, "user")) is None:  # None: taken meanwhile
+        raise HTTPException(409, "That username or email is already taken.")
     return JSONResponse(user_out(user), 201)
 
 
@@ -686,17 +676,15 @@ async def refresh(request: Request) -> Response:
     claims = read_token(old_token, "refresh")
     user_id, session_id = int(claims["sub"]), claims["sid"]
     new_token, expires_at = new_refresh_token(user_id, session_id)
-    # One conditional statement rotates: only the session's current token matches, so of two
-    # refreshes racing with one token, the second finds it no longer current (PostgreSQL makes
-    # it wait for the first's row lock, then looks again).
+    # One conditional statement rotates: only the current token matches, so of two refreshes racing with one token,
+    # the second finds it gone (PostgreSQL makes it wait for the first's row lock, then looks again).
     rotated = await database.fetch_one(
         "UPDATE sessions SET refresh_hash = :new_hash, expires_at = :expires_at WHERE id = :id "
         "AND refresh_hash = :old_hash AND ended_at IS NULL RETURNING id",
         {"new_hash": token_hash(new_token), "expires_at": expires_at, "id": session_id, "old_hash": token_hash(old_token)})
     if rotated is None:
-        # An old token again: it was stolen, or its owner's copy was; the session cannot tell the
-        # thief from the owner, so it ends for both (a client that sends one token twice, say from
-        # two tabs, is logged out too: it must keep one refresh in flight at a time).
+        # An old token again: stolen, or its owner's copy was. Thief and owner look alike, so it ends for
+        # both (a client sending one token twice, say from two tabs, is logged out: one refresh at a time).
         await database.execute(END_SESSION, {"now": utc_now(), "id": session_id, "user_id": user_id})
         raise unauthorized("This refresh token is no longer valid; log in again.")
     return JSONResponse(tokens_out(user_id, session_id, new_token))
@@ -704,8 +692,7 @@ async def refresh(request: Request) -> Response:
 
 @login_required
 async def logout(request: Request) -> Response:
-    """End the session of a refresh token of yours: none of its refresh tokens works again.
-    Its access tokens neither: each names its session, and user_for_claims finds it ended."""
+    """End the session of a refresh token of yours: its refresh and access tokens stop working."""
     token = (await read_body(request, REFRESH_BODY))["refresh_token"]
     with suppress(HTTPException):  # a token that is no valid refresh token ends nothing
         claims = read_token(token, "refresh")
@@ -728,8 +715,7 @@ async def stream_ticket(request: Request) -> Response:
 
 
 async def check_current_password(user: dict, password: str) -> None:
-    """403 unless `password` is the user's own; each try counts as a failed login of the account,
-    so that a stolen access token cannot guess on."""
+    """403 unless it is the user's password; each try counts as a failed login, so a stolen token cannot guess on."""
     await count_guess(f"account:{user['id']}", LOGIN_FAILURES_PER_ACCOUNT)
     current = await database.fetch_val("SELECT password_hash FROM users WHERE id = :id", {"id": user["id"]})
     if not await in_bcrypt_thread(check_password, password, current):
@@ -739,8 +725,7 @@ async def check_current_password(user: dict, password: str) -> None:
 
 @login_required
 async def change_password(request: Request) -> Response:
-    """Change your password; every other session of yours ends (this one goes on), every link mailed
-    to you dies, and you are mailed a notice."""
+    """Change your password: your other sessions end, links mailed to you die, and you are mailed a notice."""
     fields, user = await read_body(request, PASSWORD_BODY), request.state.user
     await check_current_password(user, fields["current_password"])
     password_hash = await hash_new_password(fields["new_password"], "new_password")
@@ -1054,8 +1039,6 @@ def record_out(row: dict) -> dict:
 
 
 USER_BY_NAME = "SELECT " + USER_COLUMNS + " FROM users WHERE LOWER(username) = LOWER(:username)"
-
-
 # A public profile: never the email. Its counts see approved blogs only.
 PROFILE_SELECT = """
     SELECT u.id, u.username, u.display_name, u.bio, u.avatar_url, u.created_at,
@@ -1064,7 +1047,6 @@ PROFILE_SELECT = """
            (SELECT COUNT(*) FROM blogs WHERE author_id = u.id AND status = 'approved') AS blogs
     FROM users u"""
 PROFILE_BY_ID = PROFILE_SELECT + " WHERE u.id = :id"
-
 PROFILE_FIELDS = ("display_name", "bio", "avatar_url")
 PROFILE_BODY = {"type": "object", "examples": [{"display_name": "Alice", "bio": "I write about Starlette.",
                                                  "avatar_url": "https://example.com/alice.png"}],
@@ -1088,11 +1070,9 @@ def check_username(username: str) -> str:
 
 async def user_id_named(username: str) -> int:
     """The id of the user with this name (in any case); 404 if there is none."""
-    user_id = await database.fetch_val("SELECT id FROM users WHERE LOWER(username) = LOWER(:username)",
-                                       {"username": check_username(username)})
-    if user_id is None:
+    if (user := await database.fetch_one(USER_BY_NAME, {"username": check_username(username)})) is None:
         raise HTTPException(404, f"There is no user {username!r}.")
-    return user_id
+    return user["id"]
 
 
 async def get_profile(request: Request) -> Response:
@@ -1103,7 +1083,7 @@ async def get_profile(request: Request) -> Response:
 
 @login_required
 async def update_profile(request: Request) -> Response:
-    """Change your display name, bio or avatar, or ask to move to a new address; the fields you leave out stay, null clears one."""
+    """Change your display name, bio or avatar, or ask for a new address; a field left out stays, null clears it."""
     fields, user = await read_body(request, PROFILE_BODY), request.state.user
     if "email" in fields:
         if "current_password" not in fields:
@@ -1112,8 +1092,7 @@ async def update_profile(request: Request) -> Response:
         # Counted like registrations, and per account a day: asking is how one would walk a list of addresses.
         await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
         await count_guess(f"address-change:{user['id']}", ADDRESS_CHANGES_PER_DAY, 24 * 3600)
-    profile = {name: value for name, value in fields.items() if name in PROFILE_FIELDS}
-    if profile:
+    if profile := {name: value for name, value in fields.items() if name in PROFILE_FIELDS}:
         check_verified(user)  # a profile is public writing
     async with publishing():  # the profile and the request for an address go together, or not at all
         if profile:
@@ -1139,13 +1118,11 @@ async def follow_user(request: Request) -> Response:
     followed, follower = await user_id_named(request.path_params["username"]), request.state.user["id"]
     if followed == follower:
         raise HTTPException(409, "You cannot follow yourself.")
-    # ... SELECT ... WHERE EXISTS: an account deleted since it was looked up gets no follower (one
-    # deleted at the very same instant fails the foreign key instead: a 404, see deleted_meanwhile).
+    # WHERE EXISTS: an account deleted since the look-up gains no follower (at that instant: a 404, deleted_meanwhile).
     await database.execute(
         "INSERT INTO follows (follower_id, followed_id, created_at) SELECT :follower, :followed, :now WHERE EXISTS "
         "(SELECT 1 FROM users WHERE id = :followed) AND EXISTS (SELECT 1 FROM users WHERE id = :follower) "
-        "ON CONFLICT DO NOTHING",
-        {"follower": follower, "followed": followed, "now": utc_now()})
+        "ON CONFLICT DO NOTHING", {"follower": follower, "followed": followed, "now": utc_now()})
     return Response(status_code=204)
 
 
@@ -1196,8 +1173,7 @@ def blog_out(row) -> dict:
 
 
 def blog_etag(row) -> str:
-    """A blog's ETag: its version and its count of likes, the one part of the body that changes
-    without a write to the blog: '"3.12"'. So a 304 never hides a new like count."""
+    """A blog's ETag, '"3.12"': its version and its likes, which change without a write: no 304 hides one."""
     return f'"{row["version"]}.{row["likes"]}"'
 
 
@@ -1208,16 +1184,14 @@ def blog_response(row, status: int = 200) -> Response:
 
 BLOG_CHANGED = ("This blog has changed since you read it (its ETag is now the one sent with this answer): "
                 "GET it again, carry your edit over, and send it with the new ETag in If-Match.")
-
 BLOG_BODY = {"type": "object", "required": ["title", "content"],
              "examples": [{"title": "Hello", "content": "# Hello\n\nMy *first* post.", "images": []}], "properties": {
     "title": TITLE,
     "content": {"type": "string", "minLength": 1, "maxLength": 100_000},
     "images": URL_LIST,
 }}
-REJECT_BODY = {"type": "object", "examples": [{"reason": "Please cite your sources."}], "properties": {
-    "reason": {"type": "string", "maxLength": 2000},
-}}
+REJECT_BODY = {"type": "object", "examples": [{"reason": "Please cite your sources."}],
+               "properties": {"reason": {"type": "string", "maxLength": 2000}}}
 
 
 def may_see(blog: dict, user: dict | None) -> bool:
@@ -1227,8 +1201,7 @@ def may_see(blog: dict, user: dict | None) -> bool:
 
 
 async def get_visible_blog(blog_id: int, user: dict | None, locking: bool = False) -> dict:
-    """Fetch a blog the user may see; 404 otherwise, so a hidden blog's existence stays hidden.
-    locking=True, in a transaction, locks its row until the transaction ends."""
+    """Fetch a blog the user may see (locking=True: its row, till the transaction ends); 404 hides the rest."""
     blog = await database.fetch_one(BLOG_BY_ID + (database.LOCKING if locking else ""), {"id": blog_id})
     if blog is None or not may_see(blog, user):
         raise HTTPException(404, f"There is no blog {blog_id}.")
@@ -1236,15 +1209,13 @@ async def get_visible_blog(blog_id: int, user: dict | None, locking: bool = Fals
 
 
 def search_words(text: str) -> list[str]:
-    """The words that ?q= matches, in the form both databases index them: "Über-Café 2" -> ["über", "café", "2"].
-    Python folds the case (SQLite's LOWER folds ASCII only, PostgreSQL's follows its locale), after
-    NFKC has made one spelling of each letter: an "Ü" typed as "U" and a combining accent is "Ü"."""
+    """The words ?q= matches, as both databases index them: "Über-Café 2" -> ["über", "café", "2"]. Python folds
+    case (SQLite's LOWER folds ASCII only, PostgreSQL's its locale's) after NFKC (U + combining ¨ is Ü)."""
     return re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold())
 
 
-# A search is the heaviest read that anyone, logged in or not, can ask for. In each process
-# searches take turns (see lifespan), so that a flood of them queues behind itself rather than in
-# front of every other request (bench.py measures /health while 4 clients search without pause).
+# A search is the heaviest read anyone can ask for: in each process searches take turns (see lifespan), so a
+# flood of them queues behind itself, not before every other request (bench.py times /health while 4 search).
 SEARCH_QUERY = {"type": "string", "maxLength": SEARCH_MAX_CHARACTERS,
                 "description": "words that the title or content must all hold, whole and in any case"}
 AUTHOR_QUERY = {"type": "string", "maxLength": 32, "description": "a username"}
@@ -1294,9 +1265,8 @@ async def find_approved_blogs(query: str | None, author: str | None, before: int
 async def list_pending_blogs(request: Request) -> Response:
     """List the blogs waiting for review, newest first."""
     limit, before = page_params(request)
-    rows = await database.fetch_all(
-        BLOG_SELECT + " WHERE b.status = 'pending' AND b.id < :before "
-        "ORDER BY b.id DESC LIMIT :limit", {"before": before, "limit": limit + 1})
+    rows = await database.fetch_all(BLOG_SELECT + " WHERE b.status = 'pending' AND b.id < :before "
+                                    "ORDER BY b.id DESC LIMIT :limit", {"before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
 
 
@@ -1344,23 +1314,21 @@ async def update_blog(request: Request) -> Response:
     """Rewrite your blog while it is not approved; a rejected blog goes back to pending."""
     user, fields = request.state.user, await read_body(request, BLOG_BODY)
     async with publishing():
-        # The row is locked from this read to the commit: a review cannot land in between, so
-        # an edit after a rejection is a resubmission, heard by reviewers, never a silent undo;
-        # and of two edits sent with one If-Match, the second reads the first's version, and is refused.
+        # Locked from this read to the commit: no review lands in between (an edit after a rejection is a
+        # resubmission reviewers hear), and of two edits sent with one If-Match the second is refused.
         blog = await get_visible_blog(request.path_params["blog_id"], user, locking=True)
         if blog["author_id"] != user["id"]:
             raise HTTPException(403, "Only its author may edit a blog.")
         if blog["status"] == "approved":
             raise HTTPException(409, "An approved blog cannot be edited.")
         check_if_match(request, blog_etag(blog), BLOG_CHANGED)
-        was_rejected = blog["status"] == "rejected"
+        action = "blog_resubmitted" if blog["status"] == "rejected" else "blog_edited"
         await database.execute(
             "UPDATE blogs SET title = :title, content = :content, images = :images, search_words = :search_words, "
             "status = 'pending', reject_reason = NULL, updated_at = :now, version = version + 1 WHERE id = :id",
             blog_values(fields) | {"now": utc_now(), "id": blog["id"]})
         blog = await database.fetch_one(BLOG_BY_ID, {"id": blog["id"]})
-        await record("blog_resubmitted" if was_rejected else "blog_edited", user, blog_id=blog["id"],
-                     detail={"title": blog["title"]})
+        await record(action, user, blog_id=blog["id"], detail={"title": blog["title"]})
         await publish("blog_pending", **pending_event(blog))  # reviewers see what they would approve now
     return blog_response(blog)
 
@@ -1388,8 +1356,7 @@ async def delete_blog(request: Request) -> Response:
 async def review_blog(request: Request, status: str, reason: str | None) -> Response:
     """Move a pending blog to `status`; a reviewer may not review their own blog."""
     async with publishing():
-        # Locked from this read to the commit: of two reviewers racing, the second reads what
-        # the first decided, and is told so.
+        # Locked from this read to the commit: of two reviewers racing, the second reads the first's decision.
         blog = await get_visible_blog(request.path_params["blog_id"], request.state.user, locking=True)
         if blog["author_id"] == request.state.user["id"]:
             raise HTTPException(403, "You cannot review your own blog; another reviewer must.")
@@ -1418,8 +1385,7 @@ async def approve_blog(request: Request) -> Response:
 @requires_role("approver", "admin", verified=True)
 async def reject_blog(request: Request) -> Response:
     """Reject a pending blog, optionally with a reason for its author."""
-    fields = await read_body(request, REJECT_BODY)
-    return await review_blog(request, "rejected", fields.get("reason"))
+    return await review_blog(request, "rejected", (await read_body(request, REJECT_BODY)).get("reason"))
 
 
 async def blog_history(request: Request) -> Response:
@@ -1441,19 +1407,18 @@ async def blog_history(request: Request) -> Response:
 #### Likes and the feed
 
 
-async def check_approved(blog_id: int) -> None:
-    """404 unless the blog is approved: only those can be liked, and only their likes are shown."""
+async def check_approved(blog_id: int) -> int:
+    """The blog's id; 404 unless it is approved: only those can be liked, and only their likes are shown."""
     if await database.fetch_one("SELECT 1 FROM blogs WHERE id = :id AND status = 'approved'", {"id": blog_id}) is None:
         raise HTTPException(404, f"There is no approved blog {blog_id}.")
+    return blog_id
 
 
 @verified_required
 async def like_blog(request: Request) -> Response:
     """Like an approved blog; liking twice is liking once. The count shows within a second."""
-    blog_id = request.path_params["blog_id"]
-    await check_approved(blog_id)
-    # ... SELECT ... WHERE EXISTS: a blog deleted since the check takes no like (or, deleted at the
-    # very same instant, fails the foreign key: a 404, see deleted_meanwhile).
+    blog_id = await check_approved(request.path_params["blog_id"])
+    # WHERE EXISTS: a blog deleted since the check takes no like (at that very instant: a 404, deleted_meanwhile).
     await database.execute(
         "INSERT INTO likes (user_id, blog_id, created_at) SELECT :user_id, :blog_id, :now WHERE EXISTS "
         "(SELECT 1 FROM blogs WHERE id = :blog_id AND status = 'approved') AND EXISTS "
@@ -1465,8 +1430,7 @@ async def like_blog(request: Request) -> Response:
 @verified_required
 async def unlike_blog(request: Request) -> Response:
     """Take your like back; it is no error if you had none."""
-    blog_id = request.path_params["blog_id"]
-    await check_approved(blog_id)
+    blog_id = await check_approved(request.path_params["blog_id"])
     await database.execute("DELETE FROM likes WHERE user_id = :user_id AND blog_id = :blog_id",
                            {"user_id": request.state.user["id"], "blog_id": blog_id})
     return Response(status_code=204)
@@ -1479,17 +1443,13 @@ async def list_likes(request: Request) -> Response:
                               {"id": request.path_params["blog_id"]})
 
 
-# Two ways to a feed page, as each is slow where the other is fast (`python bench.py reads
-# --posts 1000000` measures the feed following 10 and 1,000 authors):
-# - walk every post newest first, checking each against the follows, until the page is full:
-#   quick for a reader who follows many, slow for one whose few authors post far between;
-# - take each followed author's newest approved posts below the cursor, a page at most of each,
-#   from the index blogs_author_status_id (database.EACH_AUTHOR says how), then the newest of
-#   those: quick for a few authors, slow for a thousand. (Gathering every post of theirs and
-#   sorting them took 27 ms at a million posts, and a second without statistics.)
+# Two ways to a feed page, each slow where the other is fast (`python bench.py reads --posts 1000000` times both):
+# - walk every post newest first until the page is full of followed ones: quick for a reader of many authors;
+# - take a page at most of each followed author's newest posts below the cursor (blogs_author_status_id, see
+#   database.EACH_AUTHOR), then the newest: quick for a few. (Sorting all theirs: 27 ms at 1M posts, 1 s unanalyzed.)
 FEED_WALKS_FROM = 50  # followed authors from which the walk is the faster way
 FEED_GATHERED = ("(SELECT followed_id AS author_id FROM follows WHERE follower_id = :me UNION ALL SELECT :me) AS a"
-                 " CROSS JOIN {each_author}")
+                 " CROSS JOIN {each_author} JOIN users u ON u.id = b.author_id WHERE TRUE")
 FEED_EACH_AUTHOR = ("SELECT id FROM blogs{by_author} WHERE author_id = a.author_id AND status = 'approved' "
                     "AND id < :before ORDER BY id DESC LIMIT :limit")
 FEED_WALKED = ("(b.author_id = :me OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = :me "
@@ -1505,8 +1465,7 @@ async def feed(request: Request) -> Response:
         source = BLOG_SELECT + " WHERE " + FEED_WALKED
     else:
         each_author = database.EACH_AUTHOR.format(FEED_EACH_AUTHOR.format(by_author=database.BY_AUTHOR))
-        source = BLOG_COLUMNS + " FROM " + FEED_GATHERED.format(each_author=each_author) + \
-            " JOIN users u ON u.id = b.author_id WHERE TRUE"
+        source = BLOG_COLUMNS + " FROM " + FEED_GATHERED.format(each_author=each_author)
     rows = await database.fetch_all(source + " AND b.status = 'approved' AND b.id < :before ORDER BY b.id DESC "
                                     "LIMIT :limit", {"me": me, "before": before, "limit": limit + 1})
     return JSONResponse(page_of(rows, limit, blog_out))
