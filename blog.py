@@ -3,15 +3,8 @@
 Accounts with JWT access and refresh tokens, three roles (user, approver, admin), blog posts
 that wait for an approver before the world sees them, live notifications and chat, feature
 requests and saved drafts, on SQLite or, for several processes, PostgreSQL. Every route is in
-API.md and at /docs; the tables are in schema.sql; the README says how to run and deploy it.
-
-    python blog.py                               serve on http://127.0.0.1:8000 (SQLite, blog.db)
-    python blog.py --demo                        the same, with one account per role and a few posts
-    python blog.py --workers 4                   four processes (PostgreSQL only)
-    python blog.py create-admin NAME EMAIL       make the first admin (asks for the password)
-    python blog.py migrate [--dry-run]           apply the pending schema upgrades (or list them)
-    python blog.py backup FILE                   write a consistent copy while the app serves
-    python blog.py restore FILE [--replace]      bring a backup back (into an empty database)
+API.md and at /docs; the tables are in schema.sql; the README says how to run and deploy it, and
+`python blog.py --help` lists the commands (serve, --demo, create-admin, migrate, backup, restore).
 
 How to read this file. Each section starts with a banner (a line beginning "####"); read them top to
 bottom. The lesson ends at the first "#### Appendix" banner, and the three flows below need no appendix.
@@ -35,22 +28,19 @@ A chat message reaching its room: read_ticket -> authenticate -> check_verified 
    -> offer -> count_connection -> get_visible_blog -> chat -> post_chat_message
    -> store_chat_message -> join_room -> send_outbox -> room_broadcast -> send_chat_message
 
-The appendices are the secondary flows and the machinery behind those interfaces; a first
-reading may skip them:
+The appendices, the secondary flows and the machinery behind those interfaces, a first reading may skip:
 A. Accounts by mail: password reset, verified addresses, address change (`await queue_mail(*reset_mail(user))`).
 B. For admins: roles and deleting accounts, the accounts list, and the audit of decisions.
-C. More resources: feature requests, one saved draft per user, and the writing assistant's jobs
-   (a language model drafts a post; each job claimed, kept alive and ended once, across processes).
-D. The database drivers: SQLite (one writer, several readers) and PostgreSQL (a pool, row locks,
-   a listening connection that carries events between processes).
+C. More resources: feature requests, drafts, and the writing assistant's jobs, each ended once.
+D. The database drivers: SQLite's writer and readers; PostgreSQL's pool, row locks and event listener.
 E. The public cache: why the front page and public blogs are served from memory for a second.
 F. The page at / (page.html), health, and /openapi.json and /docs, built from the handlers' declarations.
 G. Log redaction: no token or ticket reaches a log line.
 H. Schema versions, upgrades and backups: `migrate`, `backup` and `restore`.
 I. The mail sender: how a queued mail leaves the outbox over SMTP, and is retried.
 J. Explain mode (--demo): how each request's path through this file is traced, line by line.
-Last come the app (the `routes` table, every endpoint on one line, errors, `lifespan`) and the
-command line: last because the routes table names every handler, the appendices' too.
+Last come the app (`routes`, one line per endpoint; errors; `lifespan`) and the command line: last, as
+the routes name every handler, the appendices' too.
 """
 
 import argparse
@@ -798,8 +788,7 @@ def etag_matches(header: str, etag: str, weak_too: bool) -> bool:
 
 
 def check_if_match(request: Request, etag: str | None, detail: str) -> None:
-    """412 with the current ETag, unless If-Match is absent or names `etag`, the version there is
-    now (None: there is none). Call it where the thing cannot change until the write is done."""
+    """412 with the current ETag unless If-Match is absent or names `etag` (None: none); call it under a row lock."""
     if_match = request.headers.get("if-match")  # compared strongly: a weak tag never matches it
     if if_match is not None and not (etag and etag_matches(if_match, etag, weak_too=False)):
         raise HTTPException(412, detail, headers={"ETag": etag} if etag else None)
@@ -1717,8 +1706,7 @@ async def missed_events(user: dict, last_event_id: int) -> tuple[list[dict], int
 
 
 async def event_stream(user: dict, queue: asyncio.Queue, last_event_id: int | None) -> AsyncIterator[str]:
-    """The stream: first what a reconnecting client missed, then live events, pinging when quiet.
-    It ends when the token it was opened with expires, or when the user's rights change."""
+    """The stream: what a reconnecting client missed, then live events and pings, until the token or the rights end."""
     with subscribe(user, queue):  # before the replay, so that nothing published meanwhile is lost
         yield ": connected\n\n"
         try:
@@ -1771,8 +1759,8 @@ async def notifications(request: Request) -> Response:
 
 #### Appendix A. Accounts by mail: password reset, verified addresses, address change
 #
-# The secondary flows of an account: a mailed link's token traded for a new password or a
-# verified address, the texts of those mails, and an address change (mailed to both addresses).
+# A mailed link's token traded for a new password or a verified address, the mails' texts, and an address
+# change (mailed to both addresses).
 
 
 # Links in mails carry itsdangerous tokens, each salted for its one purpose and time-stamped,
@@ -2215,12 +2203,10 @@ async def delete_draft(request: Request) -> Response:
     return Response(status_code=204)
 
 
-# The writing assistant. POST /api/session/draft/generate answers at once with a pending job (a row
-# of jobs). Each process's job runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer
-# (an OpenAI-compatible chat-completions endpoint) for the post. A job goes pending -> in_progress ->
-# completed or failed; its owner hears of the end on their event stream. A running job's heartbeat is
-# refreshed every JOB_HEARTBEAT_SECONDS; one that missed three (its process died) is failed by whichever
-# process notices, so no job stays in progress for ever.
+# The writing assistant. POST /api/session/draft/generate answers at once with a pending job. Each process's
+# runner claims pending jobs, JOBS_AT_ONCE at a time, and asks the writer (an OpenAI-compatible endpoint) for
+# the post: pending -> in_progress -> completed or failed, heard on the owner's event stream. A job whose
+# heartbeat (every JOB_HEARTBEAT_SECONDS) missed three is failed by any process: none stays in progress.
 JOB_COLUMNS = "id, kind, status, result, filled_draft, error, created_at, updated_at"
 GENERATE_BODY = {"type": "object", "required": ["title"],
                  "examples": [{"title": "Why I like Starlette", "notes": "Small, async, readable."}],
@@ -2359,8 +2345,7 @@ async def beat_and_reap(running: list[int]) -> None:
 
 
 async def fail_jobs_waiting_too_long() -> None:
-    """Fail jobs pending JOB_WAIT_SECONDS after they were asked for, so a flood (50 accounts, a slow writer) drains.
-    One conditional statement: of two processes failing the same job, the second finds it no longer pending."""
+    """Fail jobs pending JOB_WAIT_SECONDS after they were asked for, so a flood drains; of two processes, one does."""
     too_old = {"asked_before": utc_time(datetime.now(UTC) - timedelta(seconds=JOB_WAIT_SECONDS))}
     if await database.fetch_one("SELECT 1 FROM jobs WHERE status = 'pending' AND created_at < :asked_before", too_old):
         async with publishing():
@@ -2373,8 +2358,7 @@ async def fail_jobs_waiting_too_long() -> None:
 
 
 async def claim_job() -> dict | None:
-    """Take the oldest pending job for this process, or None. One conditional statement: of two processes
-    claiming the same job, the second finds it no longer pending (and claims none)."""
+    """Take the oldest pending job for this process, or None; of two processes claiming it, one does."""
     return await database.fetch_one(
         "UPDATE jobs SET status = 'in_progress', claimed_by = :me, heartbeat_at = :now, updated_at = :now WHERE id = "
         "(SELECT MIN(id) FROM jobs WHERE status = 'pending') AND status = 'pending' "
@@ -2410,8 +2394,7 @@ async def run_job(job: dict) -> None:
 
 async def end_job(job: dict, status: str, result: str | None = None, error: str | None = None,
                   filled_draft: bool = False) -> None:
-    """In a publishing transaction: record how a job ended, and tell its owner's event streams. Only while it is
-    in progress under the same claim: one another process meanwhile failed as abandoned is not ended again."""
+    """In a publishing transaction: end a job still in progress under its claim, and tell its owner's streams."""
     ended = await database.fetch_one(
         "UPDATE jobs SET status = :status, result = :result, error = :error, filled_draft = :filled, "
         "claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'in_progress' AND claimed_by = :claimed_by "
@@ -2461,8 +2444,7 @@ async def ask_writer(title: str, notes: str) -> str:
 
 
 def storable(text: str) -> str:
-    """Text any database can store: PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate
-    (JSON's "\\ud800"), so a writer's answer loses those and keeps the rest."""
+    """Text any database stores: a writer's answer without NUL (PostgreSQL) or lone surrogates (UTF-8)."""
     return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
@@ -2481,9 +2463,9 @@ EVENT_LOG_LOCK = 720_001  # PostgreSQL's advisory lock for publishing
 SCHEMA_LOCK = 720_002  # PostgreSQL's advisory lock for changing the tables
 # What a driver raises when its database is out of reach or failing: background tasks log it and retry.
 DATABASE_ERRORS = (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
-# The errors that say the database is out of reach or cannot write, not that a query is wrong: a 503.
-# PostgreSQL: stopped or restarting, out of connections or disk, the network down. SQLite: another
-# process's write lock held past busy_timeout, a read-only file, a failing or full disk, an unopenable file.
+# What says the database is out of reach or cannot write (a 503), not that a query is wrong. PostgreSQL: stopped
+# or restarting, out of connections or disk, the network down. SQLite: another process's write lock held past
+# busy_timeout, a read-only file, a failing or full disk, a file that cannot be opened.
 POSTGRES_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                         asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InsufficientResourcesError)
 SQLITE_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
@@ -2692,24 +2674,16 @@ class PostgresDatabase(Database):
     LOCKING = " FOR UPDATE"  # appended to a SELECT whose rows the transaction goes on to change
     listening = False  # until listen() has its connection
     transaction_tasks: set[asyncio.Task] = set()  # the tasks now inside a transaction
-    # ?q=: the ids of the newest approved posts below the cursor holding every word (über & café),
-    # through the full-text index of schema.sql. Left to itself, the planner picks one of two plans
-    # that are each slow for half the words (100,000 posts): walk the primary key newest first
-    # testing every post (a missing word: 0.7 s) or take every match from the GIN index and sort
-    # them (a word in every post: 4.7 s). So this runs both, each where it is cheap, in turn
-    # (UNION ALL runs its parts in order, and stops at LIMIT: a part runs only if the page is not
-    # full yet):
-    # 1. `recent` walks the newest 500 posts below the cursor and tests each (a few ms at most);
-    #    a word in 1 post of 25 or more fills the page here, and the LIMIT stops the walk early.
-    # 2. The 5,000 ids below `recent`, then the 45,000 below those: the GIN index's matches that a
-    #    bitmap of the window's ids (from the primary key) keeps, sorted. A word in 1 post of 70
-    #    once had every older match sorted, 14,000 at a million posts; now a window's. "OR id = 0"
-    #    (ids start at 1) leaves the planner that bitmap only: it would walk the window instead,
-    #    testing every post, where it guesses the window small (a table of 20,000 posts).
-    # 3. Older still, every match from the GIN index, sorted: a word that fills no page in the
-    #    newest 50,500 posts is rare. OFFSET 0 is the fence that keeps the planner from walking
-    #    the primary key instead.
-    # `python bench.py reads --posts 1000000` measures every kind of word, statistics or not.
+    # ?q=: the ids of the newest approved posts below the cursor holding every word (über & café), through
+    # schema.sql's full-text index. Left alone, the planner walks the primary key testing every post (a
+    # missing word: 0.7 s at 100,000 posts) or sorts every match from the GIN index (a word in every post:
+    # 4.7 s). So UNION ALL runs three parts in turn, each only while the page is not full:
+    # 1. `recent` tests the newest 500 posts below the cursor: a word in 1 post of 25 fills the page here.
+    # 2. Then the 5,000 ids below them, then the 45,000 below those: the GIN matches that a bitmap of the
+    #    window's ids keeps, sorted (a word in 1 post of 70 once sorted 14,000 at a million posts). "OR id = 0"
+    #    (no such id) leaves the planner that bitmap only, where it would walk a window it guesses small.
+    # 3. Older still, every GIN match, sorted: a word in no page of the newest 50,500 is rare. OFFSET 0
+    #    fences the planner off the primary key. `python bench.py reads --posts 1000000` measures each kind.
     SEARCH = """
         WITH recent AS MATERIALIZED (
             SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500)
@@ -2823,9 +2797,10 @@ class PostgresDatabase(Database):
                 await connection.fetchval("SELECT 1", timeout=LISTENER_CHECK_SECONDS)
 
 
+# Safe to skip: advisory locks end with their transactions, LISTEN has its own connection, and the pool
+# still rolls back a transaction left open.
 async def keep_session(connection: asyncpg.Connection) -> None:
-    """What asyncpg's pool runs on a connection it takes back: nothing, not RESET ALL, UNLISTEN *... (a round
-    trip per query). Locks end with their transactions, LISTEN has its own connection; an open one is rolled back."""
+    """What asyncpg's pool runs on a connection it takes back: nothing (RESET ALL, UNLISTEN * cost a round trip)."""
 
 
 def make_database(url: str) -> Database:
@@ -2911,9 +2886,8 @@ def empty_public_cache(event: dict) -> None:
 
 #### Appendix F. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
 
-# page.html is a browser client of this API in one file, its script and its style inline. The
-# Content-Security-Policy lets in exactly those two, by their SHA-256, and nothing from anywhere but this
-# origin: were some user's text ever to reach the page as HTML, an injected <script> or onerror= would not run.
+# page.html, a browser client of this API, has its script and style inline; the Content-Security-Policy lets in
+# those two by their SHA-256 and nothing else: user text reaching it as HTML could run no <script> or onerror=.
 PAGE = Path(__file__).with_name("page.html").read_text()
 DEMO_PLACEHOLDER = '<meta name="demo-accounts" content="">'
 
@@ -3198,8 +3172,7 @@ SECRET_PARAMETERS = {"token", "ticket"}
 
 
 def redact_query(target: str) -> str:
-    """Hide ?token= and ?ticket= values, names decoded as Starlette does: "/sse?%74oken=eyJ...&x=1" ->
-    "/sse?%74oken=[redacted]&x=1"."""
+    """Hide ?token= and ?ticket= values, names read as Starlette does: "?%74oken=eyJ" -> "?%74oken=[redacted]"."""
     path, question_mark, query = target.partition("?")
     if not question_mark:
         return target
@@ -3219,15 +3192,12 @@ def redact_tokens(record: logging.LogRecord) -> bool:
 
 #### Appendix H. Schema versions and backups: upgrades/N-name.sql, each once, in order; migrate, backup, restore
 #
-# The database keeps its schema version in the one row of schema_version; one made before versions were
-# kept (it has tables, but not that one) is at version 1. The code's version is the highest N of
-# upgrades/N-name.sql (1 while there is none). At start-up, and with `python blog.py migrate`:
-#   - an empty database gets schema.sql whole, stamped with the code's version;
-#   - an older one gets each step it lacks, in order, each in one transaction with its version bump:
-#     a step that fails leaves the database as it was, and the app refuses to start;
-#   - a newer one (the code was rolled back) is refused, untouched.
-# Each transaction re-reads the version once it holds the schema lock (schema_change): of several
-# processes starting at once on an old database, one applies a step and the others see it done.
+# The version is the one row of schema_version (a database with tables but not that one is at version 1);
+# the code's is the highest N of upgrades/N-name.sql. At start-up, and with `python blog.py migrate`, an
+# empty database gets schema.sql stamped with the code's version; an older one each step it lacks, in order,
+# each in one transaction with its bump (a step that fails leaves it as it was, and the app refuses to start);
+# a newer one is refused, untouched. Each transaction re-reads the version under the schema lock: of several
+# processes starting at once, one applies a step and the others see it done.
 
 
 class SchemaRefused(Exception):
@@ -3323,8 +3293,7 @@ def sqlite_path() -> Path:
 
 
 def postgres_tool(name: str, *args: str, failed: str) -> str:
-    """Run pg_dump or pg_restore; its output, or exit saying what failed (`failed`) and why. The password
-    goes in its environment, never in --dbname=: every local user can read a command line."""
+    """Run pg_dump or pg_restore (the password in its environment: any local user reads an argv); exit if it fails."""
     if not (program := shutil.which(name)):
         sys.exit(f"{name} is not installed: it comes with PostgreSQL's client programs "
                  "(on Debian and Ubuntu: apt-get install postgresql-client).")
@@ -3336,8 +3305,7 @@ def postgres_tool(name: str, *args: str, failed: str) -> str:
 
 
 def refuse_the_database_itself(file: Path) -> None:
-    """Exit if `file` is the SQLite database (or its -wal, -shm or -journal): writing there would lose
-    writes, or leave SQLite a "hot journal" that stops every later backup."""
+    """Exit if `file` is the SQLite database or its -wal, -shm, -journal: writing there loses writes."""
     named = file.with_name(file.name.removesuffix("-wal").removesuffix("-shm").removesuffix("-journal"))
     if database.url.dialect == "sqlite" and named.resolve() == sqlite_path().resolve():
         sys.exit(f"{file} is the database itself: name another file.")
@@ -3379,8 +3347,8 @@ SQLITE_OBJECTS = """SELECT m.type || ' ' || m.name || CASE m.type WHEN 'table' T
 
 
 def check_backup(path: Path) -> int:
-    """The schema version of a backup, once it is found sound and holding only what schema.sql makes (the
-    steps only add: an older version's schema is part of it); otherwise exit saying what is wrong."""
+    """The schema version of a backup, once it is found sound and holding only what schema.sql makes, or a later
+    step drops; otherwise exit saying what is wrong."""
     if not path.is_file():
         sys.exit(f"There is no file {path}.")
     refuse_the_database_itself(path)
@@ -3423,8 +3391,7 @@ def sqlite_backup_contents(path: Path) -> tuple[int, set[str]]:
 
 
 def postgres_backup_contents(path: Path) -> tuple[int, list[str]]:
-    """A pg_dump file's schema version, from its table of contents and schema_version data, and the entries
-    ("TABLE public users postgres") but schema.sql's tables, their sequences, constraints and indexes."""
+    """A pg_dump file's schema version, and its entries ("TABLE public users") that are not schema.sql's."""
     contents = postgres_tool("pg_restore", "--list", str(path),
                              failed=f"{path} is not a backup made by `python blog.py backup` on PostgreSQL")
     if missing := sorted(table for table in VERSION_1_TABLES if f" TABLE public {table} " not in contents):
@@ -3460,8 +3427,7 @@ def lock_the_database(exclusive: bool):
 
 
 async def refuse_a_database_in_use():
-    """Exit, naming it, if an app uses the database (its live features would hear nothing after a restore
-    under it): PostgreSQL names every session; on SQLite, return the lock that keeps apps out."""
+    """Exit, naming it, if an app uses the database; on SQLite, return the lock that keeps apps out till done."""
     in_use = lock_the_database(exclusive=True)
     if database.url.dialect == "postgresql" and (apps := await database.fetch_val(
             "SELECT string_agg(DISTINCT application_name, '; ') FROM pg_stat_activity WHERE datname = "
@@ -3552,13 +3518,12 @@ async def migrate(dry_run: bool) -> None:
 
 #### Appendix I. The mail sender: the outbox, claims that lapse, SMTP in a thread, retries
 #
-# queue_mail writes a mail into the mails table, inside the caller's publishing transaction, and publishes
-# "mail_queued", which wakes the sender of every process. Each sender claims one due mail at a time with a
-# conditional UPDATE (as the job runner claims jobs, Appendix C), sends it with smtplib in a thread, and deletes it.
-# The claim moves send_after MAIL_LEASE_SECONDS ahead: if its process dies mid-send, the claim lapses and another
-# sender (or this one, restarted) tries again. A failed try waits a pause that doubles from MAIL_RETRY_SECONDS, until
-# the mail is MAIL_RETRY_MINUTES old; then it is given up, logged. Sent at least once; twice only if a process dies
-# between the mail server's "250 OK" and the DELETE, which no outbox can rule out.
+# queue_mail writes a mail in the caller's publishing transaction and publishes "mail_queued", which wakes every
+# process's sender. A sender claims one due mail at a time with a conditional UPDATE (as jobs are claimed), sends
+# it with smtplib in a thread, and deletes it. The claim moves send_after MAIL_LEASE_SECONDS on, so a claim whose
+# process died lapses and another sender tries. Failed tries wait a doubling pause from MAIL_RETRY_SECONDS, until
+# the mail is MAIL_RETRY_MINUTES old: then it is given up, logged. Sent at least once; twice only if a process
+# dies between the server's "250 OK" and the DELETE, which no outbox can rule out.
 
 SMTP_TIMEOUT_SECONDS = 30
 MAIL_LEASE_SECONDS = 3 * SMTP_TIMEOUT_SECONDS  # a claimed mail is not tried again before this, unless sent
@@ -3612,8 +3577,7 @@ async def run_mail_sender() -> None:
 
 
 async def claim_mail() -> dict | None:
-    """Claim the oldest due link, else the oldest due notice, for this process, or None. One conditional
-    statement: of two processes claiming one mail, the second finds it no longer due (its send_after has moved on)."""
+    """Claim the oldest due link, else notice, for this process, or None; of two processes claiming it, one does."""
     now = datetime.now(UTC)
     return await database.fetch_one(
         "UPDATE mails SET claimed_by = :me, send_after = :lease_ends, attempts = attempts + 1 WHERE id = "
@@ -3676,10 +3640,9 @@ def smtp_connection() -> smtplib.SMTP:
 
 #### Appendix J. Explain mode: each request's path through this file, and its events' after it
 #
-# With --demo or EXPLAIN=true each HTTP request gets a trace, as API.md shows one: its handler and guard, its SQL
-# where written, in its transaction, its events, records and mails, and its events' fan-out in every process.
-# The lesson's choke points call explain_* functions, which do nothing outside a traced request. Secrets show as
-# "(hidden)", the rest as sent: for demos, never production.
+# With --demo or EXPLAIN=true each HTTP request gets a trace (API.md shows one): handler, guard, SQL where written
+# and in its transaction, events, records, mails, and its events' fan-out in every process. The lesson's choke
+# points call explain_* functions, which do nothing outside a traced request. For demos, never production.
 
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
@@ -3687,6 +3650,7 @@ SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt
 explaining: ContextVar["ExplainTrace | None"] = ContextVar("explaining", default=None)
 explain_traces: collections.deque["ExplainTrace"] = collections.deque(maxlen=100)  # this process's last ones
 explain_deliveries: collections.deque[dict] = collections.deque(maxlen=500)  # how each process delivered events
+explain_numbers = itertools.count(1)  # a trace's id, in this process
 
 
 @functools.cache
@@ -3700,10 +3664,8 @@ def explain_source_of(function) -> tuple[int, int, str]:
 class ExplainTrace:
     """What one request did, step by step (explain_step adds them), and how it was answered."""
 
-    numbers = itertools.count(1)
-
     def __init__(self, scope: dict):
-        self.scope, self.id, self.at, self.started = scope, next(self.numbers), time.time(), time.perf_counter()
+        self.scope, self.id, self.at, self.started = scope, next(explain_numbers), time.time(), time.perf_counter()
         query = scope["query_string"].decode("latin-1")
         self.path = redact_query(scope["path"] + ("?" + query if query else ""))  # never a ?ticket=
         self.user = self.status = self.ms = None
@@ -3733,7 +3695,7 @@ class ExplainTrace:
                                                  if delivery["event"] in self.events]}
 
     def line(self) -> str:
-        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1464)  7 SQL 1.2 ms  record blog_approved"."""
+        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1369)  7 SQL 1.2 ms  record blog_approved"."""
         handler = self.handler() or {"function": "no route", "line": "-"}
         said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
         head = [f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
@@ -3758,7 +3720,7 @@ def explain_step(kind: str, passing=frozenset({"publish", "record", "queue_mail"
 async def explain_statement(run, query: str, values: dict) -> list[dict]:
     """Run a statement as a step of the request's trace: where it is written, its values, rows and time."""
     trace, started = explaining.get(), time.perf_counter()
-    shown = {name: "(hidden)" if SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))
+    shown = {name: "(hidden)" if SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))  # never a secret
              else value[:100] if isinstance(value, str) else value for name, value in values.items()}
     step = explain_step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"},
                         sql=" ".join(query.split()), values=shown, rows=None)
