@@ -3339,11 +3339,12 @@ def back_up(file: Path) -> None:
 # The tables every backup of this app holds, whatever its version (version 1 made them all).
 VERSION_1_TABLES = {"users", "sessions", "guesses", "blogs", "comments", "follows", "likes", "feature_requests",
                     "drafts", "jobs", "events"}
-# What an SQLite database holds, one line each: "table users.email", "index users_role on users",
-# "trigger blog_search_insert: CREATE TRIGGER ..." (a trigger's or view's name alone proves nothing).
-SQLITE_OBJECTS = """SELECT m.type || ' ' || m.name || CASE m.type WHEN 'table' THEN '.' || c.name
-    WHEN 'index' THEN ' on ' || m.tbl_name ELSE ': ' || m.sql END FROM sqlite_master m
-    LEFT JOIN pragma_table_info(m.name) c ON m.type = 'table' WHERE m.name NOT LIKE 'sqlite_stat%'"""
+# What an SQLite database holds, one line each: "table users.email TEXT NOT NULL", "index users_role: CREATE
+# INDEX ...", "trigger blog_search_insert: CREATE TRIGGER ..." (a name alone proves nothing, nor does table_info).
+SQLITE_OBJECTS = """SELECT m.type || ' ' || m.name || CASE m.type WHEN 'table' THEN '.' || c.name || ' ' || c.type
+    || IIF(c."notnull", ' NOT NULL', '') || COALESCE(' DEFAULT ' || c.dflt_value, '') || IIF(c.pk, ' key', '')
+    || IIF(c.hidden, ' hidden or generated', '') ELSE ': ' || COALESCE(m.sql, '') END FROM sqlite_master m
+    LEFT JOIN pragma_table_xinfo(m.name) c ON m.type = 'table' WHERE m.name NOT LIKE 'sqlite_stat%'"""
 
 
 def check_backup(path: Path) -> int:
@@ -3667,7 +3668,7 @@ class ExplainTrace:
     def __init__(self, scope: dict):
         self.scope, self.id, self.at, self.started = scope, next(explain_numbers), time.time(), time.perf_counter()
         query = scope["query_string"].decode("latin-1")
-        self.path = redact_query(scope["path"] + ("?" + query if query else ""))  # never a ?ticket=
+        self.path = redact_query(quote(scope["path"]) + ("?" + query if query else ""))  # no ?ticket=, no newline
         self.user = self.status = self.ms = None
         self.steps, self.depth, self.statements, self.db_ms, self.events = [], 0, 0, 0.0, []
 

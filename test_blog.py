@@ -5048,7 +5048,10 @@ EXTRA_OBJECTS = {
     "sqlite": [("make_admin", "CREATE TRIGGER make_admin AFTER INSERT ON users BEGIN "
                               "UPDATE users SET role = 'admin' WHERE id = new.id; END"),
                ("every_hash", "CREATE VIEW every_hash AS SELECT password_hash FROM users"),
-               ("stash", "CREATE TABLE stash (x TEXT)")],
+               ("stash", "CREATE TABLE stash (x TEXT)"),
+               # A generated column that table_info does not list, and an index that keeps names unique no more.
+               ("users.evil", "ALTER TABLE users ADD COLUMN evil TEXT GENERATED ALWAYS AS ('admin') VIRTUAL"),
+               ("users_username", "DROP INDEX users_username; CREATE UNIQUE INDEX users_username ON users (created_at)")],
     "postgresql": [("make_admin", "CREATE FUNCTION make_admin() RETURNS trigger LANGUAGE plpgsql AS "
                                   "$$BEGIN NEW.role := 'admin'; RETURN NEW; END$$;\nCREATE TRIGGER make_admin "
                                   "BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION make_admin()"),
