@@ -579,6 +579,8 @@ PASSWORD_BODY = {"type": "object", "required": ["current_password", "new_passwor
     "new_password": REGISTER_BODY["properties"]["password"],
 }}
 USER_COLUMNS = "id, username, email, role, created_at, email_verified, security_stamp"
+# An address is taken by its account, and, while its undo link works, by the account that moved away from it.
+ADDRESS_TAKEN = "(email = :email OR moved_from = :email AND moved_until > :now)"
 
 
 def user_out(row) -> dict:
@@ -616,8 +618,9 @@ async def register(request: Request) -> Response:
     # Counted first, so that asking whether an address has an account is throttled like any try;
     # refused before bcrypt runs, so a taken name costs no hash and cannot load the server.
     await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
-    taken = await database.fetch_one("SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR email = :email",
-                                     {"username": fields["username"], "email": fields["email"].lower()})
+    taken = await database.fetch_one("SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR " + ADDRESS_TAKEN,
+                                     {"username": fields["username"], "email": fields["email"].lower(),
+                                      "now": utc_now()})
     if taken or (user := await add_user(fields, "user")) is None:  # None: taken meanwhile
         raise HTTPException(409, "That username or email is already taken.")
     return JSONResponse(user_out(user), 201)
@@ -982,8 +985,7 @@ def forget_connection(user: dict, queue: asyncio.Queue) -> None:
 
 @on_event("user_changed")
 def end_connections_of_changed_user(event: dict) -> None:
-    """A new role, or no account: what their streams and sockets were let in for no longer holds.
-    Not for one let in after the change, with its rights read anew, that hears of it late."""
+    """A new role, or no account: end the streams and sockets let in before it (after it, rights were read anew)."""
     for queue, as_of_event in user_connections.get(event["data"]["user_id"], {}).items():
         if event["id"] > as_of_event:
             end(queue, Closing("Your account has changed; reconnect."))
@@ -1777,8 +1779,7 @@ undo_tokens = URLSafeTimedSerializer(SECRET_KEY, salt="secure-account")
 
 
 def read_link(serializer: URLSafeTimedSerializer, token: str, max_age: float, what: str, *strings: str) -> dict:
-    """A mailed link's claims, each of `strings` present; 400 if older than max_age seconds, forged, or odd
-    (as in claims_in_shape: only a holder of SECRET_KEY can sign odd claims, but they must never reach the database)."""
+    """A mailed link's claims, each of `strings` present; 400 if expired, forged or odd (as in claims_in_shape)."""
     try:
         claims = serializer.loads(token, max_age=max_age)
     except SignatureExpired:
@@ -1954,11 +1955,12 @@ async def verify_email(request: Request) -> Response:
         # One conditional statement: only with the stamp the link was made with, an address not yet
         # verified, and nobody else's. A move takes the stamp one up: every earlier link dies.
         user = await database.fetch_one(
-            "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves "
-            "WHERE id = :id AND security_stamp = :stamp AND (email <> :email OR email_verified = 0) "
-            "AND NOT EXISTS (SELECT 1 FROM users WHERE email = :email AND id <> :id) RETURNING " + USER_COLUMNS,
-            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"],
-             "stamp": claims["stamp"]})
+            "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves, "
+            "moved_from = CASE WHEN email = :email THEN moved_from ELSE email END, moved_until = CASE WHEN email = "
+            ":email THEN moved_until ELSE :until END WHERE id = :id AND security_stamp = :stamp AND (email <> :email "
+            "OR email_verified = 0) AND NOT EXISTS (SELECT 1 FROM users WHERE " + ADDRESS_TAKEN + " AND id <> :id) RETURNING " + USER_COLUMNS,
+            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"], "now": utc_now(),
+             "stamp": claims["stamp"], "until": utc_time(datetime.now(UTC) + timedelta(days=SECURE_LINK_DAYS))})
         if user is None:
             raise HTTPException(400, "This verification link has been used, or the account has changed since; "
                                      "ask for a new one.")
@@ -1972,7 +1974,8 @@ async def verify_email(request: Request) -> Response:
 async def ask_for_address(user: dict, email: str) -> None:
     """In a publishing transaction: mail the new address a link that moves the account there, or, if another account
     has it, say so to it alone (the answer is the same); tell the old address, with a "this wasn't me" link."""
-    if await database.fetch_one("SELECT 1 FROM users WHERE email = :email", {"email": email}):
+    if await database.fetch_one("SELECT 1 FROM users WHERE " + ADDRESS_TAKEN + " AND id <> :id",
+                                {"email": email, "now": utc_now(), "id": user["id"]}):  # its own old one is free
         await queue_mail("verify", email, "This address already has an account", "Hello,\n\nsomeone asked to move "
                          "another account to this address, but it already has an account, so nothing changed. If it "
                          "was you, sign in with this address (\"Forgot your password?\" if need be).\n")
@@ -2275,8 +2278,7 @@ def wake_job_runners(event: dict) -> None:
 
 
 class WriterFailed(Exception):
-    """The writer gave no usable post. The message says why to the job's owner, showing nothing of the setup
-    (where the writer lives, its key, its answer: an upstream error may quote the key); `details` are for the log."""
+    """The writer gave no usable post: a reason for its owner, naming nothing of the setup; `details` for the log."""
 
     def __init__(self, reason: str, details: str = ""):
         super().__init__(reason)
@@ -2749,8 +2751,7 @@ class PostgresDatabase(Database):
             await connection.raw_connection.execute("SET LOCAL statement_timeout = 0;\n" + script)
 
     async def lock_event_log(self) -> None:
-        """Make publishing transactions take turns until they commit, so events commit in id order: a reader
-        of "id > last seen" never passes over one that another transaction numbered but has not committed."""
+        """Make publishing transactions take turns till they commit: ids commit in order, none skipped."""
         await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": EVENT_LOG_LOCK})
 
     async def notify(self, payload: str) -> None:

@@ -35,7 +35,10 @@ CREATE TABLE IF NOT EXISTS users (
     -- The last "this wasn't me" link used: the stamp it was made with, and the one it left. Such a link
     -- works if older than the one used or newer than that undo: the earliest address wins, each once.
     undone_with    INTEGER NOT NULL DEFAULT 0,
-    undone_at      INTEGER NOT NULL DEFAULT 0
+    undone_at      INTEGER NOT NULL DEFAULT 0,
+    -- The address the account last moved away from, still its own until then (its undo link works that long).
+    moved_from     TEXT,
+    moved_until    TEXT
 );
 -- "Alice" may not register beside "alice": one person, one name, whatever the case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (LOWER(username));

@@ -977,6 +977,11 @@ def test_after_a_thief_s_address_change_the_owner_still_resets_and_undoes_it(cli
     assert me(client, owner).status_code == 401 and me(client, thief).status_code == 200  # the others' sessions end
     stale = client.post("/api/auth/reset-password", json={"token": reset, "password": "a new password"})
     assert stale.status_code == 400  # the change moved the stamp: earlier links are dead
+    # The old address stays the owner's while her undo link works: nobody can register it, or move to it, meanwhile.
+    squat = client.post("/api/auth/register", json={"username": "sq" + os.urandom(4).hex(), "email": address,
+                                                   "password": PASSWORD})
+    assert squat.status_code == 409
+    assert change_address(client, make_user(client), address).status_code == 200  # answered alike, and it stays
     # The thief gets an undo link of their own (by asking to move again) and uses it first.
     assert change_address(client, thief, "thief-again-" + address).status_code == 200
     own_undo = token_in(mail.wait_for(loot, NOTICE)[0], "secure-account")

@@ -11,6 +11,9 @@ ALTER TABLE users ADD COLUMN security_stamp INTEGER NOT NULL DEFAULT 0;
 -- address wins (a thief's own, later, undo links die), and each link works once.
 ALTER TABLE users ADD COLUMN undone_with INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN undone_at INTEGER NOT NULL DEFAULT 0;
+-- The address the account last moved away from, still its own until then (its undo link works that long).
+ALTER TABLE users ADD COLUMN moved_from TEXT;
+ALTER TABLE users ADD COLUMN moved_until TEXT;
 
 -- 0: a link someone waits for (reset, verify); 1: a notice. The sender takes links first.
 ALTER TABLE mails ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
