@@ -619,8 +619,7 @@ async def register(request: Request) -> Response:
     # refused before bcrypt runs, so a taken name costs no hash and cannot load the server.
     await count_guess("register:" + client_address(request), REGISTRATIONS_PER_ADDRESS)
     taken = await database.fetch_one("SELECT 1 FROM users WHERE LOWER(username) = LOWER(:username) OR " + ADDRESS_TAKEN,
-                                     {"username": fields["username"], "email": fields["email"].lower(),
-                                      "now": utc_now()})
+                                     {"username": fields["username"], "email": fields["email"].lower(), "now": utc_now()})
     if taken or (user := await add_user(fields, "user")) is None:  # None: taken meanwhile
         raise HTTPException(409, "That username or email is already taken.")
     return JSONResponse(user_out(user), 201)
@@ -1952,15 +1951,16 @@ async def verify_email(request: Request) -> Response:
     claims = read_link(verify_tokens, token, VERIFY_TOKEN_HOURS * 3600, "verification", "email", "sid")
     async with publishing():  # publishing transactions take turns: nothing changes between these statements
         before = await database.fetch_val("SELECT email FROM users WHERE id = :id", {"id": claims["sub"]})
-        # One conditional statement: only with the stamp the link was made with, an address not yet
-        # verified, and nobody else's. A move takes the stamp one up: every earlier link dies.
+        # One conditional statement: the link's stamp, an address not yet verified, nobody else's (ADDRESS_TAKEN). A
+        # move takes the stamp one up (every earlier link dies) and holds the old address while its undo link works.
+        moving, held_until = before != claims["email"], utc_time(datetime.now(UTC) + timedelta(days=SECURE_LINK_DAYS))
         user = await database.fetch_one(
             "UPDATE users SET email = :email, email_verified = 1, security_stamp = security_stamp + :moves, "
-            "moved_from = CASE WHEN email = :email THEN moved_from ELSE email END, moved_until = CASE WHEN email = "
-            ":email THEN moved_until ELSE :until END WHERE id = :id AND security_stamp = :stamp AND (email <> :email "
-            "OR email_verified = 0) AND NOT EXISTS (SELECT 1 FROM users WHERE " + ADDRESS_TAKEN + " AND id <> :id) RETURNING " + USER_COLUMNS,
-            {"email": claims["email"], "moves": int(before != claims["email"]), "id": claims["sub"], "now": utc_now(),
-             "stamp": claims["stamp"], "until": utc_time(datetime.now(UTC) + timedelta(days=SECURE_LINK_DAYS))})
+            "moved_from = COALESCE(:left, moved_from), moved_until = COALESCE(:until, moved_until) WHERE id = :id "
+            "AND security_stamp = :stamp AND (email <> :email OR email_verified = 0) "
+            "AND NOT EXISTS (SELECT 1 FROM users WHERE " + ADDRESS_TAKEN + " AND id <> :id) RETURNING " + USER_COLUMNS,
+            {"email": claims["email"], "moves": int(moving), "id": claims["sub"], "stamp": claims["stamp"],
+             "now": utc_now(), "left": before if moving else None, "until": held_until if moving else None})
         if user is None:
             raise HTTPException(400, "This verification link has been used, or the account has changed since; "
                                      "ask for a new one.")
