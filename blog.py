@@ -1851,10 +1851,10 @@ USER_BY_EMAIL = "SELECT id, username, email, email_verified, security_stamp FROM
 
 
 async def mail_a_link(request: Request, kind: str, make_mail) -> Response:
-    """Answer 202, then mail make_mail(user) to the account of the body's address, if there is one. The same answer
-    and writes (a database out of reach: a 503 for all) with or without an account or a limit, and the rest after the
-    answer (a background task), so its time cannot tell either (OWASP Forgot Password Cheat Sheet). Asks count per
-    address and client: nobody else's use up the owner's own (the address's overall cap, MAILS_PER_HOUR, is higher)."""
+    """Answer 202, then mail make_mail(user) to the body's address if it has an account: the same answer and writes
+    either way (a database out of reach: a 503 for all), the rest after the answer, so its time tells nothing (OWASP
+    Forgot Password Cheat Sheet). Asks count per address and client, so others' asks spend none of the owner's; the
+    address's cap, MAILS_PER_HOUR, is higher, but many clients can reach it (a known limit, in the README)."""
     email, address = (await read_body(request, EMAIL_BODY))["email"].lower(), client_address(request)
     allowed = (await within_limit(f"{kind}-ask:{email}:{address}", LINK_ASKS_PER_HOUR, 3600)
                and await within_limit("address:" + address, LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS))
