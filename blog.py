@@ -339,7 +339,6 @@ async def user_for_claims(claims: dict) -> dict:
         raise unauthorized("This account no longer exists.")
     if user.pop("session_open") is None:
         raise unauthorized("This session has ended; log in again.")
-    explain_user(user)
     return user | {"session_id": claims["sid"], "credential_expires": claims["exp"]}
 
 
@@ -2885,7 +2884,7 @@ def empty_public_cache(event: dict) -> None:
     public_cache.clear()
 
 
-#### Appendix F. The page at / for browsers, health, and the API's documents: /openapi.json and /docs
+#### Appendix F. The page at / for browsers (and its explain panel's routes), health, and the API's documents
 
 # page.html, a browser client of this API, has its script and style inline; the Content-Security-Policy lets in
 # those two by their SHA-256 and nothing else: user text reaching it as HTML could run no <script> or onerror=.
@@ -2954,6 +2953,29 @@ async def swagger_ui(request: Request) -> Response:
     """Show Swagger UI over the OpenAPI document."""
     # Never inside another site's frame, where a pasted token could be clicked into use (clickjacking).
     return HTMLResponse(SWAGGER_UI_PAGE, headers={"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
+
+
+# The page's "How it works" panel reads these, in explain mode (Appendix J keeps the traces and decides who sees which).
+@login_required
+async def list_traces(request: Request) -> Response:
+    """List your requests' traces (an admin: everyone's) and the events that reached you (explain mode only)."""
+    user = request.state.user
+    return JSONResponse({"items": traces_for(user), "arrivals": [
+        explain_shown(delivery) for delivery in reversed(explain_deliveries) if user["id"] in delivery["users"]]})
+
+
+@login_required
+async def get_trace(request: Request) -> Response:
+    """Show one of your requests' traces (an admin: anyone's); another user's is a 404 (explain mode only)."""
+    trace_id = request.path_params["trace_id"]
+    if not (found := [trace for trace in traces_for(request.state.user) if trace["id"] == trace_id]):
+        raise HTTPException(404, f"There is no trace {trace_id} of yours in this process.")
+    return JSONResponse(found[0])
+
+
+async def explain_source(request: Request) -> Response:
+    """Show blog.py as plain text, for the page's links to its lines (explain mode only)."""
+    return PlainTextResponse(Path(__file__).read_text(), headers={"X-Content-Type-Options": "nosniff"})
 
 
 # The API document, OpenAPI 3.1: bodies and query parameters are the very declarations the handlers
@@ -3080,7 +3102,8 @@ OPERATIONS = {
     get_job: {"ok": (200, "Job")},
     list_jobs: {"query": PAGE_QUERY, "ok": (200, "JobPage")},
     list_audit: {"query": PAGE_QUERY | {"actor": ACTOR_QUERY, "action": ACTION_QUERY}, "ok": (200, "RecordPage")},
-}
+} | dict.fromkeys([list_traces, get_trace, explain_source], {"ok": (200, {"description": 'See API.md, "Explain mode"'}),
+                   "errors": [404], "description": "Only in explain mode (--demo or EXPLAIN=true); a 404 otherwise."})
 
 
 def response(returns, description: str = "OK") -> dict:
@@ -3649,60 +3672,22 @@ def smtp_connection() -> smtplib.SMTP:
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
 SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
-explaining: ContextVar["ExplainTrace | None"] = ContextVar("explaining", default=None)
-explain_traces: collections.deque["ExplainTrace"] = collections.deque(maxlen=100)  # this process's last ones
+ANSWERS_ALIKE = {"ask_for_address"}  # its steps tell whether an address has an account: an admin's to see only
+explaining: ContextVar[dict | None] = ContextVar("explaining", default=None)  # the trace of the request served
+explain_traces: collections.deque[dict] = collections.deque(maxlen=100)  # this process's last ones
 explain_deliveries: collections.deque[dict] = collections.deque(maxlen=500)  # how each process delivered events
 explain_numbers = itertools.count(1)  # a trace's id, in this process
 
 
 @functools.cache
-def explain_source_of(function) -> tuple[int, int, str]:
-    """A function's first line (its first decorator's), its `def` line, and the first line's text."""
-    lines, first = inspect.getsourcelines(function)
+def explain_function(function) -> dict | None:
+    """A function of this file, with its `def` line; a guarded handler, with its guard: decorator, line, roles."""
+    if not inspect.isfunction(unwrapped := inspect.unwrap(function)):
+        return None  # no route, or the API document's files
+    lines, first = inspect.getsourcelines(unwrapped)
     def_line = first + next(n for n, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def ")))
-    return first, def_line, lines[0].strip()
-
-
-class ExplainTrace:
-    """What one request did, step by step (explain_step adds them), and how it was answered."""
-
-    def __init__(self, scope: dict):
-        self.scope, self.id, self.at, self.started = scope, next(explain_numbers), time.time(), time.perf_counter()
-        query = scope["query_string"].decode("latin-1")
-        self.path = redact_query(quote(scope["path"]) + ("?" + query if query else ""))  # no ?ticket=, no newline
-        self.user = self.status = self.ms = None
-        self.steps, self.depth, self.statements, self.db_ms, self.events = [], 0, 0, 0.0, []
-
-    def handler(self) -> dict | None:
-        """The function that serves the request (once the routes have found it), and its guard."""
-        endpoint = self.scope.get("endpoint")
-        if not inspect.isfunction(function := inspect.unwrap(endpoint)):
-            return None  # no route, or the API document's files
-        first, def_line, decorator = explain_source_of(function)
-        return {"function": function.__qualname__, "line": def_line, "guard": hasattr(endpoint, "roles") and {
-            "decorator": decorator, "line": first, "roles": endpoint.roles, "verified": endpoint.verified}}
-
-    def answered(self, status: int) -> str:
-        """Note the status and the time so far, and say them as a W3C Server-Timing header, which DevTools shows."""
-        self.status, self.ms = status, (time.perf_counter() - self.started) * 1000
-        return f'db;dur={self.db_ms:.1f};desc="{self.statements} statements", app;dur={self.ms:.1f}'
-
-    def out(self) -> dict:
-        """The trace as GET /api/explain sends it (API.md)."""
-        return {"id": self.id, "at": utc_time(datetime.fromtimestamp(self.at, UTC)), "method": self.scope["method"],
-                "path": self.path, "status": self.status, "ms": round(self.ms, 2), "process": os.getpid(),
-                "user": self.user and {name: self.user[name] for name in ("username", "role", "email_verified")},
-                "handler": self.handler(), "db": {"statements": self.statements, "ms": round(self.db_ms, 2)},
-                "steps": self.steps, "fan_out": [explain_shown(delivery) for delivery in explain_deliveries
-                                                 if delivery["event"] in self.events]}
-
-    def line(self) -> str:
-        """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1369)  7 SQL 1.2 ms  record blog_approved"."""
-        handler = self.handler() or {"function": "no route", "line": "-"}
-        said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
-        head = [f"{self.scope['method']} {self.path} {self.status} {self.ms:.1f} ms",
-                f"{handler['function']} (blog.py:{handler['line']})", f"{self.statements} SQL {self.db_ms:.1f} ms"]
-        return "  ".join(head + [said[step["kind"]].format(**step) for step in self.steps if step["kind"] in said])
+    return {"function": unwrapped.__qualname__, "line": def_line, "guard": hasattr(function, "roles") and {
+        "decorator": lines[0].strip(), "line": first, "roles": function.roles, "verified": function.verified}}
 
 
 def explain_step(kind: str, passing=frozenset({"publish", "record", "queue_mail"}), **what) -> dict | None:
@@ -3713,15 +3698,16 @@ def explain_step(kind: str, passing=frozenset({"publish", "record", "queue_mail"
     while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in passing
                             or frame.f_code.co_name.startswith("explain")):
         frame = frame.f_back
-    trace.events += [what["id"]] if kind == "event" else []
-    trace.steps.append(step := {"kind": kind, "function": frame.f_code.co_qualname, "line": frame.f_lineno,
-                                "depth": trace.depth, **what})
+    trace["events"] += [what["id"]] if kind == "event" else []
+    in_transaction = any(step["kind"] == "BEGIN" and "ended" not in step for step in trace["steps"])  # never nested
+    trace["steps"].append(step := {"kind": kind, "function": frame.f_code.co_qualname, "line": frame.f_lineno,
+                                   "depth": int(in_transaction), **what})
     return step
 
 
 async def explain_statement(run, query: str, values: dict) -> list[dict]:
     """Run a statement as a step of the request's trace: where it is written, its values, rows and time."""
-    trace, started = explaining.get(), time.perf_counter()
+    db, started = explaining.get()["db"], time.perf_counter()
     shown = {name: "(hidden)" if SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))  # never a secret
              else value[:100] if isinstance(value, str) else value for name, value in values.items()}
     step = explain_step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"},
@@ -3731,27 +3717,18 @@ async def explain_statement(run, query: str, values: dict) -> list[dict]:
         return rows
     finally:
         step["ms"] = round((time.perf_counter() - started) * 1000, 2)
-        trace.statements, trace.db_ms = trace.statements + 1, trace.db_ms + step["ms"]
+        db["statements"], db["ms"] = db["statements"] + 1, round(db["ms"] + step["ms"], 2)
 
 
 @contextmanager
 def explain_transaction() -> Iterator[None]:
-    """Mark a transaction in the trace: BEGIN where it opens, its statements indented, how it ended."""
-    if (trace := explaining.get()) is None:
-        yield
-        return
-    begin, trace.depth = explain_step("BEGIN", {"transaction", "publishing"}, ended="ROLLBACK"), trace.depth + 1
+    """Mark a transaction in the trace: BEGIN where it opens (explain_step indents what follows), how it ended."""
+    begin = explain_step("BEGIN", {"transaction", "publishing"}) or {}
     try:
         yield
         begin["ended"] = "COMMIT"
     finally:
-        trace.depth -= 1
-
-
-def explain_user(user: dict) -> None:
-    """Note whose request this is (user_for_claims tells): the trace is theirs to see."""
-    if trace := explaining.get():
-        trace.user = user
+        begin.setdefault("ended", "ROLLBACK")
 
 
 async def explain_delivery(event: dict) -> None:
@@ -3761,10 +3738,11 @@ async def explain_delivery(event: dict) -> None:
         sizes = {queue: (user_id, queue.qsize()) for user_id, queues in user_connections.items() for queue in queues}
         handler(event)
         changed = [user_id for queue, (user_id, size) in sizes.items() if queue.qsize() != size]
-        heard.append({"function": handler.__qualname__, "line": explain_source_of(handler)[1], "offered": len(changed)})
+        heard.append({"function": handler.__qualname__, "line": explain_function(handler)["line"],
+                      "offered": len(changed)})
         reached.update(changed)
     delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard,
-                "users": list(reached)}
+                "users": [*reached]}
     if not isinstance(database, PostgresDatabase):
         return explain_deliveries.append(delivery)
     with suppress(*DATABASE_ERRORS):  # NOTIFY every process, this one too (see listen_on); a note lost loses no data
@@ -3772,60 +3750,67 @@ async def explain_delivery(event: dict) -> None:
                                {"channel": EXPLAIN_CHANNEL, "payload": json.dumps(delivery)})
 
 
-def explain_shown(delivery: dict) -> dict:
-    """A delivery as a user sees it: not whom else it reached; with the request that published it, if it was here."""
-    publisher = next((trace for trace in explain_traces if delivery["event"] in trace.events), None)
-    return {name: value for name, value in delivery.items() if name != "users"} | {"published_by": publisher and {
-        "method": publisher.scope["method"], "path": publisher.path, "handler": publisher.handler()}}
-
-
-@dataclass
-class ExplainRequests:
+def explain_requests(app: Callable) -> Callable:
     """ASGI middleware: each HTTP request's trace, its Server-Timing header and its line in the terminal."""
-
-    app: Callable
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def traced(scope, receive, send) -> None:
         explains = scope["type"] == "http" and scope["path"].startswith("/api/explain")
         if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # as if there were none; others: 405
             return await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
         if not EXPLAIN or explains or scope["type"] != "http":  # explain mode's own requests are not traced
-            return await self.app(scope, receive, send)
-        explain_traces.append(trace := ExplainTrace(scope))
+            return await app(scope, receive, send)
+        query, started = scope["query_string"].decode("latin-1"), time.perf_counter()
+        explain_traces.append(trace := {"id": next(explain_numbers), "at": utc_now(), "method": scope["method"],
+            "path": redact_query(quote(scope["path"]) + ("?" + query if query else "")),  # no ?ticket=, no newline
+            "status": None, "process": os.getpid(), "db": {"statements": 0, "ms": 0.0}, "steps": [], "events": []})
         token = explaining.set(trace)
 
+        def answered(status: int) -> None:  # the role decorator has let the user in by now, if anyone
+            user = scope.get("state", {}).get("user")
+            trace.update(status=status, ms=round((time.perf_counter() - started) * 1000, 2),
+                         user=user and {name: user[name] for name in ("id", "username", "role", "email_verified")},
+                         handler=explain_function(scope.get("endpoint")))
+
         async def send_timed(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"explain-trace", str(trace.id).encode()),
-                                      (b"server-timing", trace.answered(message["status"]).encode())]
+            if message["type"] == "http.response.start":  # a W3C Server-Timing header, which DevTools shows
+                answered(message["status"])
+                db, total = trace["db"], trace["ms"]
+                message["headers"] = [*message.get("headers", []), (b"explain-trace", str(trace["id"]).encode()), (
+                    b"server-timing", f'db;dur={db["ms"]:.1f};desc="{db["statements"]} statements", app;dur={total:.1f}'
+                    .encode())]
             await send(message)
         try:
-            await self.app(scope, receive, send_timed)
+            await app(scope, receive, send_timed)
         finally:  # after a background task too: a mail queued after the answer is in the trace
             explaining.reset(token)
-            if trace.status is None:  # an exception: its 500 is sent outside this middleware
-                trace.answered(500)
-            log.info("%s", trace.line())
+            if trace["status"] is None:  # an exception: its 500 is sent outside this middleware
+                answered(500)
+            log.info("%s", explain_line(trace))
+    return traced
 
 
-@login_required
-async def list_traces(request: Request) -> Response:
-    """List your requests' traces (an admin: everyone's) and the events that reached you (explain mode only)."""
-    user = request.state.user
-    mine = [trace for trace in reversed(explain_traces) if trace.status and (  # answered, newest first
-        user["role"] == "admin" or trace.user is not None and trace.user["id"] == user["id"])]
-    return JSONResponse({"items": [trace.out() for trace in mine], "arrivals": [
-        explain_shown(delivery) for delivery in reversed(explain_deliveries) if user["id"] in delivery["users"]]})
+def explain_line(trace: dict) -> str:
+    """"POST /api/blogs/5/approve 200 3.1 ms  approve_blog (blog.py:1369)  7 SQL 1.2 ms  record blog_approved"."""
+    handler, db = trace["handler"] or {"function": "no route", "line": "-"}, trace["db"]
+    said = {"event": "event {type}#{id}", "record": "record {action}", "mail": "mail to {to}"}
+    return "  ".join([f"{trace['method']} {trace['path']} {trace['status']} {trace['ms']:.1f} ms",
+                      f"{handler['function']} (blog.py:{handler['line']})", f"{db['statements']} SQL {db['ms']:.1f} ms",
+                      *(said[step["kind"]].format(**step) for step in trace["steps"] if step["kind"] in said)])
 
 
-async def explain_source(request: Request) -> Response:
-    """Show blog.py as plain text, for the page's links to its lines (explain mode only)."""
-    return PlainTextResponse(Path(__file__).read_text(), headers={"X-Content-Type-Options": "nosniff"})
+def explain_shown(delivery: dict) -> dict:
+    """A delivery as a user sees it: not whom else it reached; with the request that published it, if it was here."""
+    by = next((trace for trace in explain_traces if delivery["event"] in trace["events"]), None)
+    return {name: value for name, value in delivery.items() if name != "users"} | {
+        "published_by": by and {name: by[name] for name in ("method", "path", "handler")}}
 
 
-OPERATIONS |= dict.fromkeys([list_traces, explain_source], {  # the API document's entries (Appendix F)
-    "ok": (200, {"description": 'See API.md, "Explain mode"'}), "errors": [404],
-    "description": "Only in explain mode (--demo or EXPLAIN=true); a 404 otherwise."})
+def traces_for(user: dict) -> list[dict]:
+    """Answered traces a user may see, newest first, with fan-out: their own (less ANSWERS_ALIKE's); an admin, all."""
+    admin = user["role"] == "admin"
+    return [trace | {"steps": [step for step in trace["steps"] if admin or step["function"] not in ANSWERS_ALIKE],
+                     "fan_out": [explain_shown(fan) for fan in explain_deliveries if fan["event"] in trace["events"]]}
+            for trace in reversed(explain_traces)
+            if trace["status"] and (admin or trace["user"] is not None and trace["user"]["id"] == user["id"])]
 
 
 #### The app: routes, error handlers, lifespan (last, as the routes name every handler)
@@ -3886,6 +3871,7 @@ routes = [
     Route("/api/jobs/{job_id:id}", get_job),
     Route("/api/audit", list_audit),
     Route("/api/explain", list_traces),
+    Route("/api/explain/{trace_id:id}", get_trace),
     Route("/api/explain/source", explain_source),
 ]
 
@@ -3990,7 +3976,7 @@ app = Starlette(
     middleware=[Middleware(JSONCORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-Match", "If-None-Match"],
                            expose_headers=["ETag"]),  # a page's script may read a version, to send it back
-                Middleware(ExplainRequests)],
+                Middleware(explain_requests)],
     exception_handlers={HTTPException: http_error, RowDeletedMeanwhile: deleted_meanwhile,
                         DatabaseUnavailable: database_unavailable, Exception: server_error},
     lifespan=lifespan,

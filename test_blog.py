@@ -337,6 +337,7 @@ GUARDS = [
     ("DELETE", "/api/session/draft", None, 401, 204, 204, 204),
     # Explain mode's routes, with it on (off, each is a 404 to everyone: see test_explain_mode_is_off_...).
     ("GET", "/api/explain", None, 401, 200, 200, 200),
+    ("GET", "/api/explain/999999", None, 401, 404, 404, 404),  # no such trace; one's own: test_another_user_s_trace_...
     ("GET", "/api/explain/source", None, 200, 200, 200, 200),
 ]
 ROLE_COLUMNS = ["anonymous", "user", "approver", "admin"]
@@ -5183,7 +5184,7 @@ def test_openapi_documents_every_route_with_its_docstring(client):
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] == route.endpoint.__doc__.splitlines()[0]
     assert documented == declared
-    assert len(declared) == 51  # every HTTP route but / and the documents themselves
+    assert len(declared) == 52  # every HTTP route but / and the documents themselves
     me = document["paths"]["/api/auth/me"]["get"]
     assert {"401"} <= set(me["responses"]) and me["security"] == [{"bearer": []}, {"password": []}]
     assert "403" in document["paths"]["/api/blogs/pending"]["get"]["responses"]
@@ -5256,6 +5257,7 @@ WALK = [
     ("GET", "/api/jobs/999999999", None, "author"),
     ("GET", "/api/audit", None, "admin"),
     ("GET", "/api/explain", None, "author"),  # explain mode is off here: a 404, as documented
+    ("GET", "/api/explain/1", None, "author"),
     ("GET", "/api/explain/source", None, None),
     ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "a new password"}, "author"),
     ("POST", "/api/auth/logout", {"refresh_token": "{refresh}"}, "author"),
@@ -5381,7 +5383,7 @@ def test_the_api_reference_lists_exactly_the_apps_routes():
         elif isinstance(route, blog.Route):
             served |= {(method, path) for method in route.methods - {"HEAD"}}
     assert len(listed) == len(set(listed)) and set(listed) == served
-    assert len(served) == 55  # 51 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
+    assert len(served) == 56  # 52 documented in OpenAPI, the chat socket, /, /openapi.json and /docs
 
 
 def test_nothing_in_the_repository_points_outside_it():
@@ -6476,8 +6478,8 @@ def test_every_line_a_trace_names_is_where_the_function_it_names_does_that(expla
     client.patch(f"/api/users/{reviewer['user']['username']}/role", json={"role": "user"}, headers=admin["headers"])
     client.delete(f"/api/blogs/{post['id']}", headers=admin["headers"])
     client.get("/api/nowhere")
-    wait_until(lambda: all(trace.out()["fan_out"] for trace in blog.explain_traces if trace.events), what="every fan-out")
-    traces = client.get("/api/explain", headers=admin["headers"]).json()["items"]
+    traces = wait_until(lambda: (items := client.get("/api/explain", headers=admin["headers"]).json()["items"]) and all(
+        trace["fan_out"] for trace in items if trace["events"]) and items, what="every fan-out")
     seen = set()
     for trace in traces:
         if trace["handler"]:
@@ -6526,15 +6528,39 @@ def test_traces_of_accounts_hold_no_password_hash_token_ticket_or_link(explained
         assert secret not in traced and secret not in app_log.text
 
 
-def test_another_user_s_trace_is_hidden_from_a_user_and_an_admin_s_to_see(explained):
+def test_another_user_s_trace_is_a_404_to_a_user_and_an_admin_s_to_see(explained):
     client = explained
     owner, other, admin = make_user(client), make_user(client), make_user(client, "admin")
     response = client.post("/api/blogs/", json={"title": "Mine", "content": "Text."}, headers=owner["headers"])
     trace_id = int(response.headers["explain-trace"])
     assert trace_id not in [trace["id"] for trace in client.get("/api/explain", headers=other["headers"]).json()["items"]]
-    assert trace_of(client, response, admin)["user"]["username"] == owner["user"]["username"]
-    assert trace_of(client, response, owner)["id"] == trace_id
-    assert client.get(f"/api/explain/{trace_id}", headers=admin["headers"]).status_code == 404  # no route for one
+    mine = client.get(f"/api/explain/{trace_id}", headers=owner["headers"])
+    assert mine.status_code == 200 and mine.json() == trace_of(client, response, owner)
+    assert mine.json()["user"]["username"] == owner["user"]["username"] and mine.json()["handler"]["function"] == "create_blog"
+    other_s = client.get(f"/api/explain/{trace_id}", headers=other["headers"])
+    assert (other_s.status_code, set(other_s.json())) == (404, {"detail"})
+    assert client.get(f"/api/explain/{trace_id}", headers=admin["headers"]).json() == mine.json()
+    anonymous = client.get("/api/blogs/")  # no token: an admin's to see, nobody else's
+    for viewer, status in ((owner, 404), (other, 404), (admin, 200)):
+        assert client.get(f"/api/explain/{anonymous.headers['explain-trace']}", headers=viewer["headers"]).status_code == status
+
+
+def test_an_address_change_s_trace_shows_its_owner_nothing_of_whether_the_address_is_taken(explained, mail):
+    """The answer is the same for a taken and a free address (issue 27); so is the owner's trace of it: the steps
+    that look the address up and mail it are an admin's to see (ANSWERS_ALIKE), and no user's."""
+    client = explained
+    admin, holder, asker = make_user(client, "admin"), make_user(client), make_user(client)
+    shown = []
+    for address in (holder["user"]["email"], "free-" + os.urandom(3).hex() + "@example.com"):
+        response = change_address(client, asker, address)
+        assert response.status_code == 200, response.text
+        trace = client.get(f"/api/explain/{response.headers['explain-trace']}", headers=asker["headers"]).json()
+        shown.append([(step["kind"], step["function"], step.get("sql"), step.get("rows"), step.get("subject"))
+                      for step in trace["steps"]] + [trace["db"]["statements"]])
+        whole = client.get(f"/api/explain/{response.headers['explain-trace']}", headers=admin["headers"]).json()
+        assert any(step["function"] == "ask_for_address" for step in whole["steps"])  # the admin sees them
+        assert not any(step["function"] in blog.ANSWERS_ALIKE for step in trace["steps"])
+    assert shown[0] == shown[1]
 
 
 def test_the_source_is_served_as_plain_text_that_a_browser_never_reads_as_html(explained):
