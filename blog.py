@@ -385,11 +385,11 @@ def requires_role(*roles: str, for_stream: bool = False, verified: bool = False)
             user = await authenticate(request, for_stream)
             if user is None:
                 raise unauthorized("Log in first: this needs an access token.")
+            request.state.user = user  # before the checks: explain mode shows a refusal to whom it refused
             if user["role"] not in roles:
                 raise HTTPException(403, f"This needs the role {' or '.join(roles)}.")
             if verified:
                 check_verified(user)
-            request.state.user = user
             return await handler(request)
         guarded.roles, guarded.verified = roles, verified  # read by the OpenAPI document
         return guarded
@@ -2680,25 +2680,31 @@ class PostgresDatabase(Database):
     # missing word: 0.7 s at 100,000 posts) or sorts every match from the GIN index (a word in every post:
     # 4.7 s). So UNION ALL runs three parts in turn, each only while the page is not full:
     # 1. `recent` tests the newest 500 posts below the cursor: a word in 1 post of 25 fills the page here.
-    # 2. Then the 5,000 ids below them, then the 45,000 below those: the GIN matches that a bitmap of the
-    #    window's ids keeps, sorted (a word in 1 post of 70 once sorted 14,000 at a million posts). "OR id = 0"
-    #    (no such id) leaves the planner that bitmap only, where it would walk a window it guesses small.
-    # 3. Older still, every GIN match, sorted: a word in no page of the newest 50,500 is rare. OFFSET 0
-    #    fences the planner off the primary key. `python bench.py reads --posts 1000000` measures each kind.
+    # 2. For a word found there: the 5,000 ids below them, then the 45,000 below those: the GIN matches that
+    #    a bitmap of the window's ids keeps, sorted (a word in 1 post of 70 once sorted 14,000 at a million
+    #    posts). "OR id = 0" (no such id) leaves the planner that bitmap only, where it would walk a window it
+    #    guesses small. A word found in none of the 500 skips them (each bitmap costs 1 ms at 100,000 posts).
+    # 3. Older still (below the 500 for a word not found there), every GIN match, sorted: such a word is rare
+    #    (a word in 1 post of 100 misses 500 once in 150). OFFSET 0 fences the planner off the primary key.
+    #    `python bench.py reads --posts 1000000` measures each kind.
     SEARCH = """
         WITH recent AS MATERIALIZED (
-            SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500)
-        (SELECT id FROM recent WHERE search @@ to_tsquery('simple', :search) AND status = 'approved' LIMIT :limit)
+            SELECT id, status, search FROM blogs WHERE id < :before{by_author} ORDER BY id DESC LIMIT 500),
+        found_recently AS MATERIALIZED (
+            SELECT id FROM recent WHERE search @@ to_tsquery('simple', :search) AND status = 'approved' LIMIT :limit)
+        (SELECT id FROM found_recently)
         UNION ALL
         (SELECT nearer.id FROM (VALUES (0, 5000), (5000, 50000)) AS w (near, far) CROSS JOIN LATERAL (
              SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
                              AND (id < (SELECT MIN(id) FROM recent) - near AND id >= (SELECT MIN(id) FROM recent) - far
                                   OR id = 0) OFFSET 0) AS found
-             WHERE status = 'approved' ORDER BY id DESC LIMIT :limit) AS nearer)
+             WHERE status = 'approved' ORDER BY id DESC LIMIT :limit) AS nearer
+         WHERE EXISTS (SELECT 1 FROM found_recently))
         UNION ALL
         (SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
                          OFFSET 0) AS older
-         WHERE id < (SELECT MIN(id) FROM recent) - 50000 AND status = 'approved' ORDER BY id DESC LIMIT :limit)
+         WHERE id < (SELECT MIN(id) FROM recent) - (CASE WHEN EXISTS (SELECT 1 FROM found_recently) THEN 50000 ELSE 0 END)
+           AND status = 'approved' ORDER BY id DESC LIMIT :limit)
         LIMIT :limit"""
     BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
     EACH_AUTHOR = "LATERAL (SELECT * FROM blogs WHERE id IN ({})) AS b"  # the feed: each author's newest posts
@@ -2955,7 +2961,8 @@ async def swagger_ui(request: Request) -> Response:
     return HTMLResponse(SWAGGER_UI_PAGE, headers={"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"})
 
 
-# The page's "How it works" panel reads these, in explain mode (Appendix J keeps the traces and decides who sees which).
+# The page's "How it works" panel reads these three, in explain mode; Appendix J keeps the traces and says
+# who may see which.
 @login_required
 async def list_traces(request: Request) -> Response:
     """List your requests' traces (an admin: everyone's) and the events that reached you (explain mode only)."""

@@ -6540,6 +6540,9 @@ def test_another_user_s_trace_is_a_404_to_a_user_and_an_admin_s_to_see(explained
     other_s = client.get(f"/api/explain/{trace_id}", headers=other["headers"])
     assert (other_s.status_code, set(other_s.json())) == (404, {"detail"})
     assert client.get(f"/api/explain/{trace_id}", headers=admin["headers"]).json() == mine.json()
+    refused = client.post(f"/api/blogs/{response.json()['id']}/approve", headers=other["headers"])  # a 403 is shown too
+    guard = client.get(f"/api/explain/{refused.headers['explain-trace']}", headers=other["headers"]).json()["handler"]["guard"]
+    assert refused.status_code == 403 and guard["roles"] == ["approver", "admin"]
     anonymous = client.get("/api/blogs/")  # no token: an admin's to see, nobody else's
     for viewer, status in ((owner, 404), (other, 404), (admin, 200)):
         assert client.get(f"/api/explain/{anonymous.headers['explain-trace']}", headers=viewer["headers"]).status_code == status
