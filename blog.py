@@ -3203,14 +3203,16 @@ SECRET_PARAMETERS = {"token", "ticket"}
 
 
 def redact_query(target: str) -> str:
-    """Hide ?token= and ?ticket= values, names read as Starlette does: "?%74oken=eyJ" -> "?%74oken=[redacted]"."""
+    """Hide ?token= and ?ticket= values, names read as Starlette does ("?%74oken=eyJ" -> "?%74oken=[redacted]"), and
+    what looks like a token or ticket (JSON in base64: "eyJ...") by any other name, as a client's mistaken ?access_token=."""
     path, question_mark, query = target.partition("?")
     if not question_mark:
         return target
     pairs = []
     for pair in query.split("&"):
-        name = pair.partition("=")[0]
-        pairs.append(name + "=[redacted]" if unquote_plus(name) in SECRET_PARAMETERS else pair)
+        name, _, value = pair.partition("=")
+        secret = unquote_plus(name) in SECRET_PARAMETERS or unquote_plus(value).startswith("eyJ")
+        pairs.append(name + "=[redacted]" if secret else pair)
     return path + "?" + "&".join(pairs)
 
 
@@ -3679,7 +3681,7 @@ def smtp_connection() -> smtplib.SMTP:
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
 SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
-ANSWERS_ALIKE = {"ask_for_address"}  # its steps tell whether an address has an account: an admin's to see only
+ANSWERS_ALIKE = {"ask_for_address"}  # a trace it runs in tells whether an address has an account: admins' only
 explaining: ContextVar[dict | None] = ContextVar("explaining", default=None)  # the trace of the request served
 explain_traces: collections.deque[dict] = collections.deque(maxlen=100)  # this process's last ones
 explain_deliveries: collections.deque[dict] = collections.deque(maxlen=500)  # how each process delivered events
@@ -3740,28 +3742,29 @@ def explain_transaction() -> Iterator[None]:
 
 async def explain_delivery(event: dict) -> None:
     """deliver(), noting for every process which @on_event functions heard the event and whose queues they filled."""
-    heard, reached = [], set()
+    heard, users = [], set()
     for handler in event_handlers.get(event["type"], []):
         sizes = {queue: (user_id, queue.qsize()) for user_id, queues in user_connections.items() for queue in queues}
         handler(event)
         changed = [user_id for queue, (user_id, size) in sizes.items() if queue.qsize() != size]
         heard.append({"function": handler.__qualname__, "line": explain_function(handler)["line"],
                       "offered": len(changed)})
-        reached.update(changed)
-    delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard,
-                "users": [*reached]}
+        users.update(changed)
+    delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard, "users": [*users]}
     if not isinstance(database, PostgresDatabase):
         return explain_deliveries.append(delivery)
-    with suppress(*DATABASE_ERRORS):  # NOTIFY every process, this one too (see listen_on); a note lost loses no data
+    try:  # NOTIFY every process, this one too (see listen_on); a note lost loses no data, and is said
         await database.execute("SELECT pg_notify(:channel, :payload)",
                                {"channel": EXPLAIN_CHANNEL, "payload": json.dumps(delivery)})
+    except DATABASE_ERRORS as error:  # as a note past NOTIFY's 8,000 bytes, when an event reaches many users
+        log.warning("Explain: the fan-out of event %s is not shown (%s)", event["id"], error)
 
 
 def explain_requests(app: Callable) -> Callable:
     """ASGI middleware: each HTTP request's trace, its Server-Timing header and its line in the terminal."""
     async def traced(scope, receive, send) -> None:
         explains = scope["type"] == "http" and scope["path"].startswith("/api/explain")
-        if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # as if there were none; others: 405
+        if not EXPLAIN and explains:  # as if there were none, whatever the method
             return await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
         if not EXPLAIN or explains or scope["type"] != "http":  # explain mode's own requests are not traced
             return await app(scope, receive, send)
@@ -3812,12 +3815,11 @@ def explain_shown(delivery: dict) -> dict:
 
 
 def traces_for(user: dict) -> list[dict]:
-    """Answered traces a user may see, newest first, with fan-out: their own (less ANSWERS_ALIKE's); an admin, all."""
-    admin = user["role"] == "admin"
-    return [trace | {"steps": [step for step in trace["steps"] if admin or step["function"] not in ANSWERS_ALIKE],
-                     "fan_out": [explain_shown(fan) for fan in explain_deliveries if fan["event"] in trace["events"]]}
-            for trace in reversed(explain_traces)
-            if trace["status"] and (admin or trace["user"] is not None and trace["user"]["id"] == user["id"])]
+    """Answered traces a user may see, newest first, with fan-out: their own (but ANSWERS_ALIKE's); an admin, all."""
+    return [trace | {"fan_out": [explain_shown(fan) for fan in explain_deliveries if fan["event"] in trace["events"]]}
+            for trace in reversed(explain_traces) if trace["status"] and (user["role"] == "admin" or (
+                trace["user"] is not None and trace["user"]["id"] == user["id"]
+                and not any(step["function"] in ANSWERS_ALIKE for step in trace["steps"])))]
 
 
 #### The app: routes, error handlers, lifespan (last, as the routes name every handler)
