@@ -1197,8 +1197,7 @@ async def get_visible_blog(blog_id: int, user: dict | None, locking: bool = Fals
     return blog
 
 
-# Characters Python counts in a word but a database splits words on, split here too so that each finds what was
-# stored: "other numbers" (፩, ৴: PostgreSQL) and 21 letters that were marks in SQLite's Unicode tables (ᦰ, ᳲ).
+# Where a database splits words and Python would not: "other numbers" (፩: PostgreSQL), 21 old marks (ᦰ: SQLite).
 SPLIT_AS_THE_DATABASES_DO = dict.fromkeys([*range(0x19B0, 0x19C1), 0x19C8, 0x19C9, 0x1CF2, 0x1CF3, *(
     code for code in range(0x30000) if unicodedata.category(chr(code)) == "No")], " ")
 
@@ -1206,8 +1205,7 @@ SPLIT_AS_THE_DATABASES_DO = dict.fromkeys([*range(0x19B0, 0x19C1), 0x19C8, 0x19C
 def search_words(text: str) -> list[str]:
     """The words ?q= matches, as both databases index them: "Über-Café 2" -> ["über", "café", "2"]. Python folds
     case (SQLite's LOWER folds ASCII only, PostgreSQL's its locale's) after NFKC (U + combining ¨ is Ü)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return re.findall(r"[^\W_]+", folded.translate(SPLIT_AS_THE_DATABASES_DO))
+    return re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold().translate(SPLIT_AS_THE_DATABASES_DO))
 
 
 # A search is the heaviest read anyone can ask for: in each process searches take turns (see lifespan), so a
@@ -3210,8 +3208,7 @@ SECRET_PARAMETERS = {"token", "ticket"}
 
 
 def redact_query(target: str) -> str:
-    """Hide ?token= and ?ticket= values, names read as Starlette does ("?%74oken=eyJ" -> "?%74oken=[redacted]"), and
-    what looks like a token or ticket (JSON in base64: "eyJ...") by any other name, as a client's mistaken ?access_token=."""
+    """Hide ?token= and ?ticket= ("?%74oken=eyJ" -> "?%74oken=[redacted]") and anything shaped like them: "eyJ..."."""
     path, question_mark, query = target.partition("?")
     if not question_mark:
         return target
