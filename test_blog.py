@@ -6592,6 +6592,28 @@ def test_an_address_change_s_trace_shows_its_owner_nothing_of_whether_the_addres
     assert subjects[0] != subjects[1] and timings[0] == timings[1]  # what the owner is not shown differs
 
 
+def test_a_fan_out_note_too_big_for_notify_is_said_in_the_log_and_delivery_goes_on(explained, app_log):
+    """PostgreSQL's NOTIFY takes at most 8,000 bytes: an event that reaches thousands of users makes a longer note.
+    It is not shown, and the log says so; the event was still delivered (on SQLite, no NOTIFY: it is kept)."""
+    delivered = []
+
+    def hear(event: dict) -> None:
+        delivered.append(event)
+    blog.event_handlers["huge_test_event"] = [hear]
+    try:
+        event = {"id": 987654, "type": "huge_test_event", "data": {}}
+        explained.portal.call(blog.explain_delivery, event | {"type": "huge_test_event" + " " * 9000})
+        explained.portal.call(blog.explain_delivery, event)
+    finally:
+        del blog.event_handlers["huge_test_event"]
+    assert delivered == [event]  # the handler heard the one of its kind
+    if isinstance(blog.database, blog.PostgresDatabase):
+        assert "Explain: the fan-out of event 987654 is not shown" in app_log.text
+    else:
+        assert [delivery["type"] for delivery in blog.explain_deliveries][-2:] == ["huge_test_event" + " " * 9000,
+                                                                                   "huge_test_event"]
+
+
 def test_the_source_is_served_as_plain_text_that_a_browser_never_reads_as_html(explained):
     response = explained.get("/api/explain/source")
     assert response.headers["content-type"].startswith("text/plain")
