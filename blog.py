@@ -2616,11 +2616,11 @@ class SQLiteDatabase(Database):
                     await self.on(self.writer, "PRAGMA foreign_keys = OFF", {})
                 await self.on(self.writer, "BEGIN IMMEDIATE", {})
                 try:
-                    with explain_transaction():
+                    with explain_transaction():  # COMMIT in the trace once it is done
                         yield
-                    if rebuilding and (broken := await self.on(self.writer, "PRAGMA foreign_key_check", {})):
-                        raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
-                    await self.on(self.writer, "COMMIT", {})
+                        if rebuilding and (broken := await self.on(self.writer, "PRAGMA foreign_key_check", {})):
+                            raise sqlite3.IntegrityError(f"rows refer to rows that are gone: {broken[:3]}")
+                        await self.on(self.writer, "COMMIT", {})
                 except BaseException:
                     if self.writer.raw_connection.in_transaction:  # not if SQLite has (full disk, I/O error)
                         await self.on(self.writer, "ROLLBACK", {})
@@ -2708,7 +2708,7 @@ class PostgresDatabase(Database):
         UNION ALL
         (SELECT id FROM (SELECT id, status FROM blogs WHERE search @@ to_tsquery('simple', :search){by_author}
                          OFFSET 0) AS older
-         WHERE id < (SELECT MIN(id) FROM recent) - (CASE WHEN EXISTS (SELECT 1 FROM found_recently) THEN 50000 ELSE 0 END)
+         WHERE id < (SELECT MIN(id) FROM recent) - CASE WHEN EXISTS (SELECT 1 FROM found_recently) THEN 50000 ELSE 0 END
            AND status = 'approved' ORDER BY id DESC LIMIT :limit)
         LIMIT :limit"""
     BY_AUTHOR = ""  # the feed's gathering and ?author=: PostgreSQL's planner has statistics (autovacuum keeps them)
@@ -2741,10 +2741,9 @@ class PostgresDatabase(Database):
             raise RuntimeError("Transactions do not nest.")
         self.transaction_tasks.add(task)
         try:
-            with unavailable_as_such():
+            with unavailable_as_such(), explain_transaction():  # COMMIT in the trace once asyncpg has committed
                 async with self.connection() as connection, connection.raw_connection.transaction():
-                    with explain_transaction():
-                        yield
+                    yield
         finally:
             self.transaction_tasks.discard(task)
 
@@ -2796,7 +2795,8 @@ class PostgresDatabase(Database):
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(EVENT_CHANNEL, lambda _connection, _pid, _channel, payload: on_notify(payload))
-        await connection.add_listener(EXPLAIN_CHANNEL, lambda *heard: explain_deliveries.append(json.loads(heard[-1])))
+        await connection.add_listener(EXPLAIN_CHANNEL, lambda _connection, _pid, _channel, payload:
+                                      explain_deliveries.append(json.loads(payload)))  # Appendix J
         self.listening = True
         log.info("Events: listening for notifications")
         on_notify("")
@@ -3703,12 +3703,12 @@ def explain_function(function) -> dict | None:
         "decorator": lines[0].strip(), "line": first, "roles": function.roles, "verified": function.verified}}
 
 
-def explain_step(kind: str, passing=frozenset({"publish", "record", "queue_mail"}), **what) -> dict | None:
-    """Add a step to the request's trace, at the first caller neither explain mode's own nor named in `passing`."""
+def explain_step(kind: str, skipping=frozenset({"publish", "record", "queue_mail"}), **what) -> dict | None:
+    """Add a step to the request's trace, at the first caller neither explain mode's own nor named in `skipping`."""
     if (trace := explaining.get()) is None:
         return None
     frame = sys._getframe(1)
-    while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in passing
+    while frame.f_back and (frame.f_code.co_filename != __file__ or frame.f_code.co_name in skipping
                             or frame.f_code.co_name.startswith("explain")):
         frame = frame.f_back
     trace["events"] += [what["id"]] if kind == "event" else []
@@ -3723,7 +3723,7 @@ async def explain_statement(run, query: str, values: dict) -> list[dict]:
     db, started = explaining.get()["db"], time.perf_counter()
     shown = {name: "(hidden)" if SECRET_NAMES.search(name) or SECRET_SHAPES.search(str(value))  # never a secret
              else value[:100] if isinstance(value, str) else value for name, value in values.items()}
-    step = explain_step("sql", {"fetch_all", "fetch_one", "fetch_val", "execute", "statement"},
+    step = explain_step("sql", skipping={"fetch_all", "fetch_one", "fetch_val", "execute", "statement"},
                         sql=" ".join(query.split()), values=shown, rows=None)
     try:
         step["rows"] = len(rows := await run(query, values))
@@ -3736,7 +3736,7 @@ async def explain_statement(run, query: str, values: dict) -> list[dict]:
 @contextmanager
 def explain_transaction() -> Iterator[None]:
     """Mark a transaction in the trace: BEGIN where it opens (explain_step indents what follows), how it ended."""
-    begin = explain_step("BEGIN", {"transaction", "publishing"}) or {}
+    begin = explain_step("BEGIN", skipping={"transaction", "publishing"}) or {}
     try:
         yield
         begin["ended"] = "COMMIT"
@@ -3751,16 +3751,16 @@ async def explain_delivery(event: dict) -> None:
         sizes = {queue: (user_id, queue.qsize()) for user_id, queues in user_connections.items() for queue in queues}
         handler(event)
         changed = [user_id for queue, (user_id, size) in sizes.items() if queue.qsize() != size]
-        heard.append({"function": handler.__qualname__, "line": explain_function(handler)["line"],
+        heard.append({"function": handler.__qualname__, "line": (explain_function(handler) or {}).get("line"),
                       "offered": len(changed)})
         users.update(changed)
     delivery = {"event": event["id"], "type": event["type"], "process": os.getpid(), "heard": heard, "users": [*users]}
     if not isinstance(database, PostgresDatabase):
         return explain_deliveries.append(delivery)
-    try:  # NOTIFY every process, this one too (see listen_on); a note lost loses no data, and is said
+    try:  # NOTIFY every process, this one too (see listen_on); a note is no data, and one that fails is logged
         await database.execute("SELECT pg_notify(:channel, :payload)",
                                {"channel": EXPLAIN_CHANNEL, "payload": json.dumps(delivery)})
-    except DATABASE_ERRORS as error:  # as a note past NOTIFY's 8,000 bytes, when an event reaches many users
+    except DATABASE_ERRORS as error:  # past NOTIFY's 8,000 bytes, say (an event that reached thousands of users)
         log.warning("Explain: the fan-out of event %s is not shown (%s)", event["id"], error)
 
 
@@ -3778,7 +3778,7 @@ def explain_requests(app: Callable) -> Callable:
             "status": None, "process": os.getpid(), "db": {"statements": 0, "ms": 0.0}, "steps": [], "events": []})
         token = explaining.set(trace)
 
-        def answered(status: int) -> None:  # the role decorator has let the user in by now, if anyone
+        def answered(status: int) -> None:  # by now the role decorator has read the user (request.state.user), if any
             user = scope.get("state", {}).get("user")
             trace.update(status=status, ms=round((time.perf_counter() - started) * 1000, 2),
                          user=user and {name: user[name] for name in ("id", "username", "role", "email_verified")},
