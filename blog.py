@@ -3768,7 +3768,7 @@ def explain_requests(app: Callable) -> Callable:
     """ASGI middleware: each HTTP request's trace, its Server-Timing header and its line in the terminal."""
     async def traced(scope, receive, send) -> None:
         explains = scope["type"] == "http" and scope["path"].startswith("/api/explain")
-        if not EXPLAIN and explains:  # as if there were none, whatever the method
+        if not EXPLAIN and explains and scope["method"] in ("GET", "HEAD"):  # as if there were none; others: 405
             return await JSONResponse({"detail": "Not Found"}, 404)(scope, receive, send)
         if not EXPLAIN or explains or scope["type"] != "http":  # explain mode's own requests are not traced
             return await app(scope, receive, send)
