@@ -3678,9 +3678,9 @@ def smtp_connection() -> smtplib.SMTP:
 
 #### Appendix J. Explain mode: each request's path through this file, and its events' after it
 #
-# With --demo or EXPLAIN=true each HTTP request gets a trace (API.md shows one): handler, guard, SQL where written
-# and in its transaction, events, records, mails, and its events' fan-out in every process. The lesson's choke
-# points call explain_* functions, which do nothing outside a traced request. For demos, never production.
+# --demo or EXPLAIN=true (for demos, never production) give each HTTP request a trace, kept by the process that
+# served it (API.md shows one): handler, guard, SQL where written and in its transaction, events, records, mails,
+# and its events' fan-out in every process. The lesson's choke points call explain_* functions (no-ops untraced).
 
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
