@@ -3205,19 +3205,18 @@ def openapi_document() -> dict:
 
 
 SECRET_PARAMETERS = {"token", "ticket"}
+TOKEN_SHAPED = re.compile(r"[\w-]{8,}\.[\w-]{4,}\.[\w-]{8,}")  # three base64url parts: a JWT, a ticket, a mailed link's
 
 
 def redact_query(target: str) -> str:
-    """Hide ?token= and ?ticket= ("?%74oken=eyJ" -> "?%74oken=[redacted]") and anything shaped like them: "eyJ..."."""
+    """Hide ?token= and ?ticket= values, names read as Starlette does ("?%74oken=eyJ" -> "?%74oken=[redacted]"), and
+    whatever is shaped like a token or ticket, wherever it stands (?x=Bearer+eyJ..., ?eyJ..., %2565yJ...)."""
     path, question_mark, query = target.partition("?")
-    if not question_mark:
-        return target
     pairs = []
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        secret = unquote_plus(name) in SECRET_PARAMETERS or unquote_plus(value).startswith("eyJ")
-        pairs.append(name + "=[redacted]" if secret else pair)
-    return path + "?" + "&".join(pairs)
+    for pair in query.split("&") if question_mark else []:
+        name = pair.partition("=")[0]
+        pairs.append(name + "=[redacted]" if unquote_plus(name) in SECRET_PARAMETERS else pair)
+    return TOKEN_SHAPED.sub("[redacted]", path + question_mark + "&".join(pairs))
 
 
 def redact_tokens(record: logging.LogRecord) -> bool:
@@ -3684,7 +3683,7 @@ def smtp_connection() -> smtplib.SMTP:
 
 EXPLAIN_CHANNEL = "blog_explain"  # PostgreSQL: where each process tells how it delivered an event
 SECRET_NAMES = re.compile(r"password|hash|token|ticket|stamp|secret|body|^new$|^old$")
-SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$")  # bcrypt, a JWT, a link, a digest
+SECRET_SHAPES = re.compile(r"^\$2[aby]\$|^eyJ|token=|^[0-9a-f]{32,}$", re.I)  # bcrypt, JWT (lower-cased too), link, hex
 ANSWERS_ALIKE = {"ask_for_address"}  # a trace it runs in tells whether an address has an account: admins' only
 explaining: ContextVar[dict | None] = ContextVar("explaining", default=None)  # the trace of the request served
 explain_traces: collections.deque[dict] = collections.deque(maxlen=100)  # this process's last ones
