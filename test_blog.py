@@ -1708,6 +1708,17 @@ def blog_rows_examined(plan: dict) -> int:
     return examined + sum(blog_rows_examined(child) for child in plan.get("Plans", []))
 
 
+def keep_queries(monkeypatch) -> list[tuple[str, dict]]:
+    """From now on, keep each (query, values) the app's database.fetch_all runs, and still run it."""
+    kept, fetch_all = [], blog.database.fetch_all
+
+    async def keeping(query, values=None):
+        kept.append((query, values))
+        return await fetch_all(query, values)
+    monkeypatch.setattr(blog.database, "fetch_all", keeping)
+    return kept
+
+
 def test_search_on_postgresql_reads_a_bounded_part_of_the_posts_with_statistics_or_not(postgres, monkeypatch):
     """A missing word once walked every post, a common one sorted every match; now neither,
     on a fresh database (no statistics yet) as after ANALYZE: the work done, from EXPLAIN."""
@@ -1719,12 +1730,7 @@ def test_search_on_postgresql_reads_a_bounded_part_of_the_posts_with_statistics_
         # New entries wait in the GIN index's pending list until a vacuum or 4 MB of them move them
         # into the index proper; the planner, rightly, avoids an index that is mostly list.
         run(on_postgres(database_url, "SELECT gin_clean_pending_list('blogs_search')"))
-        searches, fetch_all = [], blog.database.fetch_all
-
-        async def keep_search(query, values=None):
-            searches.append((query, values))
-            return await fetch_all(query, values)
-        monkeypatch.setattr(blog.database, "fetch_all", keep_search)
+        searches = keep_queries(monkeypatch)
         for statistics in ("absent", "present"):
             if statistics == "present":
                 run(on_postgres(database_url, "ANALYZE blogs"))
@@ -1795,12 +1801,7 @@ def test_a_page_of_search_or_feed_reads_as_much_at_20000_posts_as_at_10000(new_d
                         "feed": sorted((row["id"] for row in followed), reverse=True)}
             if postgres:
                 run(on_postgres(database_url, "SELECT gin_clean_pending_list('blogs_search')"))
-            queries, fetch_all = [], blog.database.fetch_all
-
-            async def keep_query(query, values=None):
-                queries.append((query, values))
-                return await fetch_all(query, values)
-            monkeypatch.setattr(blog.database, "fetch_all", keep_query)
+            queries = keep_queries(monkeypatch)
             for statistics in ("absent", "present"):
                 if statistics == "present":
                     client.portal.call(blog.database.execute, "ANALYZE")
